@@ -1,0 +1,38 @@
+from django import forms
+
+from sessions.models import Topic
+from sessions.upstreams import registry
+
+
+class PickForm(forms.Form):
+    provider = forms.ChoiceField()
+    topic = forms.ModelChoiceField(queryset=Topic.objects.filter(is_active=True), empty_label=None)
+    voice = forms.ChoiceField()
+    language = forms.ChoiceField()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        providers = registry.PROVIDERS.values()
+        self.fields["provider"].choices = [(p.key, p.label) for p in providers]
+        self.fields["provider"].initial = registry.DEFAULT
+        # Every provider's voices and languages are valid choices at field level; clean()
+        # checks that they belong to the chosen provider.
+        voices = {v: label for p in providers for v, label in p.voices.items()}
+        self.fields["voice"].choices = sorted(voices.items())
+        languages = {code for p in providers for code in p.languages}
+        self.fields["language"].choices = [(c, registry.LANGUAGE_NAMES.get(c, c)) for c in sorted(languages)]
+
+    def clean(self):
+        data = super().clean()
+        key = data.get("provider")
+        if not key:
+            return data
+        provider = registry.get(key)
+        mode, why = registry.mode(key)
+        if mode == "unavailable":
+            self.add_error("provider", f"{provider.label} is unavailable: {why}.")
+        if data.get("voice") and data["voice"] not in provider.voices:
+            self.add_error("voice", f"{provider.label} does not offer the voice {data['voice']!r}.")
+        if data.get("language") and data["language"] not in provider.languages:
+            self.add_error("language", f"{provider.label} does not speak {data['language']!r}.")
+        return data

@@ -1,0 +1,61 @@
+"""Pick a provider and topic, then talk."""
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+
+from playground.forms import PickForm
+from sessions.models import Conversation
+from sessions.upstreams import registry
+
+
+def provider_catalogue() -> list[dict]:
+    """What the pick page shows and its script needs: per provider, voices, languages and mode."""
+    rows = []
+    for p in registry.PROVIDERS.values():
+        mode, why = registry.mode(p.key)
+        rows.append(
+            {
+                "key": p.key,
+                "label": p.label,
+                "mode": mode,
+                "why": why,
+                "voices": list(p.voices.items()),
+                "languages": [(c, registry.LANGUAGE_NAMES.get(c, c)) for c in p.languages],
+            }
+        )
+    return rows
+
+
+@login_required
+def pick(request):
+    form = PickForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        conversation = Conversation.objects.create(user=request.user, **form.cleaned_data)
+        return redirect("talk", conversation.id)
+    catalogue = provider_catalogue()
+    return render(request, "pick.html", {"form": form, "providers": catalogue, "catalogue": catalogue})
+
+
+@login_required
+def talk(request, conversation_id):
+    conversation = get_object_or_404(Conversation, id=conversation_id, user=request.user)
+    if conversation.status in (Conversation.Status.ENDED, Conversation.Status.FAILED):
+        return redirect("conversation", conversation.id)
+    accepts_text = conversation.provider in registry.ACCEPTS_TEXT
+    config = {
+        "wsPath": conversation.ws_path,
+        "conversationId": str(conversation.id),
+        "provider": conversation.provider,
+        "providerLabel": conversation.provider_label,
+        "acceptsText": accepts_text,
+        "startMs": settings.PLAYBACK_START_MS,
+    }
+    context = {
+        "conversation": conversation,
+        "ws_path": conversation.ws_path,
+        "provider_label": conversation.provider_label,
+        "accepts_text": accepts_text,
+        "talk_config": config,
+    }
+    return render(request, "sessions/talk.html", context)

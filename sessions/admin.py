@@ -1,0 +1,110 @@
+from django.contrib import admin
+from django.db.models import Count
+
+from sessions.models import ApiToken, Conversation, Topic, TranscriptSave, Turn
+from sessions.upstreams import registry
+
+
+@admin.register(Topic)
+class TopicAdmin(admin.ModelAdmin):
+    list_display = ["title", "slug", "default_language", "is_active", "providers_configured"]
+    list_filter = ["is_active", "default_language"]
+    search_fields = ["title", "slug", "description"]
+    prepopulated_fields = {"slug": ["title"]}
+    fieldsets = [
+        (None, {"fields": ["title", "slug", "description", "is_active"]}),
+        ("Agent", {"fields": ["persona", "greeting", "default_language"]}),
+        ("Offline agent knowledge", {"fields": ["phrases", "faq"]}),
+        (
+            "Providers",
+            {
+                "fields": ["provider_options"],
+                "description": "Keyed by provider; checked on save. "
+                + "; ".join(
+                    f"{p.key}: {', '.join(sorted(p.option_keys))}"
+                    for p in registry.PROVIDERS.values()
+                    if p.option_keys
+                ),
+            },
+        ),
+    ]
+
+    @admin.display(description="Provider options")
+    def providers_configured(self, obj):
+        return ", ".join(sorted(obj.provider_options)) or "—"
+
+
+class TurnInline(admin.TabularInline):
+    model = Turn
+    fields = ["sequence", "role", "text", "interrupted", "start_ms", "end_ms", "latency_ms"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class TranscriptSaveInline(admin.TabularInline):
+    model = TranscriptSave
+    fields = ["status", "attempts", "last_error", "created_at", "updated_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class ProviderFilter(admin.SimpleListFilter):
+    title = "provider"
+    parameter_name = "provider"
+
+    def lookups(self, request, model_admin):
+        return [(p.key, p.label) for p in registry.PROVIDERS.values()]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(provider=self.value()) if self.value() else queryset
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "user", "provider", "topic", "status", "turn_count", "end_reason"]
+    list_filter = [ProviderFilter, "status", "user", "created_at", "topic"]
+    search_fields = ["turns__text", "user__username", "id"]
+    date_hierarchy = "created_at"
+    readonly_fields = [
+        "id",
+        "user",
+        "provider",
+        "topic",
+        "voice",
+        "language",
+        "status",
+        "created_at",
+        "started_at",
+        "ended_at",
+        "end_reason",
+        "provider_refs",
+        "metrics",
+    ]
+    inlines = [TurnInline, TranscriptSaveInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user", "topic").annotate(n_turns=Count("turns"))
+
+    @admin.display(description="Turns", ordering="n_turns")
+    def turn_count(self, obj):
+        return obj.n_turns
+
+    def get_search_results(self, request, queryset, search_term):
+        # Searching across turns joins many rows per conversation; keep one row each.
+        queryset, _ = super().get_search_results(request, queryset, search_term)
+        return queryset, True
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["user", "name", "created_at", "last_used_at"]
+    readonly_fields = ["key_hash", "created_at", "last_used_at"]

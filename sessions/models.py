@@ -1,0 +1,229 @@
+"""Conversations and what was said in them. Each turn is written as it arrives."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from playground.engine.script import FAQ, Script
+
+
+class Topic(models.Model):
+    title = models.CharField(max_length=120)
+    slug = models.SlugField(unique=True)
+    description = models.TextField(blank=True)
+    persona = models.TextField(help_text="System prompt: who the agent is and how it speaks.")
+    greeting = models.CharField(max_length=300)
+    default_language = models.CharField(max_length=10, default="en")
+    phrases = models.JSONField(
+        default=list, blank=True, help_text="Sentences users are expected to say (a list of strings)."
+    )
+    faq = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='A list of {"question": …, "answer": …, "keywords": […]} for the offline agent.',
+    )
+    provider_options = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Per provider options, e.g. {"liku": {"topic_id": 55, "face_id": 1, "liku_id": 33}}.',
+    )
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["title"]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def save(self, *args, **kwargs):
+        self.full_clean()  # options are validated on every save, not only in forms
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        errors = {}
+        if not isinstance(self.phrases, list) or not all(isinstance(p, str) for p in self.phrases):
+            errors["phrases"] = "Phrases must be a list of strings."
+        problem = _faq_problem(self.faq)
+        if problem:
+            errors["faq"] = problem
+        from sessions.upstreams import registry
+
+        problem = registry.validate_options(self.provider_options)
+        if problem:
+            errors["provider_options"] = problem
+        if errors:
+            raise ValidationError(errors)
+
+    def options_for(self, provider: str) -> dict:
+        return dict(self.provider_options.get(provider) or {})
+
+    def to_script(self) -> Script:
+        faq = tuple(
+            FAQ(item["question"], item["answer"], tuple(item.get("keywords", ()))) for item in self.faq
+        )
+        return Script(
+            slug=self.slug,
+            title=self.title,
+            persona=self.persona,
+            greeting=self.greeting,
+            language=self.default_language,
+            faq=faq,
+            phrases=tuple(self.phrases),
+            functions=tuple(self.options_for("aivoco").get("functions", ())),
+        )
+
+
+def _faq_problem(faq) -> str:
+    if not isinstance(faq, list):
+        return "FAQ must be a list."
+    for i, item in enumerate(faq):
+        if not isinstance(item, dict) or not isinstance(item.get("question"), str):
+            return f"FAQ entry {i + 1} needs a text 'question'."
+        if not isinstance(item.get("answer"), str):
+            return f"FAQ entry {i + 1} needs a text 'answer'."
+        if not isinstance(item.get("keywords", []), list):
+            return f"FAQ entry {i + 1}: 'keywords' must be a list."
+    return ""
+
+
+class Conversation(models.Model):
+    class Status(models.TextChoices):
+        CREATED = "created", "Created"
+        CONNECTING = "connecting", "Connecting"
+        ACTIVE = "active", "Active"
+        ENDED = "ended", "Ended"
+        FAILED = "failed", "Failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    provider = models.CharField(max_length=20)
+    topic = models.ForeignKey(Topic, on_delete=models.PROTECT, related_name="conversations")
+    voice = models.CharField(max_length=40)
+    language = models.CharField(max_length=10)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.CREATED)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=200, blank=True)
+    provider_refs = models.JSONField(default=dict, blank=True, help_text="Connection data, call ids, …")
+    metrics = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="conv_user_created"),
+            models.Index(fields=["provider", "-created_at"], name="conv_provider_created"),
+            models.Index(fields=["status"], name="conv_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic} with {self.provider} ({self.created_at:%Y-%m-%d %H:%M})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("conversation", args=[self.id])
+
+    @property
+    def ws_path(self) -> str:
+        return f"/ws/conversations/{self.id}/"
+
+    @property
+    def provider_label(self) -> str:
+        from sessions.upstreams import registry
+
+        return registry.label(self.provider)
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at and self.ended_at:
+            return (self.ended_at - self.started_at).total_seconds()
+        return None
+
+
+class Turn(models.Model):
+    class Role(models.TextChoices):
+        USER = "user", "User"
+        AGENT = "agent", "Agent"
+        TOOL = "tool", "Tool"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
+    sequence = models.PositiveIntegerField()
+    role = models.CharField(max_length=8, choices=Role.choices)
+    text = models.TextField(blank=True)
+    final = models.BooleanField(default=True)
+    start_ms = models.IntegerField(null=True, blank=True, help_text="Offset from the conversation start.")
+    end_ms = models.IntegerField(null=True, blank=True)
+    provider_ids = models.JSONField(default=dict, blank=True)
+    interrupted = models.BooleanField(default=False)
+    latency_ms = models.IntegerField(
+        null=True, blank=True, help_text="End of the user's speech to the first agent audio."
+    )
+    data = models.JSONField(default=dict, blank=True, help_text="Tool call name, arguments and result.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["conversation", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "sequence"], name="turn_unique_sequence"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sequence}. {self.role}: {self.text[:60]}"
+
+
+class TranscriptSave(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SAVED = "saved", "Saved"
+        FAILED = "failed", "Failed"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="saves")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    response = models.JSONField(default=dict, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "-created_at"], name="save_status_created")]
+
+    def __str__(self) -> str:
+        return f"save of {self.conversation_id}: {self.status}"
+
+
+class ApiToken(models.Model):
+    """A token for scripts (benchmarks, comparisons) to use the JSON API. Only its hash is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=80, blank=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.name}".strip()
+
+    @staticmethod
+    def hash(key: str) -> str:
+        import hashlib
+
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user, name: str = "") -> str:
+        """Create a token and return its key; the key itself is never stored."""
+        import secrets
+
+        key = secrets.token_hex(20)
+        cls.objects.create(user=user, name=name, key_hash=cls.hash(key))
+        return key

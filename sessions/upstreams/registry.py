@@ -1,0 +1,182 @@
+"""The providers: key -> label, client module, voices, languages, and how each is configured.
+
+Client modules are imported lazily (`load`), so a provider whose client needs a
+heavy library costs nothing until someone talks to it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import shutil
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+LANGUAGE_NAMES = {
+    "en": "English",
+    "es": "Spanish",
+    "fr": "French",
+    "de": "German",
+    "ko": "Korean",
+    "it": "Italian",
+    "pt": "Portuguese",
+}
+
+
+@dataclass(frozen=True)
+class Provider:
+    key: str
+    label: str
+    path: str  # dotted path of the Upstream class
+    voices: dict[str, str]
+    languages: tuple[str, ...]
+    credentials: tuple[str, ...] = ()  # environment variables that switch it to the real service
+    option_keys: frozenset[str] = field(default_factory=frozenset)  # allowed keys in Topic.provider_options
+    sandbox: str = ""  # dotted path of its sandbox module ("" = needs none)
+
+
+PROVIDERS: dict[str, Provider] = {
+    p.key: p
+    for p in [
+        Provider(
+            "local",
+            "Built-in offline agent",
+            "sessions.upstreams.local.LocalAgent",
+            {"female": "Female", "male": "Male", "female2": "Female (alt)", "male2": "Male (alt)"},
+            ("en", "es", "fr", "de"),
+            option_keys=frozenset(),
+        ),
+        Provider(
+            "liku",
+            "Liku voice chat",
+            "sessions.upstreams.liku.LikuUpstream",
+            {"default": "Topic's own voice"},
+            ("en", "ko"),
+            credentials=("LIKU_TOKEN", "LIKU_EMAIL"),
+            option_keys=frozenset({"topic_id", "face_id", "liku_id", "language"}),
+            sandbox="playground.sandbox.liku",
+        ),
+        Provider(
+            "flow",
+            "Speechmatics Flow",
+            "sessions.upstreams.flow.FlowUpstream",
+            {"default": "Template's voice"},
+            ("en",),
+            credentials=("SPEECHMATICS_API_KEY",),
+            option_keys=frozenset({"template_id", "template_variables", "tools"}),
+            sandbox="playground.sandbox.flow",
+        ),
+        Provider(
+            "lokutor",
+            "Lokutor",
+            "sessions.upstreams.lokutor.LokutorUpstream",
+            {f"{g}{n}": f"{'Female' if g == 'F' else 'Male'} {n}" for g in "FM" for n in range(1, 6)},
+            ("en", "es", "fr", "de", "it", "pt"),
+            credentials=("LOKUTOR_API_KEY",),
+            option_keys=frozenset({"tools", "rates"}),
+            sandbox="playground.sandbox.lokutor",
+        ),
+        Provider(
+            "retell",
+            "Retell AI",
+            "sessions.upstreams.retell.RetellUpstream",
+            {"default": "Agent's voice"},
+            ("en",),
+            credentials=("RETELL_API_KEY",),
+            option_keys=frozenset({"agent_id"}),
+            sandbox="playground.sandbox.retell",
+        ),
+        Provider(
+            "aivoco",
+            "Aivoco speech-to-speech",
+            "sessions.upstreams.aivoco.AivocoUpstream",
+            {"female": "Female", "male": "Male"},
+            ("en",),
+            credentials=("AIVOCO_API_KEY",),
+            option_keys=frozenset({"functions"}),
+            sandbox="playground.sandbox.aivoco",
+        ),
+    ]
+}
+
+DEFAULT = "local"
+# Providers that take a typed user turn as well as speech.
+ACCEPTS_TEXT = frozenset({"local", "flow"})
+
+
+def get(key: str) -> Provider:
+    return PROVIDERS[key]
+
+
+def label(key: str) -> str:
+    provider = PROVIDERS.get(key)
+    return provider.label if provider else key
+
+
+def load(key: str):
+    """The provider's Upstream class, imported on first use."""
+    module, _, name = PROVIDERS[key].path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _importable(module: str) -> bool:
+    # find_spec locates the module without importing it (and its heavy libraries).
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+def has_credentials(key: str) -> bool:
+    config = settings.PROVIDERS.get(key, {})
+    checks = {
+        "liku": lambda c: bool(c.get("token") or (c.get("email") and c.get("password"))),
+        "flow": lambda c: bool(c.get("api_key")),
+        "lokutor": lambda c: bool(c.get("api_key")),
+        "retell": lambda c: bool(c.get("api_key")),
+        "aivoco": lambda c: bool(c.get("api_key")),
+    }
+    return checks.get(key, lambda c: False)(config)
+
+
+def mode(key: str) -> tuple[str, str]:
+    """How the provider would run now: ("real"|"sandbox"|"offline"|"unavailable", explanation)."""
+    provider = PROVIDERS[key]
+    if not _importable(provider.path.rpartition(".")[0]):
+        return "unavailable", "its client is not part of this build yet"
+    if key == "local":
+        if not shutil.which("espeak-ng"):
+            return "unavailable", "needs the espeak-ng program (apt-get install espeak-ng)"
+        return "offline", "runs on this server, no account needed"
+    if has_credentials(key):
+        return "real", "talks to the real service"
+    if provider.sandbox and _importable(provider.sandbox):
+        return (
+            "sandbox",
+            f"runs against its sandbox; set {' or '.join(provider.credentials)} for the real service",
+        )
+    return "unavailable", f"set {' or '.join(provider.credentials)} to use it"
+
+
+def available() -> list[str]:
+    return [key for key in PROVIDERS if mode(key)[0] != "unavailable"]
+
+
+def validate_options(options) -> str:
+    """An error message for bad Topic.provider_options, or ""."""
+    if not isinstance(options, dict):
+        return "Provider options must be an object keyed by provider."
+    for key, value in options.items():
+        if key not in PROVIDERS:
+            return f"Unknown provider {key!r} (known: {', '.join(PROVIDERS)})."
+        if not isinstance(value, dict):
+            return f"Options for {key} must be an object."
+        unknown = set(value) - PROVIDERS[key].option_keys
+        if unknown:
+            allowed = ", ".join(sorted(PROVIDERS[key].option_keys)) or "none"
+            return f"Unknown option(s) for {key}: {', '.join(sorted(unknown))} (allowed: {allowed})."
+    liku = options.get("liku", {})
+    if liku and not str(liku.get("topic_id", "")).strip():
+        return "Liku options need a topic_id."
+    return ""

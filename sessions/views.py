@@ -1,0 +1,68 @@
+"""History of a user's own conversations, and one conversation's turns."""
+
+import datetime
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+from django.shortcuts import get_object_or_404, render
+
+from sessions.models import Conversation, Topic
+from sessions.upstreams import registry
+
+PAGE_SIZE = 20
+
+
+def _date(value: str) -> datetime.date | None:
+    try:
+        return datetime.date.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None  # odd filter values are ignored, never an error
+
+
+def filter_conversations(queryset, params):
+    """Apply the history filters; values that make no sense are ignored."""
+    provider = params.get("provider", "")
+    if provider in registry.PROVIDERS:
+        queryset = queryset.filter(provider=provider)
+    topic = params.get("topic", "")
+    if topic:
+        queryset = queryset.filter(topic__slug=topic)
+    since, until = _date(params.get("from")), _date(params.get("to"))
+    if since:
+        queryset = queryset.filter(created_at__date__gte=since)
+    if until:
+        queryset = queryset.filter(created_at__date__lte=until)
+    query = params.get("q", "").strip()[:200]
+    if query:
+        matching = Conversation.objects.filter(turns__text__icontains=query).values("id")
+        queryset = queryset.filter(Q(id__in=matching))
+    return queryset
+
+
+@login_required
+def history(request):
+    own = Conversation.objects.filter(user=request.user).select_related("topic")
+    filtered = filter_conversations(own, request.GET).annotate(turn_count=Count("turns"))
+    # Aggregating queries ignore Meta.ordering, and pagination needs a stable order.
+    filtered = filtered.order_by("-created_at", "id")
+    page = Paginator(filtered, PAGE_SIZE).get_page(request.GET.get("page"))
+    params = request.GET.copy()
+    params.pop("page", None)
+    context = {
+        "page": page,
+        "providers": [(p.key, p.label) for p in registry.PROVIDERS.values()],
+        "topics": Topic.objects.all(),
+        "params": request.GET,
+        "querystring": params.urlencode(),
+    }
+    return render(request, "sessions/history.html", context)
+
+
+@login_required
+def conversation(request, conversation_id):
+    conv = get_object_or_404(
+        Conversation.objects.select_related("topic"), id=conversation_id, user=request.user
+    )
+    context = {"conversation": conv, "turns": conv.turns.all(), "saves": conv.saves.all()}
+    return render(request, "sessions/conversation.html", context)

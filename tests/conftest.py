@@ -1,0 +1,38 @@
+import pytest
+from django.contrib.auth import get_user_model
+
+from sessions.models import Topic
+
+
+@pytest.fixture
+def topic(db):
+    return Topic.objects.create(
+        title="Restaurant booking",
+        slug="restaurant",
+        persona="You are a host.",
+        greeting="Hello, how can I help?",
+        phrases=["I would like to book a table"],
+        faq=[{"question": "book a table", "answer": "For how many people?", "keywords": ["book"]}],
+        provider_options={"liku": {"topic_id": "55"}},
+    )
+
+
+@pytest.fixture
+def user(db):
+    return get_user_model().objects.create_user("alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def other_user(db):
+    return get_user_model().objects.create_user("bob", password="pw-bob-123")
+
+
+@pytest.fixture
+def staff(db):
+    return get_user_model().objects.create_superuser("staff", password="pw-staff-123")
+
+
+@pytest.fixture
+def alice(client, user):
+    client.force_login(user)
+    return client

@@ -1,0 +1,73 @@
+import pytest
+from django.urls import reverse
+
+from sessions.models import Conversation, TranscriptSave, Turn
+
+
+@pytest.fixture
+def staff_client(client, staff):
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def conversation(user, topic):
+    conv = Conversation.objects.create(user=user, provider="liku", topic=topic, voice="default", language="en")
+    Turn.objects.create(conversation=conv, sequence=1, role="user", text="I want a window seat")
+    Turn.objects.create(conversation=conv, sequence=2, role="agent", text="Certainly")
+    TranscriptSave.objects.create(conversation=conv, status="failed", attempts=2, last_error="HTTP 503")
+    return conv
+
+
+def rows(response):
+    return response.content.decode().count('class="field-provider"')
+
+
+def test_conversation_list_filters_and_search(staff_client, conversation, user, topic):
+    other = Conversation.objects.create(user=user, provider="local", topic=topic, voice="female", language="en")
+    Turn.objects.create(conversation=other, sequence=1, role="user", text="an aisle seat")
+    url = reverse("admin:voice_sessions_conversation_changelist")
+    html = staff_client.get(url).content.decode()
+    for word in ["By provider", "By status", "By user", "Liku voice chat"]:
+        assert word in html
+    assert rows(staff_client.get(url)) == 2
+    assert rows(staff_client.get(url, {"q": "window seat"})) == 1
+    assert rows(staff_client.get(url, {"q": "seat"})) == 2  # one row per conversation, not per turn
+    assert rows(staff_client.get(url, {"q": "balcony"})) == 0
+    assert rows(staff_client.get(url, {"provider": "liku"})) == 1
+    assert rows(staff_client.get(url, {"provider": "liku", "status__exact": "ended"})) == 0
+
+
+def test_conversation_page_shows_turns_and_saves_read_only(staff_client, conversation):
+    html = staff_client.get(reverse("admin:voice_sessions_conversation_change", args=[conversation.pk])).content
+    html = html.decode()
+    assert "I want a window seat" in html and "Certainly" in html
+    assert "HTTP 503" in html
+    assert 'name="turns-0-text"' not in html  # read only: no editable turn fields
+
+
+def test_topic_admin_validates_provider_options(staff_client, topic):
+    url = reverse("admin:voice_sessions_topic_change", args=[topic.pk])
+    assert staff_client.get(url).status_code == 200
+    data = {
+        "title": topic.title, "slug": topic.slug, "description": "", "is_active": "on", "persona": "p",
+        "greeting": "g", "default_language": "en", "phrases": "[]", "faq": "[]",
+        "provider_options": '{"liku": {"colour": "red"}}',
+    }  # fmt: skip
+    response = staff_client.post(url, data)
+    assert response.status_code == 200
+    assert "Unknown option(s) for liku: colour" in response.content.decode()
+    data["provider_options"] = '{"liku": {"topic_id": "77"}}'
+    assert staff_client.post(url, data).status_code == 302
+    topic.refresh_from_db()
+    assert topic.provider_options == {"liku": {"topic_id": "77"}}
+
+
+@pytest.mark.parametrize("name", ["voice_sessions_topic_add", "voice_sessions_apitoken_changelist", "index"])
+def test_other_admin_pages_render(staff_client, db, name):
+    assert staff_client.get(reverse(f"admin:{name}")).status_code == 200
+
+
+def test_admin_is_for_staff_only(alice):
+    response = alice.get(reverse("admin:voice_sessions_conversation_changelist"))
+    assert response.status_code == 302
