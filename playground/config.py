@@ -135,4 +135,5 @@ def providers(env: Mapping[str, str]) -> dict[str, dict]:
             "url": env_url(env, "AIVOCO_URL", http + ws),
             "api_key": env.get("AIVOCO_API_KEY", ""),
         },
+        "echo": {"url": env_url(env, "ECHO_URL", ws)},
     }

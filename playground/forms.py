@@ -12,7 +12,7 @@ class PickForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        providers = registry.PROVIDERS.values()
+        providers = registry.offered()
         self.fields["provider"].choices = [(p.key, p.label) for p in providers]
         self.fields["provider"].initial = registry.DEFAULT
         # Every provider's voices and languages are valid choices at field level; clean()

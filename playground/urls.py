@@ -4,6 +4,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from playground import views
+from sessions import api
 from sessions import views as session_views
 
 urlpatterns = [
@@ -14,5 +15,6 @@ urlpatterns = [
     path("talk/<uuid:conversation_id>/", views.talk, name="talk"),
     path("history/", session_views.history, name="history"),
     path("history/<uuid:conversation_id>/", session_views.conversation, name="conversation"),
+    path("api/conversations/", api.create_conversation, name="api_conversations"),
     path("admin/", admin.site.urls),
 ]

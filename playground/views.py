@@ -12,7 +12,7 @@ from sessions.upstreams import registry
 def provider_catalogue() -> list[dict]:
     """What the pick page shows and its script needs: per provider, voices, languages and mode."""
     rows = []
-    for p in registry.PROVIDERS.values():
+    for p in registry.offered():
         mode, why = registry.mode(p.key)
         rows.append(
             {

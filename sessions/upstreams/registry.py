@@ -34,6 +34,7 @@ class Provider:
     credentials: tuple[str, ...] = ()  # environment variables that switch it to the real service
     option_keys: frozenset[str] = field(default_factory=frozenset)  # allowed keys in Topic.provider_options
     sandbox: str = ""  # dotted path of its sandbox module ("" = needs none)
+    hidden: bool = False  # for benchmarks and tests: offered only when configured
 
 
 PROVIDERS: dict[str, Provider] = {
@@ -97,6 +98,15 @@ PROVIDERS: dict[str, Provider] = {
             option_keys=frozenset({"functions"}),
             sandbox="playground.sandbox.aivoco",
         ),
+        Provider(
+            "echo",
+            "Loopback echo (benchmarks)",
+            "sessions.upstreams.echo.EchoUpstream",
+            {"default": "Your own voice"},
+            ("en",),
+            credentials=("ECHO_URL",),
+            hidden=True,
+        ),
     ]
 }
 
@@ -136,6 +146,7 @@ def has_credentials(key: str) -> bool:
         "lokutor": lambda c: bool(c.get("api_key")),
         "retell": lambda c: bool(c.get("api_key")),
         "aivoco": lambda c: bool(c.get("api_key")),
+        "echo": lambda c: bool(c.get("url")),
     }
     return checks.get(key, lambda c: False)(config)
 
@@ -159,8 +170,9 @@ def mode(key: str) -> tuple[str, str]:
     return "unavailable", f"set {' or '.join(provider.credentials)} to use it"
 
 
-def available() -> list[str]:
-    return [key for key in PROVIDERS if mode(key)[0] != "unavailable"]
+def offered() -> list[Provider]:
+    """What the pick page lists: every provider but hidden ones that are not configured."""
+    return [p for p in PROVIDERS.values() if not p.hidden or mode(p.key)[0] != "unavailable"]
 
 
 def validate_options(options) -> str:

@@ -1,0 +1,71 @@
+"""JSON API for scripts: create a conversation, get its WebSocket path."""
+
+from __future__ import annotations
+
+import json
+
+from django.http import JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from playground.forms import PickForm
+from sessions.auth import token_from_header, user_for_token
+from sessions.models import Conversation
+
+
+def _check_csrf(request) -> bool:
+    """Session-authenticated calls need the CSRF token, exactly as a form post would."""
+    reason = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
+    return reason is None
+
+
+def _authenticate(request):
+    """(user, error response): a token header wins; otherwise the session, with CSRF."""
+    key = token_from_header(request.headers.get("Authorization", ""))
+    if key:
+        user = user_for_token(key)
+        if user is None:
+            return None, JsonResponse({"error": "invalid token"}, status=401)
+        return user, None
+    if not request.user.is_authenticated:
+        return None, JsonResponse({"error": "authentication required"}, status=401)
+    if not _check_csrf(request):
+        return None, JsonResponse({"error": "CSRF check failed"}, status=403)
+    return request.user, None
+
+
+def _payload(request) -> dict | None:
+    if request.content_type == "application/json":
+        try:
+            data = json.loads(request.body or b"{}")
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+    return request.POST.dict()
+
+
+@csrf_exempt  # checked in _authenticate, only where a session cookie authenticates
+@require_POST
+def create_conversation(request):
+    user, problem = _authenticate(request)
+    if problem:
+        return problem
+    data = _payload(request)
+    if data is None:
+        return JsonResponse({"error": "the body must be a JSON object"}, status=400)
+    form = PickForm(data)
+    if not form.is_valid():
+        errors = {field: [str(m) for m in messages] for field, messages in form.errors.items()}
+        return JsonResponse({"error": "invalid fields", "fields": errors}, status=400)
+    conversation = Conversation.objects.create(user=user, **form.cleaned_data)
+    body = {
+        "id": str(conversation.id),
+        "ws_path": conversation.ws_path,
+        "provider": conversation.provider,
+        "topic": conversation.topic.slug,
+        "voice": conversation.voice,
+        "language": conversation.language,
+        "status": conversation.status,
+    }
+    return JsonResponse(body, status=201)

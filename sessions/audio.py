@@ -1,0 +1,114 @@
+"""PCM helpers: streaming resampling (soxr) and re-chunking into exact frames.
+
+All audio inside the server is s16le mono. One `Converter` per direction per
+conversation keeps the resampler state, so streamed output equals one-shot
+output and no clicks appear at chunk borders.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import soxr
+
+BYTES_PER_SAMPLE = 2
+
+
+def frame_bytes(rate: int, ms: int = 20) -> int:
+    return rate * ms // 1000 * BYTES_PER_SAMPLE
+
+
+def to_float(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def to_pcm(samples: np.ndarray) -> bytes:
+    return np.clip(np.rint(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
+
+
+class Resampler:
+    """A streaming soxr resampler for s16le bytes; a no-op when the rates match."""
+
+    def __init__(self, in_rate: int, out_rate: int, quality: str = "HQ"):
+        self.in_rate, self.out_rate = in_rate, out_rate
+        self._stream = None
+        if in_rate != out_rate:
+            # float32, not int16: soxr's int16 output dithers per call, so streamed output
+            # would differ from one-shot output; float32 is bit-exact however it is chunked.
+            self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
+
+    def process(self, pcm: bytes) -> bytes:
+        if self._stream is None:
+            return pcm
+        return to_pcm(self._stream.resample_chunk(to_float(pcm)))
+
+    def flush(self) -> bytes:
+        """Drain the filter's delay line at the end of a stretch of audio; ready for more after."""
+        if self._stream is None:
+            return b""
+        tail = to_pcm(self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+        self._stream.clear()
+        return tail
+
+    def reset(self) -> None:
+        """Forget buffered audio (after barge-in nothing old may come out)."""
+        if self._stream is not None:
+            self._stream.clear()
+
+
+class Rechunker:
+    """Cuts a byte stream into frames of exactly `size` bytes."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._buffer = bytearray()
+
+    def push(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        whole = len(self._buffer) - len(self._buffer) % self.size
+        frames = [bytes(self._buffer[i : i + self.size]) for i in range(0, whole, self.size)]
+        del self._buffer[:whole]
+        return frames
+
+    def flush(self, pad: bool = True) -> bytes:
+        """The remainder, padded with silence to a whole frame when `pad`."""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        if rest and pad:
+            rest += b"\x00" * (self.size - len(rest))
+        return rest
+
+    def reset(self) -> None:
+        self._buffer.clear()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+
+class Converter:
+    """Resample then re-chunk: bytes at one rate in, exact frames at another rate out."""
+
+    def __init__(self, in_rate: int, out_rate: int, frame_ms: int = 20, quality: str = "HQ"):
+        self.in_rate, self.out_rate = in_rate, out_rate
+        self.resampler = Resampler(in_rate, out_rate, quality)
+        self.chunker = Rechunker(frame_bytes(out_rate, frame_ms))
+
+    def push(self, pcm: bytes) -> list[bytes]:
+        return self.chunker.push(self.resampler.process(pcm))
+
+    def flush(self) -> list[bytes]:
+        frames = self.chunker.push(self.resampler.flush())
+        tail = self.chunker.flush()
+        return [*frames, tail] if tail else frames
+
+    def reset(self) -> None:
+        self.resampler.reset()
+        self.chunker.reset()
+
+
+def level_dbfs(pcm: bytes) -> float:
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    if samples.size == 0:
+        return -120.0
+    rms = np.sqrt(np.mean(samples**2)) / 32768.0
+    return float(20 * np.log10(max(rms, 1e-6)))

@@ -1,0 +1,412 @@
+"""The relay: browser <-> upstream, in plain asyncio, with persistence and metrics.
+
+It knows nothing of Channels: the consumer hands it a `Browser` (two send
+coroutines) and an `Upstream`, and owns the task that runs `Relay.run()`.
+Every final turn is written to the database the moment it arrives, before it is
+forwarded, so a crash later loses nothing already said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from django.db.models import Max
+from django.utils import timezone
+
+from sessions.audio import Converter, frame_bytes
+from sessions.models import Conversation, Turn
+from sessions.upstreams.base import (
+    Audio,
+    Ended,
+    Error,
+    Interrupted,
+    Status,
+    ToolCall,
+    Transcript,
+    Upstream,
+    UpstreamError,
+)
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+INPUT_RATE = 16000
+FRAME_MS = 20
+MAX_FRAME_BYTES = 64 * 1024
+CONNECT_TIMEOUT = 20.0  # the offline agent loads its models on first connect
+BYTES_PER_SECOND = INPUT_RATE * 2
+
+
+@dataclass
+class Browser:
+    send_json: Callable[[dict], Awaitable[None]]
+    send_bytes: Callable[[bytes], Awaitable[None]]
+
+
+class TokenBucket:
+    """Allows audio at a little over real time with a burst; a flood runs it dry."""
+
+    def __init__(self, rate: float, burst: float, clock=time.monotonic):
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens, self.stamp = burst, clock()
+
+    def take(self, amount: float) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < amount:
+            return False
+        self.tokens -= amount
+        return True
+
+
+@dataclass
+class Timeline:
+    """When each moment of the user's input stream reached us, to time replies from the
+    real end of speech that an upstream reports as an offset."""
+
+    offsets: deque = field(default_factory=lambda: deque(maxlen=6000))  # (end offset ms, arrival time)
+    total_ms: float = 0.0
+
+    def add(self, nbytes: int, now: float) -> None:
+        self.total_ms += nbytes / BYTES_PER_SECOND * 1000
+        self.offsets.append((self.total_ms, now))
+
+    def arrival(self, offset_ms: float) -> float | None:
+        if not self.offsets:
+            return None
+        ends = [end for end, _ in self.offsets]
+        i = bisect.bisect_left(ends, offset_ms)
+        return self.offsets[min(i, len(self.offsets) - 1)][1]
+
+
+class Relay:
+    def __init__(
+        self,
+        conversation_id,
+        upstream: Upstream,
+        browser: Browser,
+        *,
+        provider: str,
+        playback_rate: int = 24000,
+        close_timeout: float = 2.0,
+        on_end: Callable[[int], Awaitable[None]] | None = None,
+    ):
+        self.conversation_id = conversation_id
+        self.upstream = upstream
+        self.browser = browser
+        self.provider = provider
+        self.playback_rate = playback_rate
+        self.close_timeout = close_timeout
+        self.on_end = on_end
+        self.ready = False
+        self.ended = False
+        self._inbox: asyncio.Queue = asyncio.Queue(maxsize=100)  # about 2 s of 20 ms frames
+        self._bucket = TokenBucket(rate=BYTES_PER_SECOND * 1.5, burst=BYTES_PER_SECOND * 2)
+        self._timeline = Timeline()
+        self._out: Converter | None = None
+        self._t0 = time.monotonic()
+        self._sequence = 0
+        self._ids: dict[str, str | None] = {"user": None, "agent": None}
+        self._counter = 0
+        self._pending: dict[str, Transcript] = {}
+        self._speech_end: float | None = None
+        self._reply_started: float | None = None
+        self._latency_ms: int | None = None
+        self._last_warning: dict[str, float] = {}
+        self._stop_reason: str | None = None
+        self.metrics = {"latencies_ms": [], "frames_in": 0, "frames_out": 0, "dropped_frames": 0}
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, announce `ready`, pump upstream events until the upstream ends."""
+        writer = None
+        status, reason = Conversation.Status.ENDED, "upstream ended"
+        try:
+            self._sequence = await self._last_sequence()
+            await asyncio.wait_for(self.upstream.connect(), CONNECT_TIMEOUT)
+            await self._mark_active()
+            await self._announce()
+            writer = asyncio.create_task(self._write_upstream(), name=f"relay-writer-{self.conversation_id}")
+            status, reason = await self._pump()
+        except (TimeoutError, UpstreamError) as exc:
+            message = getattr(exc, "message", "") or "the provider did not answer in time"
+            await self.error("upstream_unavailable", message, fatal=True)
+            status, reason = Conversation.Status.FAILED, message
+        except asyncio.CancelledError:
+            status, reason = Conversation.Status.ENDED, self._stop_reason or "browser disconnected"
+            raise
+        finally:
+            await _cancel(writer)
+            await self._finish(status, reason)
+
+    async def stop(self, reason: str) -> None:
+        """End the conversation: close the upstream (bounded); `run()` then finishes."""
+        self._stop_reason = self._stop_reason or reason
+        await self._close_upstream()
+
+    async def _pump(self) -> tuple[str, str]:
+        async for event in self.upstream.events():
+            outcome = await self._handle(event)
+            if outcome:
+                return outcome
+        if self._stop_reason:
+            return Conversation.Status.ENDED, self._stop_reason
+        return Conversation.Status.FAILED, "the provider closed the connection"
+
+    async def _finish(self, status: str, reason: str) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        await self._close_upstream()
+        await self._store_pending()
+        await self._mark_ended(status, reason)
+        await self._send({"type": "ended", "reason": reason})
+        if self.on_end:
+            await self.on_end(1000 if status == Conversation.Status.ENDED else 4500)
+
+    async def _close_upstream(self) -> None:
+        try:
+            await asyncio.wait_for(self.upstream.close(), self.close_timeout)
+        except (TimeoutError, UpstreamError) as exc:
+            log.warning("closing upstream of %s: %r", self.conversation_id, exc)
+
+    # ---- browser -> upstream ---------------------------------------------------------
+
+    async def feed_audio(self, pcm: bytes) -> None:
+        """A binary frame from the browser, already checked for shape by the consumer."""
+        if not self.ready:
+            await self.warn("not_ready", "Audio arrived before the server said ready; it was dropped.")
+            return
+        if not self._bucket.take(len(pcm)):
+            self.metrics["dropped_frames"] += 1
+            await self.warn("flood", "Audio is arriving faster than real time; frames were dropped.")
+            return
+        try:
+            self._inbox.put_nowait(("audio", pcm))
+        except asyncio.QueueFull:
+            self.metrics["dropped_frames"] += 1
+            await self.warn("upstream_slow", "The provider is not keeping up; audio was dropped.")
+            return
+        self.metrics["frames_in"] += 1
+        self._timeline.add(len(pcm), time.monotonic())
+
+    async def feed_text(self, text: str) -> None:
+        if not getattr(self.upstream, "accepts_text", False):
+            await self.error("text_unsupported", "This provider does not take typed turns.")
+            return
+        self._speech_end = time.monotonic()
+        self._reply_started = None
+        await self._inbox.put(("text", text))
+
+    def playback(self, report: dict) -> None:
+        for key in ("played_ms", "buffered_ms", "underruns"):
+            value = report.get(key)
+            if isinstance(value, int | float) and value >= 0:
+                self.metrics[f"playback_{key}"] = value
+
+    async def _write_upstream(self) -> None:
+        convert = Converter(INPUT_RATE, self.upstream.input_rate, FRAME_MS)
+        while True:
+            kind, payload = await self._inbox.get()
+            try:
+                if kind == "text":
+                    await self.upstream.send_text(payload)
+                    continue
+                for frame in convert.push(payload):
+                    await self.upstream.send_audio(frame)
+            except UpstreamError as exc:
+                await self.error("upstream_send", exc.message, fatal=exc.permanent)
+                if exc.permanent:
+                    await self.stop(exc.message)
+                    return
+
+    # ---- upstream -> browser ---------------------------------------------------------
+
+    async def _handle(self, event) -> tuple[str, str] | None:
+        match event:
+            case Audio():
+                await self._on_audio(event)
+            case Transcript():
+                await self._on_transcript(event)
+            case Status(state=state):
+                if state == "listening":
+                    await self._flush_audio()
+                await self._send({"type": "status", "state": state})
+            case Interrupted():
+                if self._out:
+                    self._out.reset()
+                await self._send({"type": "clear"})
+            case ToolCall():
+                await self._on_tool_call(event)
+            case Error(code=code, message=message, permanent=permanent):
+                await self.error(code, message, fatal=permanent)
+                if permanent:
+                    return Conversation.Status.FAILED, message
+            case Ended(reason=reason):
+                return Conversation.Status.ENDED, self._stop_reason or reason
+        return None
+
+    async def _on_audio(self, event: Audio) -> None:
+        now = time.monotonic()
+        if self._reply_started is None:
+            self._reply_started = now
+            if self._speech_end is not None:
+                self._latency_ms = round((now - self._speech_end) * 1000)
+                self._speech_end = None
+                self.metrics["latencies_ms"].append(self._latency_ms)
+                await self._send({"type": "metrics", "latency_ms": self._latency_ms})
+        if self._out is None or self._out.in_rate != event.rate:
+            await self._flush_audio()
+            self._out = Converter(event.rate, self.playback_rate, FRAME_MS)
+        for frame in self._out.push(event.pcm):
+            await self._send_audio(frame)
+
+    async def _flush_audio(self) -> None:
+        if self._out:
+            for frame in self._out.flush():
+                await self._send_audio(frame)
+
+    async def _send_audio(self, frame: bytes) -> None:
+        self.metrics["frames_out"] += 1
+        try:
+            await self.browser.send_bytes(frame)
+        except Exception as exc:  # the browser went away; the consumer's disconnect ends us
+            log.debug("send to browser failed: %r", exc)
+
+    async def _on_transcript(self, event: Transcript) -> None:
+        ident = event.id or self._current_id(event.role)
+        message = {
+            "type": "transcript",
+            "role": event.role,
+            "text": event.text,
+            "final": event.final,
+            "id": ident,
+            "interrupted": event.interrupted,
+        }
+        if not event.final:
+            self._pending[event.role] = event
+            await self._send(message)
+            return
+        self._pending.pop(event.role, None)
+        self._ids[event.role] = None
+        if event.role == "user":
+            self._mark_speech_end(event)
+        else:
+            await self._flush_audio()
+        await self._store_turn(event, ident)  # stored before it is shown: nothing said is lost
+        await self._send(message)
+
+    def _mark_speech_end(self, event: Transcript) -> None:
+        arrival = self._timeline.arrival(event.end_ms) if event.end_ms is not None else None
+        self._speech_end = arrival or time.monotonic()
+        self._reply_started = None
+        self._latency_ms = None
+
+    def _current_id(self, role: str) -> str:
+        if not self._ids[role]:
+            self._counter += 1
+            self._ids[role] = f"{role[0]}{self._counter}"
+        return self._ids[role]
+
+    async def _on_tool_call(self, event: ToolCall) -> None:
+        data = {"id": event.id, "name": event.name, "arguments": event.arguments, "result": event.result}
+        await self._create_turn(role=Turn.Role.TOOL, text=event.name, data=data)
+        await self._send({"type": "tool_call", **data})
+
+    # ---- persistence -----------------------------------------------------------------
+
+    def _offset_ms(self, when: float | None = None) -> int:
+        return round(((when or time.monotonic()) - self._t0) * 1000)
+
+    async def _store_turn(self, event: Transcript, ident: str, final: bool = True) -> None:
+        fields = {"role": event.role, "text": event.text, "final": final, "interrupted": event.interrupted}
+        fields["provider_ids"] = {"id": event.id} if event.id else {}
+        if event.role == "user":
+            fields["start_ms"], fields["end_ms"] = event.start_ms, event.end_ms
+        else:
+            fields["start_ms"] = self._offset_ms(self._reply_started) if self._reply_started else None
+            fields["end_ms"] = self._offset_ms()
+            fields["latency_ms"], self._latency_ms = self._latency_ms, None
+            self._reply_started = None
+        await self._create_turn(**fields)
+
+    async def _create_turn(self, **fields) -> None:
+        self._sequence += 1
+        await Turn.objects.acreate(conversation_id=self.conversation_id, sequence=self._sequence, **fields)
+
+    async def _store_pending(self) -> None:
+        """Partial text of a turn the upstream never finished (it died mid-sentence) is kept too."""
+        for event in list(self._pending.values()):
+            if event.text.strip():
+                await self._store_turn(event, event.id, final=False)
+        self._pending.clear()
+
+    async def _last_sequence(self) -> int:
+        result = await Turn.objects.filter(conversation_id=self.conversation_id).aaggregate(m=Max("sequence"))
+        return result["m"] or 0
+
+    async def _mark_active(self) -> None:
+        self._t0 = time.monotonic()
+        await Conversation.objects.filter(id=self.conversation_id).aupdate(
+            status=Conversation.Status.ACTIVE, started_at=timezone.now()
+        )
+
+    async def _mark_ended(self, status: str, reason: str) -> None:
+        latencies = sorted(self.metrics["latencies_ms"])
+        if latencies:
+            self.metrics["latency_p50_ms"] = latencies[len(latencies) // 2]
+        await Conversation.objects.filter(id=self.conversation_id).aupdate(
+            status=status, ended_at=timezone.now(), end_reason=reason[:200], metrics=self.metrics
+        )
+
+    async def _announce(self) -> None:
+        self.ready = True
+        await self._send(
+            {
+                "type": "ready",
+                "protocol": PROTOCOL_VERSION,
+                "input_rate": INPUT_RATE,
+                "output_rate": self.playback_rate,
+                "frame_ms": FRAME_MS,
+                "frame_bytes": frame_bytes(INPUT_RATE, FRAME_MS),
+                "provider": self.provider,
+                "conversation": str(self.conversation_id),
+                "accepts_text": bool(getattr(self.upstream, "accepts_text", False)),
+            }
+        )
+
+    # ---- messages to the browser -----------------------------------------------------
+
+    async def error(self, code: str, message: str, fatal: bool = False) -> None:
+        await self._send({"type": "error", "code": code, "message": message, "fatal": fatal})
+
+    async def warn(self, code: str, message: str) -> None:
+        """An error event at most once a second per code, so a flood does not become one too."""
+        now = time.monotonic()
+        if now - self._last_warning.get(code, -10.0) >= 1.0:
+            self._last_warning[code] = now
+            await self.error(code, message)
+
+    async def _send(self, message: dict) -> None:
+        try:
+            await self.browser.send_json(message)
+        except Exception as exc:  # the browser went away; its disconnect ends the relay
+            log.debug("send to browser failed: %r", exc)
+
+
+async def _cancel(task: asyncio.Task | None) -> None:
+    if task is None or task.done():
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
