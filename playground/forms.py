@@ -31,8 +31,11 @@ class PickForm(forms.Form):
         mode, why = registry.mode(key)
         if mode == "unavailable":
             self.add_error("provider", f"{provider.label} is unavailable: {why}.")
-        if data.get("voice") and data["voice"] not in provider.voices:
-            self.add_error("voice", f"{provider.label} does not offer the voice {data['voice']!r}.")
-        if data.get("language") and data["language"] not in provider.languages:
-            self.add_error("language", f"{provider.label} does not speak {data['language']!r}.")
+        voice, language = data.get("voice"), data.get("language")
+        if language and language not in provider.languages:
+            self.add_error("language", f"{provider.label} does not speak {language!r}.")
+        elif voice and voice not in provider.voices:
+            self.add_error("voice", f"{provider.label} does not offer the voice {voice!r}.")
+        elif voice and language and voice not in provider.voices_for(language):
+            self.add_error("voice", f"{provider.label} has no voice {voice!r} for {language!r}.")
         return data

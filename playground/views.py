@@ -22,6 +22,7 @@ def provider_catalogue() -> list[dict]:
                 "why": why,
                 "voices": list(p.voices.items()),
                 "languages": [(c, registry.LANGUAGE_NAMES.get(c, c)) for c in p.languages],
+                "voicesByLanguage": {c: p.voices_for(c) for c in p.languages},
             }
         )
     return rows

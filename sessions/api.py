@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from playground.forms import PickForm
 from sessions.auth import token_from_header, user_for_token
-from sessions.models import Conversation
+from sessions.models import Conversation, Topic
 
 
 def _check_csrf(request) -> bool:
@@ -45,6 +45,15 @@ def _payload(request) -> dict | None:
     return request.POST.dict()
 
 
+def _topic_by_slug(data: dict) -> dict:
+    """Scripts may name the topic by slug as well as by id."""
+    topic = data.get("topic")
+    if isinstance(topic, str) and not topic.isdigit():
+        found = Topic.objects.filter(slug=topic).values_list("pk", flat=True).first()
+        data = {**data, "topic": found if found is not None else topic}
+    return data
+
+
 @csrf_exempt  # checked in _authenticate, only where a session cookie authenticates
 @require_POST
 def create_conversation(request):
@@ -54,7 +63,7 @@ def create_conversation(request):
     data = _payload(request)
     if data is None:
         return JsonResponse({"error": "the body must be a JSON object"}, status=400)
-    form = PickForm(data)
+    form = PickForm(_topic_by_slug(data))
     if not form.is_valid():
         errors = {field: [str(m) for m in messages] for field, messages in form.errors.items()}
         return JsonResponse({"error": "invalid fields", "fields": errors}, status=400)

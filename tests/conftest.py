@@ -36,3 +36,14 @@ def staff(db):
 def alice(client, user):
     client.force_login(user)
     return client
+
+
+@pytest.fixture
+async def close_thread_connections():
+    """The async ORM opens connections in asgiref's worker thread; close them before the
+    database is flushed, or PostgreSQL waits on them (and can't drop the test database)."""
+    yield
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    await sync_to_async(connections.close_all)()

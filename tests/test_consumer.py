@@ -11,7 +11,7 @@ from playground.asgi import application
 from sessions.models import ApiToken, Conversation, Turn
 from tests.peers import EchoPeer
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 FRAME = b"\x01\x00" * 320

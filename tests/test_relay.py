@@ -13,7 +13,7 @@ from sessions.upstreams.echo import EchoUpstream
 from tests.browser_double import BrowserPeer
 from tests.peers import EchoPeer, say
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
 
 FRAME = b"\x01\x00" * 320  # 20 ms at 16 kHz
 

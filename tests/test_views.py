@@ -9,7 +9,7 @@ from sessions.models import Conversation, Turn
 
 def converse(user, topic, provider="local", text="", when=None):
     conv = Conversation.objects.create(
-        user=user, provider=provider, topic=topic, voice="female", language="en",
+        user=user, provider=provider, topic=topic, voice="en-us+f3", language="en",
         created_at=when or timezone.now(),
     )  # fmt: skip
     if text:
@@ -54,12 +54,12 @@ def test_pick_page_shows_every_provider_and_how_it_runs(alice, topic):
 
 
 def test_pick_creates_conversation_and_goes_to_talk(alice, user, topic):
-    data = {"provider": "local", "topic": topic.pk, "voice": "female", "language": "en"}
+    data = {"provider": "local", "topic": topic.pk, "voice": "en-us+f3", "language": "en"}
     response = alice.post(reverse("pick"), data)
     conv = Conversation.objects.get(user=user)
     assert response.status_code == 302
     assert response["Location"] == reverse("talk", args=[conv.id])
-    assert (conv.provider, conv.voice, conv.language) == ("local", "female", "en")
+    assert (conv.provider, conv.voice, conv.language) == ("local", "en-us+f3", "en")
 
 
 @pytest.mark.parametrize(
@@ -67,12 +67,13 @@ def test_pick_creates_conversation_and_goes_to_talk(alice, user, topic):
     [
         ("voice", "F1", "does not offer the voice"),
         ("language", "ko", "does not speak"),
+        ("voice", "es+f3", "has no voice"),
         ("provider", "skype", "Select a valid choice"),
         ("voice", "", "This field is required"),
     ],
 )
 def test_pick_rejects_bad_combinations(alice, topic, field, value, message):
-    data = {"provider": "local", "topic": topic.pk, "voice": "female", "language": "en", field: value}
+    data = {"provider": "local", "topic": topic.pk, "voice": "en-us+f3", "language": "en", field: value}
     response = alice.post(reverse("pick"), data)
     assert response.status_code == 200
     assert message in response.content.decode()

@@ -35,19 +35,33 @@ class Provider:
     option_keys: frozenset[str] = field(default_factory=frozenset)  # allowed keys in Topic.provider_options
     sandbox: str = ""  # dotted path of its sandbox module ("" = needs none)
     hidden: bool = False  # for benchmarks and tests: offered only when configured
+    language_voices: dict[str, tuple[str, ...]] | None = None  # when voices depend on the language
+
+    def voices_for(self, language: str) -> list[str]:
+        if self.language_voices is None:
+            return list(self.voices)
+        return list(self.language_voices.get(language, ()))
+
+
+def _local() -> Provider:
+    """The offline agent speaks with espeak-ng, whose voices depend on the language."""
+    from playground.engine import tts
+
+    by_language = {lang: tts.voices_for(lang) for lang in tts.LANGUAGES}
+    return Provider(
+        "local",
+        "Built-in offline agent",
+        "sessions.upstreams.local.LocalAgent",
+        {key: label for voices in by_language.values() for key, label in voices},
+        tuple(by_language),
+        language_voices={lang: tuple(key for key, _ in voices) for lang, voices in by_language.items()},
+    )
 
 
 PROVIDERS: dict[str, Provider] = {
     p.key: p
     for p in [
-        Provider(
-            "local",
-            "Built-in offline agent",
-            "sessions.upstreams.local.LocalAgent",
-            {"female": "Female", "male": "Male", "female2": "Female (alt)", "male2": "Male (alt)"},
-            ("en", "es", "fr", "de"),
-            option_keys=frozenset(),
-        ),
+        _local(),
         Provider(
             "liku",
             "Liku voice chat",
@@ -154,8 +168,9 @@ def has_credentials(key: str) -> bool:
 def mode(key: str) -> tuple[str, str]:
     """How the provider would run now: ("real"|"sandbox"|"offline"|"unavailable", explanation)."""
     provider = PROVIDERS[key]
+    names = " or ".join(provider.credentials)
     if not _importable(provider.path.rpartition(".")[0]):
-        return "unavailable", "its client is not part of this build yet"
+        return "unavailable", f"its client is not built yet (it will be configured by {names})"
     if key == "local":
         if not shutil.which("espeak-ng"):
             return "unavailable", "needs the espeak-ng program (apt-get install espeak-ng)"
@@ -163,11 +178,8 @@ def mode(key: str) -> tuple[str, str]:
     if has_credentials(key):
         return "real", "talks to the real service"
     if provider.sandbox and _importable(provider.sandbox):
-        return (
-            "sandbox",
-            f"runs against its sandbox; set {' or '.join(provider.credentials)} for the real service",
-        )
-    return "unavailable", f"set {' or '.join(provider.credentials)} to use it"
+        return "sandbox", f"runs against its sandbox; set {names} for the real service"
+    return "unavailable", f"set {names} to use it"
 
 
 def offered() -> list[Provider]:

@@ -14,11 +14,12 @@ function update() {
   const chosen = form.querySelector('input[name="provider"]:checked');
   const provider = catalogue.find((p) => chosen && p.key === chosen.value);
   if (!provider) return;
-  fill(voice, provider.voices);
   fill(language, provider.languages);
+  const offered = provider.voicesByLanguage[language.value] || [];
+  fill(voice, provider.voices.filter(([key]) => offered.includes(key)));
 }
 
 form.addEventListener("change", (event) => {
-  if (event.target.name === "provider") update();
+  if (event.target.name === "provider" || event.target.name === "language") update();
 });
 update();

@@ -1,0 +1,127 @@
+"""A real Daphne process for end-to-end tests, on its own database, on loopback.
+
+It runs the project exactly as `bin/run` does, but with a database of its own
+(a temporary SQLite file, or a fresh PostgreSQL database when DATABASE_URL points at
+PostgreSQL) and REDIS_URL passed through, so both CI runs exercise their stack.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "e2e-demo-password"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _postgres_database(url: str) -> tuple[str, callable]:
+    """A new database next to the one in `url`, and a function that drops it."""
+    import psycopg
+
+    name = f"e2e_{uuid.uuid4().hex[:10]}"
+    parts = urlsplit(url)
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop():
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return urlunsplit(parts._replace(path=f"/{name}")), drop
+
+
+@dataclass
+class Server:
+    url: str
+    ws_url: str
+    username: str
+    password: str
+    token: str
+    env: dict
+    process: subprocess.Popen
+
+    def client(self) -> httpx.Client:
+        """An HTTP client logged in as the demo user, as a browser would be."""
+        client = httpx.Client(base_url=self.url, timeout=10)
+        client.get("/login/")
+        data = {"username": self.username, "password": self.password}
+        response = client.post("/login/", data=data, headers={"X-CSRFToken": client.cookies["csrftoken"]})
+        assert response.status_code == 302, response.text
+        return client
+
+    def conversation(self, provider="local", topic="restaurant-booking", voice="en-us+f3", language="en"):
+        body = {"provider": provider, "topic": topic, "voice": voice, "language": language}
+        response = httpx.post(f"{self.url}/api/conversations/", json=body,
+                              headers={"Authorization": f"Token {self.token}"})  # fmt: skip
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+
+def start_server(extra_env: dict | None = None):
+    """Start Daphne; a generator for a pytest fixture (yields a Server, stops it after)."""
+    tmp = tempfile.mkdtemp(prefix="playground-e2e-")
+    env = {**os.environ, "DEBUG": "1", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    drop = None
+    if env.get("DATABASE_URL", "").startswith(("postgres", "postgresql")):
+        env["DATABASE_URL"], drop = _postgres_database(env["DATABASE_URL"])
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{tmp}/db.sqlite3"
+    port = free_port()
+    env.setdefault("SANDBOX_BASE_URL", f"http://127.0.0.1:{port}")
+    server = Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", "demo", PASSWORD, "", env, None)
+    server.manage("migrate", "--noinput", "-v0")
+    server.manage("demo", "--password", PASSWORD)
+    server.token = server.manage("api_token", "demo").strip()
+    log = open(Path(tmp) / "daphne.log", "w")
+    server.process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "playground.asgi:application"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        _wait_until_up(server, Path(tmp) / "daphne.log")
+        yield server
+    finally:
+        server.process.terminate()
+        try:
+            server.process.wait(10)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+        log.close()
+        if drop:
+            drop()
+
+
+def _wait_until_up(server: Server, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"daphne exited:\n{log.read_text()}")
+        try:
+            httpx.get(f"{server.url}/login/", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"daphne did not start:\n{log.read_text()}")
