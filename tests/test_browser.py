@@ -1,0 +1,111 @@
+"""A person in headless Chromium: log in, pick the offline agent, press Start and talk.
+
+The microphone is Chromium's fake capture device playing a flite WAV file, so the
+whole path runs as a user would use it: getUserMedia, the capture worklet at the
+device rate (44.1 kHz here), the WebSocket, the relay, the agent, playback.
+"""
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.engine.speech import flite_wav
+from tests.server import start_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def server():
+    yield from start_server()
+
+
+@pytest.fixture(scope="module")
+def microphone(tmp_path_factory):
+    """5 s of silence (the greeting), the sentence, then 4 s of silence (Chromium loops the file)."""
+    directory = tmp_path_factory.mktemp("mic")
+    speech = flite_wav("I would like to book a table for two", directory / "speech.wav")
+    mic = directory / "mic.wav"
+    subprocess.run(["sox", str(speech), "-r", "44100", str(mic), "pad", "5", "4"], check=True)
+    return mic
+
+
+BASE_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    with playwright.sync_playwright() as p:
+        yield p.chromium
+
+
+@pytest.fixture(scope="module")
+def browser(chromium, microphone):
+    args = [
+        *BASE_ARGS,
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={microphone}",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
+    browser = chromium.launch(executable_path=CHROMIUM, args=args)
+    yield browser
+    browser.close()
+
+
+def log_in(page, server):
+    page.goto(f"{server.url}/login/")
+    page.fill("#id_username", server.username)
+    page.fill("#id_password", server.password)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/talk/")
+
+
+def test_talking_to_the_offline_agent_in_the_browser(server, browser):
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    log_in(page, server)
+    page.check("input[name=provider][value=local]")
+    page.select_option("#id_topic", label="Restaurant booking")
+    page.click("button.primary")
+    page.wait_for_url("**/talk/*/")
+    page.click("#talk-start")
+
+    user = page.locator('li.turn[data-role="user"][data-final="true"]').first
+    user.wait_for(timeout=30000)
+    assert "table" in user.inner_text().lower()
+    answer = page.locator('li.turn[data-role="agent"][data-final="true"]', has_text="how many people")
+    answer.first.wait_for(timeout=20000)
+    page.wait_for_function("window.talkState && window.talkState.played > 0", timeout=10000)
+    greeting = page.locator('li.turn[data-role="agent"]').first.inner_text()
+    assert greeting.split("\n")[-1].startswith("Hello, this is")  # the greeting (maybe cut short)
+    assert page.locator("#talk").get_attribute("data-state") in {"listening", "thinking", "speaking"}
+
+    page.click("#talk-stop")
+    page.wait_for_function("document.querySelector('#talk').dataset.state === 'ended'", timeout=10000)
+    assert errors == []
+    assert page.locator("#talk-errors").inner_text().strip() == ""
+    # The secrets rule: nothing in the page names a provider key.
+    assert "api_key" not in page.content().lower()
+
+
+def test_the_talk_page_says_when_the_microphone_is_denied(server, chromium):
+    """Without microphone permission the page says so instead of failing silently."""
+    browser = chromium.launch(executable_path=CHROMIUM, args=[*BASE_ARGS, "--deny-permission-prompts"])
+    try:
+        page = browser.new_page()
+        log_in(page, server)
+        page.click("button.primary")
+        page.wait_for_url("**/talk/*/")
+        page.click("#talk-start")
+        errors = page.locator("#talk-errors")
+        page.wait_for_function("document.querySelector('#talk-errors').innerText.trim().length > 0")
+        text = errors.inner_text().lower()
+    finally:
+        browser.close()
+    assert "microphone" in text
