@@ -10,15 +10,19 @@ django_asgi = get_asgi_application()  # set up Django before importing consumers
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
+from playground.sandbox import SandboxRouter  # noqa: E402
 from sessions.auth import TokenAuthMiddleware  # noqa: E402
 from sessions.routing import websocket_urlpatterns  # noqa: E402
 
+browser_sockets = AllowedHostsOriginValidator(
+    AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+)
+# The sandboxes come first: their clients are servers (ours or a test's), which send no Origin.
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
-        ),
+        "http": SandboxRouter(django_asgi, settings.SANDBOXES_ENABLED),
+        "websocket": SandboxRouter(browser_sockets, settings.SANDBOXES_ENABLED),
     }
 )

@@ -93,6 +93,8 @@ if not DEBUG:
 
 # Per provider its credentials and base URL; empty credentials mean its sandbox.
 PROVIDERS = config.providers(ENV)
+# Vendor emulators under /sandbox/<vendor>/, used by providers without credentials.
+SANDBOXES_ENABLED = config.env_bool(ENV, "SANDBOXES_ENABLED", default=True)
 # Where the sandboxes live when a provider has no credentials: our own server.
 SANDBOX_BASE_URL = config.env_url(ENV, "SANDBOX_BASE_URL", ("http", "https"), "http://127.0.0.1:8000")
 

@@ -80,7 +80,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             voice=conv.voice,
             language=conv.language,
             options=conv.topic.options_for(conv.provider),
-            config=settings.PROVIDERS.get(conv.provider, {}),
+            config=registry.upstream_config(conv.provider),
         )
 
     async def _release(self, reason: str) -> None:

@@ -14,13 +14,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.db.models import Max
 from django.utils import timezone
 
 from sessions.audio import Converter, frame_bytes
-from sessions.models import Conversation, Turn
+from sessions.models import Conversation, TranscriptSave, Turn
 from sessions.upstreams.base import (
     Audio,
     Ended,
@@ -40,6 +40,7 @@ INPUT_RATE = 16000
 FRAME_MS = 20
 MAX_FRAME_BYTES = 64 * 1024
 CONNECT_TIMEOUT = 20.0  # the offline agent loads its models on first connect
+SAVE_TIMEOUT = 5.0
 BYTES_PER_SECOND = INPUT_RATE * 2
 
 
@@ -86,6 +87,26 @@ class Timeline:
         return self.offsets[min(i, len(self.offsets) - 1)][1]
 
 
+class BargeIn:
+    """Our own VAD on the user's audio, for upstreams that send no barge-in signal."""
+
+    def __init__(self):
+        from playground.engine import vad
+
+        self.vad = vad.Vad()
+        self.turns = vad.TurnDetector(window_ms=self.vad.window_ms, start_windows=4, hangover_ms=300)
+
+    def speech_started(self, pcm: bytes) -> bool:
+        started = False
+        for prob in self.vad.process(pcm):
+            event = self.turns.update(prob)
+            started = started or (event is not None and event.kind == "start")
+        return started
+
+    def close(self) -> None:
+        self.vad.close()
+
+
 class Relay:
     def __init__(
         self,
@@ -122,6 +143,10 @@ class Relay:
         self._last_warning: dict[str, float] = {}
         self._stop_reason: str | None = None
         self.metrics = {"latencies_ms": [], "frames_in": 0, "frames_out": 0, "dropped_frames": 0}
+        self._barge_in: BargeIn | None = None
+        self._audible_until = 0.0  # when the agent audio sent so far ends playing in the browser
+        self._muted = False  # after our own barge-in: drop the old reply's audio until the next turn
+        self._cut_short = False
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -132,6 +157,8 @@ class Relay:
         try:
             self._sequence = await self._last_sequence()
             await asyncio.wait_for(self.upstream.connect(), CONNECT_TIMEOUT)
+            if not getattr(self.upstream, "barge_in_signal", True):
+                self._barge_in = await asyncio.get_running_loop().run_in_executor(None, BargeIn)
             await self._mark_active()
             await self._announce()
             writer = asyncio.create_task(self._write_upstream(), name=f"relay-writer-{self.conversation_id}")
@@ -166,11 +193,28 @@ class Relay:
             return
         self.ended = True
         await self._close_upstream()
+        if self._barge_in:
+            self._barge_in.close()
         await self._store_pending()
         await self._mark_ended(status, reason)
         await self._send({"type": "ended", "reason": reason})
+        await self._save_transcript()
         if self.on_end:
             await self.on_end(1000 if status == Conversation.Status.ENDED else 4500)
+
+    async def _save_transcript(self) -> None:
+        """Providers with a save-transcript API get the conversation saved; each attempt is recorded."""
+        save = getattr(self.upstream, "save_transcript", None)
+        if save is None or not self.ready:
+            return
+        record = await TranscriptSave.objects.acreate(conversation_id=self.conversation_id, attempts=1)
+        try:
+            response = await asyncio.wait_for(save(), SAVE_TIMEOUT)
+        except (TimeoutError, UpstreamError) as exc:
+            record.status, record.last_error = TranscriptSave.Status.FAILED, str(exc) or "timed out"
+        else:
+            record.status, record.response = TranscriptSave.Status.SAVED, response or {}
+        await record.asave()
 
     async def _close_upstream(self) -> None:
         try:
@@ -220,6 +264,8 @@ class Relay:
                 if kind == "text":
                     await self.upstream.send_text(payload)
                     continue
+                if self._barge_in and self._barge_in.speech_started(payload):
+                    await self._interrupt_locally()
                 for frame in convert.push(payload):
                     await self.upstream.send_audio(frame)
             except UpstreamError as exc:
@@ -254,7 +300,19 @@ class Relay:
                 return Conversation.Status.ENDED, self._stop_reason or reason
         return None
 
+    async def _interrupt_locally(self) -> None:
+        """The user talks over the agent: flush the browser now, drop the rest of that reply."""
+        if time.monotonic() >= self._audible_until:
+            return
+        self._audible_until = 0.0
+        self._muted = self._cut_short = True
+        if self._out:
+            self._out.reset()
+        await self._send({"type": "clear"})
+
     async def _on_audio(self, event: Audio) -> None:
+        if self._muted:
+            return
         now = time.monotonic()
         if self._reply_started is None:
             self._reply_started = now
@@ -276,6 +334,8 @@ class Relay:
 
     async def _send_audio(self, frame: bytes) -> None:
         self.metrics["frames_out"] += 1
+        now = time.monotonic()
+        self._audible_until = max(self._audible_until, now) + FRAME_MS / 1000
         try:
             await self.browser.send_bytes(frame)
         except Exception as exc:  # the browser went away; the consumer's disconnect ends us
@@ -299,8 +359,12 @@ class Relay:
         self._ids[event.role] = None
         if event.role == "user":
             self._mark_speech_end(event)
+            self._muted = False  # a new turn: the next reply may play
         else:
             await self._flush_audio()
+            if self._cut_short:
+                event, self._cut_short = replace(event, interrupted=True), False
+                message["interrupted"] = True
         await self._store_turn(event, ident)  # stored before it is shown: nothing said is lost
         await self._send(message)
 

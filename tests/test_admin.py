@@ -12,7 +12,9 @@ def staff_client(client, staff):
 
 @pytest.fixture
 def conversation(user, topic):
-    conv = Conversation.objects.create(user=user, provider="liku", topic=topic, voice="default", language="en")
+    conv = Conversation.objects.create(
+        user=user, provider="liku", topic=topic, voice="default", language="en"
+    )
     Turn.objects.create(conversation=conv, sequence=1, role="user", text="I want a window seat")
     Turn.objects.create(conversation=conv, sequence=2, role="agent", text="Certainly")
     TranscriptSave.objects.create(conversation=conv, status="failed", attempts=2, last_error="HTTP 503")
@@ -24,7 +26,9 @@ def rows(response):
 
 
 def test_conversation_list_filters_and_search(staff_client, conversation, user, topic):
-    other = Conversation.objects.create(user=user, provider="local", topic=topic, voice="female", language="en")
+    other = Conversation.objects.create(
+        user=user, provider="local", topic=topic, voice="en-us+f3", language="en"
+    )
     Turn.objects.create(conversation=other, sequence=1, role="user", text="an aisle seat")
     url = reverse("admin:voice_sessions_conversation_changelist")
     html = staff_client.get(url).content.decode()
@@ -39,7 +43,9 @@ def test_conversation_list_filters_and_search(staff_client, conversation, user, 
 
 
 def test_conversation_page_shows_turns_and_saves_read_only(staff_client, conversation):
-    html = staff_client.get(reverse("admin:voice_sessions_conversation_change", args=[conversation.pk])).content
+    html = staff_client.get(
+        reverse("admin:voice_sessions_conversation_change", args=[conversation.pk])
+    ).content
     html = html.decode()
     assert "I want a window seat" in html and "Certainly" in html
     assert "HTTP 503" in html

@@ -130,7 +130,9 @@ async def test_owner_talks_and_only_one_connection_is_live(client, user, topic, 
         ({"text_data": '{"type": "text", "text": ""}'}, "bad_text"),
     ],
 )
-async def test_bad_input_gets_a_clear_error_and_the_call_goes_on(client, user, topic, echo_settings, frame, code):
+async def test_bad_input_gets_a_clear_error_and_the_call_goes_on(
+    client, user, topic, echo_settings, frame, code
+):
     conv = await make_conversation(user, topic)
     await Turn.objects.acreate(conversation=conv, sequence=1, role="user", text="said before")
     await login(client, user)

@@ -45,7 +45,9 @@ def test_topic_becomes_an_engine_script(topic):
 
 
 def test_conversation_defaults(topic, user):
-    conv = Conversation.objects.create(user=user, provider="local", topic=topic, voice="female", language="en")
+    conv = Conversation.objects.create(
+        user=user, provider="local", topic=topic, voice="en-us+f3", language="en"
+    )
     assert conv.status == Conversation.Status.CREATED
     assert conv.ws_path == f"/ws/conversations/{conv.id}/"
     assert conv.provider_label == "Built-in offline agent"
@@ -53,7 +55,9 @@ def test_conversation_defaults(topic, user):
 
 
 def test_turn_sequence_is_unique_per_conversation(topic, user):
-    conv = Conversation.objects.create(user=user, provider="local", topic=topic, voice="female", language="en")
+    conv = Conversation.objects.create(
+        user=user, provider="local", topic=topic, voice="en-us+f3", language="en"
+    )
     Turn.objects.create(conversation=conv, sequence=1, role="user", text="hello")
     with pytest.raises(IntegrityError):
         Turn.objects.create(conversation=conv, sequence=1, role="agent", text="hi")

@@ -25,11 +25,13 @@ def conversation(user, topic):
     )
 
 
-def start(conversation, peer_url, rate=16000):
+def start(conversation, peer_url, rate=16000, **config):
     browser = BrowserPeer()
     session = Session(str(conversation.id), topic=None, voice="default", language="en",
-                      config={"url": peer_url, "rate": rate})  # fmt: skip
-    relay = Relay(conversation.id, EchoUpstream(session), browser.browser, provider="echo", on_end=browser.on_end)
+                      config={"url": peer_url, "rate": rate, **config})  # fmt: skip
+    relay = Relay(
+        conversation.id, EchoUpstream(session), browser.browser, provider="echo", on_end=browser.on_end
+    )
     task = asyncio.create_task(relay.run())
     return relay, browser, task
 
@@ -88,7 +90,10 @@ async def test_turns_are_stored_before_they_are_shown_with_latency(conversation)
         await relay.feed_audio(FRAME)
         shown = await browser.message("transcript", role="agent", final=True)
         turns = await sync_to_async(stored)(conversation)
-        assert [(t["role"], t["text"]) for t in turns] == [("user", "a table for two"), ("agent", "For what time?")]
+        assert [(t["role"], t["text"]) for t in turns] == [
+            ("user", "a table for two"),
+            ("agent", "For what time?"),
+        ]
         assert turns[1]["latency_ms"] is not None and 40 <= turns[1]["latency_ms"] < 1000
         assert shown["id"] == browser.of_type("transcript")[1]["id"]  # partial and final share an id
         metrics = await browser.message("metrics")
@@ -104,7 +109,7 @@ async def test_upstream_dying_mid_sentence_keeps_what_was_said(conversation):
         ws.transport.abort()  # no close frame: the connection just dies
 
     async with EchoPeer(script) as peer:
-        relay, browser, task = start(conversation, peer.url)
+        _relay, browser, task = start(conversation, peer.url)
         await asyncio.wait_for(task, 5)
     error = browser.of_type("error")[-1]
     assert error["fatal"] and "dropped the connection" in error["message"]
@@ -142,7 +147,7 @@ async def test_permanent_upstream_error_ends_the_conversation(conversation):
         await ws.wait_closed()
 
     async with EchoPeer(script) as peer:
-        relay, browser, task = start(conversation, peer.url)
+        _relay, browser, task = start(conversation, peer.url)
         await asyncio.wait_for(task, 5)
     assert browser.of_type("error")[0]["message"] == "The key was refused"
     assert browser.of_type("ended")[0]["reason"] == "The key was refused"
@@ -150,7 +155,7 @@ async def test_permanent_upstream_error_ends_the_conversation(conversation):
 
 
 async def test_unreachable_upstream_is_a_clear_error(conversation):
-    relay, browser, task = start(conversation, "ws://127.0.0.1:9/")
+    _relay, browser, task = start(conversation, "ws://127.0.0.1:9/")
     await asyncio.wait_for(task, 10)
     assert browser.of_type("ready") == []
     assert "unreachable" in browser.of_type("error")[0]["message"]
@@ -178,4 +183,45 @@ async def test_text_turns_reach_the_upstream(conversation):
         await relay.feed_text("hello there")
         await browser.wait_for(lambda b: peer.received)
         assert json.loads(peer.received[0]) == {"text": "hello there"}
+        await finish(relay, task)
+
+
+async def test_own_vad_barges_in_where_the_provider_sends_no_signal(conversation, tmp_path):
+    """Like Liku and Aivoco: the user talks over the agent, the relay clears the browser itself."""
+    from tests.engine.speech import Speech, silence
+
+    speech = Speech(tmp_path).pcm("Sorry, could you repeat that please")
+
+    async def script(peer, ws):
+        await ws.send(b"\x00\x10" * 16000 * 4)  # four seconds of agent speech, sent at once
+        await ws.send(say("agent", "We open at noon every day", final=False))
+        while not any(isinstance(m, bytes) for m in peer.received):  # the user's audio is flowing
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.5)  # the user is speaking by now
+        await ws.send(b"\x00\x10" * 1600)  # late audio of the old reply: must not play
+        await ws.send(say("agent", "We open at noon every day"))
+        await ws.wait_closed()
+
+    async def record(peer, ws):
+        async def listen():
+            async for message in ws:
+                peer.received.append(message)
+
+        listener = asyncio.create_task(listen())
+        await script(peer, ws)
+        listener.cancel()
+
+    async with EchoPeer(record) as peer:
+        relay, browser, task = start(conversation, peer.url, relay_vad=True)
+        await browser.message("ready")
+        for i in range(0, len(silence(300) + speech), 640):
+            await relay.feed_audio((silence(300) + speech)[i : i + 640])
+            await asyncio.sleep(0.02)
+        await browser.message("clear", timeout=5)
+        frames_at_clear = len(browser.audio)
+        final = await browser.message("transcript", role="agent", final=True)
+        assert final["interrupted"] is True
+        assert len(browser.audio) == frames_at_clear  # the old reply stayed silent
+        turns = await sync_to_async(stored)(conversation)
+        assert turns[-1]["interrupted"] is True
         await finish(relay, task)

@@ -103,7 +103,9 @@ def test_history_filters_and_search(alice, user, topic):
     from sessions.models import Topic
 
     other_topic = Topic.objects.create(title="Clinic", slug="clinic", persona="p", greeting="g")
-    old = converse(user, topic, provider="local", text="book a table", when=timezone.now() - datetime.timedelta(days=10))
+    old = converse(
+        user, topic, provider="local", text="book a table", when=timezone.now() - datetime.timedelta(days=10)
+    )
     liku = converse(user, topic, provider="liku", text="parking please")
     clinic = converse(user, other_topic, provider="local", text="a doctor please")
 

@@ -62,6 +62,8 @@ class EchoUpstream:
     def __init__(self, session: Session):
         self.url = session.config.get("url", "")
         self.input_rate = int(session.config.get("rate", 16000))
+        # A peer that acts out a provider without a barge-in signal lets the relay use its own VAD.
+        self.barge_in_signal = not session.config.get("relay_vad", False)
         self.ws = None
 
     async def connect(self) -> None:

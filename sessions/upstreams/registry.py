@@ -182,6 +182,18 @@ def mode(key: str) -> tuple[str, str]:
     return "unavailable", f"set {names} to use it"
 
 
+def upstream_config(key: str) -> dict:
+    """The settings a provider's client gets: the real service's when its credentials are
+    set, else the URLs and sandbox credentials of its emulator on our own server."""
+    config = dict(settings.PROVIDERS.get(key, {}))
+    provider = PROVIDERS[key]
+    if key == "local" or has_credentials(key) or not provider.sandbox:
+        return {**config, "sandbox": False}
+    module = importlib.import_module(provider.sandbox)
+    base = f"{settings.SANDBOX_BASE_URL}/sandbox/{key}"
+    return {**config, **module.client_config(base), "sandbox": True}
+
+
 def offered() -> list[Provider]:
     """What the pick page lists: every provider but hidden ones that are not configured."""
     return [p for p in PROVIDERS.values() if not p.hidden or mode(p.key)[0] != "unavailable"]
