@@ -1,0 +1,262 @@
+"""Relay overhead: N simulated browsers through one Daphne process to a loopback echo upstream,
+against a bare `websockets` relay run side by side on the same load.
+
+Each browser streams 20 ms frames (16 kHz s16le) in real time. The frames carry a
+sequence number and the send time; the echo peer (its own process) notes when each
+frame arrived and stamps its own send time on the echo, so each direction is timed
+separately: browser -> upstream (uplink) and upstream -> browser (downlink). The
+clock is CLOCK_MONOTONIC, shared by all processes on the machine.
+
+PLAYBACK_RATE is 16 kHz here, so frames pass bit-exact in both directions and can
+carry their timestamps; the resampling that a 24 kHz playback rate adds is the
+filter's group delay, printed separately (soxr HQ, 16 -> 24 kHz).
+
+Run:  .venv/bin/python bench/relay_overhead.py [--sessions 50] [--seconds 10]
+Everything listens on 127.0.0.1 and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.server import free_port, start_server  # noqa: E402
+
+FRAME = 640
+HEADER = struct.Struct("<4sIId")  # magic, session, sequence, browser send time
+STAMP = struct.Struct("<d")  # echo send time, after the header
+MAGIC = b"BNCH"
+
+
+# ---- the echo upstream (own process) ----------------------------------------------------------
+
+
+async def echo_server(port: int, report: Path) -> None:
+    arrivals: list[float] = []  # uplink latencies in seconds
+
+    async def serve(ws):
+        async for message in ws:
+            now = time.monotonic()
+            if isinstance(message, bytes) and message[:4] == MAGIC:
+                arrivals.append(now - HEADER.unpack_from(message)[3])
+                message = message[: HEADER.size] + STAMP.pack(time.monotonic()) + message[HEADER.size + 8 :]
+            await ws.send(message)
+
+    async with websockets.serve(serve, "127.0.0.1", port, compression=None):
+        while not report.exists():
+            await asyncio.sleep(0.2)
+        report.write_text(json.dumps(arrivals))
+        await asyncio.sleep(3600)
+
+
+# ---- the bare relay baseline (own process) -------------------------------------------------------
+
+
+async def bare_relay(port: int, upstream: str) -> None:
+    async def serve(browser):
+        async with websockets.connect(upstream, compression=None) as up:
+
+            async def pump(src, dst):
+                async for message in src:
+                    await dst.send(message)
+
+            tasks = [asyncio.create_task(pump(browser, up)), asyncio.create_task(pump(up, browser))]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async with websockets.serve(serve, "127.0.0.1", port, compression=None):
+        await asyncio.sleep(3600)
+
+
+# ---- browsers --------------------------------------------------------------------------------
+
+
+async def browser(index: int, url: str, headers: dict, seconds: float, down: list[float], ready: bool):
+    extra = {k: v for k, v in headers.items() if k != "Origin"}
+    async with websockets.connect(url, additional_headers=extra, origin=headers.get("Origin"),
+                                  compression=None, max_size=2**20) as ws:  # fmt: skip
+        if ready:  # our protocol announces `ready`; the bare relay has none
+            while not isinstance(message := await ws.recv(), str) or json.loads(message)["type"] != "ready":
+                pass
+
+        async def read():
+            async for message in ws:
+                if isinstance(message, bytes) and message[:4] == MAGIC:
+                    down.append(time.monotonic() - STAMP.unpack_from(message, HEADER.size)[0])
+
+        reader = asyncio.create_task(read())
+        start = time.monotonic()
+        for seq in range(int(seconds * 50)):
+            frame = HEADER.pack(MAGIC, index, seq, time.monotonic()) + bytes(FRAME - HEADER.size)
+            await ws.send(frame)
+            await asyncio.sleep(max(0.0, start + (seq + 1) * 0.02 - time.monotonic()))
+        await asyncio.sleep(0.3)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def drive(urls, headers, seconds, pid, ready):
+    down: list[float] = []
+    rss0, cpu0 = rss_mb(pid), cpu_seconds(pid)
+    await asyncio.gather(*(browser(i, u, headers, seconds, down, ready) for i, u in enumerate(urls)))
+    return down, cpu_seconds(pid) - cpu0, rss_mb(pid) - rss0
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+def spawn(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, *args], cwd=ROOT)
+
+
+def run_side(label, args, urls_for, pid_for, headers, ready, report):
+    echo_port = free_port()
+    echo = spawn("--echo-server", str(echo_port), "--report", str(report))
+    time.sleep(1.0)
+    try:
+        with urls_for(f"ws://127.0.0.1:{echo_port}/") as (urls, pid):
+            down, cpu, rss = asyncio.run(drive(urls, headers, args.seconds, pid, ready))
+    finally:
+        report.touch()
+        for _ in range(50):
+            if report.stat().st_size:
+                break
+            time.sleep(0.1)
+        up = json.loads(report.read_text() or "[]")
+        echo.terminate()
+    n = args.sessions
+    return {
+        "label": label, "up50": pct(up, 0.5), "up99": pct(up, 0.99), "down50": pct(down, 0.5),
+        "down99": pct(down, 0.99), "cpu": cpu / args.seconds / n * 100, "rss": rss / n,
+        "frames": (len(up), len(down)),
+    }  # fmt: skip
+
+
+class DaphneSide:
+    def __init__(self, sessions):
+        self.sessions = sessions
+
+    def __call__(self, echo_url):
+        parent = self
+
+        class Context:
+            def __enter__(self):
+                env = {"ECHO_URL": echo_url, "PLAYBACK_RATE": "16000", "LOG_LEVEL": "WARNING"}
+                self.gen = start_server(env)
+                server = next(self.gen)
+                urls = []
+                for _ in range(parent.sessions):
+                    conv = server.conversation(provider="echo", voice="default", language="en")
+                    urls.append(server.ws_url + conv["ws_path"])
+                parent.headers.update({"Authorization": f"Token {server.token}", "Origin": server.url})
+                return urls, server.process.pid
+
+            def __exit__(self, *exc):
+                self.gen.close()
+
+        return Context()
+
+
+class BareSide:
+    def __init__(self, sessions):
+        self.sessions = sessions
+
+    def __call__(self, echo_url):
+        parent = self
+
+        class Context:
+            def __enter__(self):
+                port = free_port()
+                self.process = spawn("--bare-relay", str(port), "--upstream", echo_url)
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    try:
+                        httpx.get(f"http://127.0.0.1:{port}/", timeout=0.5)
+                        break
+                    except httpx.HTTPError:
+                        time.sleep(0.1)
+                return [f"ws://127.0.0.1:{port}/"] * parent.sessions, self.process.pid
+
+            def __exit__(self, *exc):
+                self.process.terminate()
+                self.process.wait(5)
+
+        return Context()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--echo-server", type=int)
+    parser.add_argument("--report")
+    parser.add_argument("--bare-relay", type=int)
+    parser.add_argument("--upstream")
+    args = parser.parse_args()
+    if args.echo_server:
+        return asyncio.run(echo_server(args.echo_server, Path(args.report)))
+    if args.bare_relay:
+        return asyncio.run(bare_relay(args.bare_relay, args.upstream))
+    args.sessions = max(1, min(args.sessions, 200))
+    args.seconds = max(1.0, min(args.seconds, 60.0))
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    daphne = DaphneSide(args.sessions)
+    daphne.headers = {}
+    results = [
+        run_side("bare websockets relay", args, BareSide(args.sessions), None, {}, False, tmp / "bare.json"),
+        run_side("playground (Daphne)", args, daphne, None, daphne.headers, True, tmp / "daphne.json"),
+    ]
+    print_results(args, results)
+
+
+def print_results(args, results):
+    from sessions.audio import Resampler
+
+    print(f"\n{args.sessions} browsers x {args.seconds:.0f} s of 20 ms frames, real time, one server process")
+    print(f"{'':24} {'up p50':>8} {'up p99':>8} {'down p50':>9} {'down p99':>9} {'CPU/sess':>9} {'RSS/sess':>9}")
+    for r in results:
+        print(f"{r['label']:24} {r['up50']:7.2f}ms {r['up99']:7.2f}ms {r['down50']:8.2f}ms {r['down99']:8.2f}ms"
+              f" {r['cpu']:8.2f}% {r['rss']:7.2f}MB   frames up/down {r['frames'][0]}/{r['frames'][1]}")  # fmt: skip
+    bare, ours = results
+    for d in ("up99", "down99"):
+        print(f"{d}: playground adds {ours[d]:.2f} ms = {ours[d] / max(bare[d], 1e-9):.2f}x the bare relay")
+    resampler = Resampler(16000, 24000)
+    resampler.process(bytes(FRAME * 5))
+    delay = resampler._stream.delay() / 24  # samples at 24 kHz -> ms
+    print(f"(at PLAYBACK_RATE=24000 the downlink also carries soxr's {delay:.1f} ms filter delay)")
+
+
+if __name__ == "__main__":
+    main()
