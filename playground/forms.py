@@ -17,10 +17,14 @@ class PickForm(forms.Form):
         self.fields["provider"].initial = registry.DEFAULT
         # Every provider's voices and languages are valid choices at field level; clean()
         # checks that they belong to the chosen provider.
+        # (dicts keep the registry's order: the default provider's voices and languages first)
         voices = {v: label for p in providers for v, label in p.voices.items()}
-        self.fields["voice"].choices = sorted(voices.items())
-        languages = {code for p in providers for code in p.languages}
-        self.fields["language"].choices = [(c, registry.LANGUAGE_NAMES.get(c, c)) for c in sorted(languages)]
+        self.fields["voice"].choices = list(voices.items())
+        languages = dict.fromkeys(code for p in providers for code in p.languages)
+        self.fields["language"].choices = [(c, registry.LANGUAGE_NAMES.get(c, c)) for c in languages]
+        default = registry.get(registry.DEFAULT)
+        self.fields["language"].initial = "en"
+        self.fields["voice"].initial = default.voices_for("en")[0]
 
     def clean(self):
         data = super().clean()

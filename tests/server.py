@@ -80,21 +80,29 @@ class Server:
         return result.stdout
 
 
-def start_server(extra_env: dict | None = None):
-    """Start Daphne; a generator for a pytest fixture (yields a Server, stops it after)."""
+def start_server(extra_env: dict | None = None, share_with: Server | None = None):
+    """Start Daphne; a generator for a pytest fixture (yields a Server, stops it after).
+
+    `share_with`: another server whose database this one uses too, as a second process
+    of one deployment would."""
     tmp = tempfile.mkdtemp(prefix="playground-e2e-")
     env = {**os.environ, "DEBUG": "1", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     drop = None
-    if env.get("DATABASE_URL", "").startswith(("postgres", "postgresql")):
+    if share_with is not None:
+        env["DATABASE_URL"] = share_with.env["DATABASE_URL"]
+    elif env.get("DATABASE_URL", "").startswith(("postgres", "postgresql")):
         env["DATABASE_URL"], drop = _postgres_database(env["DATABASE_URL"])
     else:
         env["DATABASE_URL"] = f"sqlite:///{tmp}/db.sqlite3"
     port = free_port()
-    env.setdefault("SANDBOX_BASE_URL", f"http://127.0.0.1:{port}")
+    env["SANDBOX_BASE_URL"] = f"http://127.0.0.1:{port}"
     server = Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", "demo", PASSWORD, "", env, None)
-    server.manage("migrate", "--noinput", "-v0")
-    server.manage("demo", "--password", PASSWORD)
-    server.token = server.manage("api_token", "demo").strip()
+    if share_with is None:
+        server.manage("migrate", "--noinput", "-v0")
+        server.manage("demo", "--password", PASSWORD)
+        server.token = server.manage("api_token", "demo").strip()
+    else:
+        server.token = share_with.token
     log = open(Path(tmp) / "daphne.log", "w")
     server.process = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "playground.asgi:application"],

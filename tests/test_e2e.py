@@ -90,3 +90,29 @@ def test_a_spoken_sentence_gets_an_answer_and_is_stored(server, speech):
     assert user[0]["text"] in page
     assert "how many people" in page
     assert "reply after" in page  # the stored latency
+
+
+def test_two_server_processes_share_one_conversation_lock(server):
+    """Several Daphne processes on one database: a conversation is live on one socket only."""
+    second = start_server(share_with=server)
+    other = next(second)
+    try:
+        conv = server.conversation()
+
+        async def both():
+            headers = {"Authorization": f"Token {server.token}"}
+            first = await websockets.connect(server.ws_url + conv["ws_path"], additional_headers=headers,
+                                             origin=server.url)  # fmt: skip
+            assert json.loads(await first.recv())["type"] in {"ready", "status", "transcript"}
+            async with websockets.connect(other.ws_url + conv["ws_path"], additional_headers=headers,
+                                          origin=other.url) as ws:  # fmt: skip
+                await ws.wait_closed()
+                code = ws.close_code
+            await first.close()
+            return code
+
+        assert asyncio.run(both()) == 4409
+        # and the other process serves the same data: the user sees the conversation there too
+        assert conv["id"] in other.client().get("/history/").text
+    finally:
+        second.close()
