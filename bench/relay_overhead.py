@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import struct
 import subprocess
 import sys
@@ -215,7 +214,9 @@ class BareSide:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--echo-server", type=int)
@@ -245,7 +246,9 @@ def print_results(args, results):
     from sessions.audio import Resampler
 
     print(f"\n{args.sessions} browsers x {args.seconds:.0f} s of 20 ms frames, real time, one server process")
-    print(f"{'':24} {'up p50':>8} {'up p99':>8} {'down p50':>9} {'down p99':>9} {'CPU/sess':>9} {'RSS/sess':>9}")
+    print(
+        f"{'':24} {'up p50':>8} {'up p99':>8} {'down p50':>9} {'down p99':>9} {'CPU/sess':>9} {'RSS/sess':>9}"
+    )
     for r in results:
         print(f"{r['label']:24} {r['up50']:7.2f}ms {r['up99']:7.2f}ms {r['down50']:8.2f}ms {r['down99']:8.2f}ms"
               f" {r['cpu']:8.2f}% {r['rss']:7.2f}MB   frames up/down {r['frames'][0]}/{r['frames'][1]}")  # fmt: skip
