@@ -246,12 +246,12 @@ def print_results(args, results):
     from sessions.audio import Resampler
 
     print(f"\n{args.sessions} browsers x {args.seconds:.0f} s of 20 ms frames, real time, one server process")
-    print(
-        f"{'':24} {'up p50':>8} {'up p99':>8} {'down p50':>9} {'down p99':>9} {'CPU/sess':>9} {'RSS/sess':>9}"
-    )
+    heads = ("up p50", "up p99", "down p50", "down p99", "CPU/sess", "RSS/sess")
+    print(" " * 24 + "".join(f"{h:>10}" for h in heads))
     for r in results:
-        print(f"{r['label']:24} {r['up50']:7.2f}ms {r['up99']:7.2f}ms {r['down50']:8.2f}ms {r['down99']:8.2f}ms"
-              f" {r['cpu']:8.2f}% {r['rss']:7.2f}MB   frames up/down {r['frames'][0]}/{r['frames'][1]}")  # fmt: skip
+        cells = [f"{r[k]:8.2f}ms" for k in ("up50", "up99", "down50", "down99")]
+        cells += [f"{r['cpu']:8.2f}% ", f"{r['rss']:7.2f}MB "]
+        print(f"{r['label']:24}" + "".join(cells) + f"  frames up/down {r['frames'][0]}/{r['frames'][1]}")
     bare, ours = results
     for d in ("up99", "down99"):
         print(f"{d}: playground adds {ours[d]:.2f} ms = {ours[d] / max(bare[d], 1e-9):.2f}x the bare relay")
