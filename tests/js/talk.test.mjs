@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 // Pure helpers of the talk page controller (the DOM part runs in browsers).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -34,7 +35,11 @@ describe('closeMessage', () => {
   });
 
   it('explains every application close code of protocol v1', () => {
-    for (const code of [4400, 4401, 4403, 4404, 4408, 4409]) {
+    // The codes are read from docs/protocol.md, so the page and the document cannot drift apart.
+    const doc = readFileSync(new URL('../../docs/protocol.md', import.meta.url), 'utf8');
+    const codes = [...doc.matchAll(/^\| (4\d\d\d) \|/gm)].map((m) => Number(m[1]));
+    assert.ok(codes.length >= 8, 'the close-code table was not found in docs/protocol.md');
+    for (const code of codes) {
       assert.ok(CLOSE_MESSAGES[code], `no message for ${code}`);
       assert.equal(closeMessage(code), CLOSE_MESSAGES[code]);
     }

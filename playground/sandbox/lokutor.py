@@ -1,0 +1,362 @@
+"""Sandbox of the Lokutor Orchestrator voice agent WebSocket, backed by the offline agent.
+
+Written from Lokutor's "Voice Chat API" page (shared/seeds/lokutor-voice-chat.txt) and the
+notes in shared/protocols.md section 3; it shares no code with our client.
+
+* ``/ws/agent?api_key=<key>``: a missing or wrong key fails the upgrade with HTTP 401 and a
+  JSON body (servers without the denial-response extension, like Daphne, answer 403 instead);
+* text frames ``{"type": ..., "data": ...}``, in any order and at any time: ``prompt``,
+  ``voice`` (F1-F5, M1-M5), ``language``, ``visemes``, ``tools``, and the SDK's
+  ``{"type": "rates", "playback": n, "input": n}``; bad values are answered with
+  ``{"type": "error", "data": {"code": "validation.invalid_voice", "message": ...}}`` (or,
+  in the docs' flavour, ``"data": "<message>"``) and the socket stays open;
+* binary frames: microphone audio, s16le mono at 44.1 kHz (the docs) unless ``rates`` said
+  otherwise; it is resampled to 16 kHz for the agent;
+* out: ``status`` (``thinking``/``speaking`` with the reply's ``generation``, ``listening``,
+  ``interrupted``), final ``transcript`` with ``role`` ``user`` or ``agent``, and the agent's
+  speech as binary s16le mono 44.1 kHz frames, paced at real time by the agent (or as JSON
+  ``audio`` with base64 ``data`` and ``generation``, the SDK's other carriage).
+
+Generations: every reply gets the next number, announced by ``status: thinking`` (the
+greeting too); barge-in (the user speaking over the agent) stops the reply's audio at
+once, sends ``status: interrupted`` and moves the counter on, so the next reply has a
+higher number than the interrupted one.
+
+The agent starts once the configuration has settled (``SETTLE_S`` after the last config
+message) or at the first audio frame. Its topic is ours when the prompt is a stored
+Topic's persona (so it knows the FAQ and phrases), else the prompt with a generic FAQ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+
+from playground.engine import tts
+from playground.engine.agent import Agent
+from playground.engine.script import FAQ, Script
+from sessions.audio import Resampler
+from sessions.upstreams.base import Audio, Error, Interrupted, Status, Transcript
+
+log = logging.getLogger(__name__)
+
+SANDBOX_KEY = "sandbox-lokutor-key"
+VOICES = frozenset(f"{g}{n}" for g in "FM" for n in range(1, 6))
+# The docs and SDK list en, es, fr, pt, ko; the open-source engine also knows de, it, ja, zh.
+LANGUAGES = frozenset({"en", "es", "fr", "pt", "ko", "de", "it", "ja", "zh"})
+RATES = frozenset({8000, 16000, 22050, 24000, 32000, 44100, 48000})
+INPUT_RATE = 44100  # "Sample Rate 44,100 Hz" in the docs, for the stream both ways
+OUTPUT_RATE = 44100
+AGENT_RATE = 16000
+SETTLE_S = 0.3
+BAD_FORMAT = "validation.invalid_request_format"
+DEFAULT_PROMPT = "You are a helpful assistant. Be concise."
+GENERIC_FAQ = (
+    FAQ("What can you do", "I can answer short questions and keep you company.", ("help", "what", "can")),
+    FAQ("Who are you", "I am a voice assistant in the Lokutor sandbox.", ("who", "name")),
+    FAQ("Thank you goodbye", "You are welcome. Goodbye!", ("thank", "thanks", "goodbye", "bye")),
+)
+
+
+def client_config(base_url: str) -> dict:
+    """Our client's settings for this sandbox: its WebSocket base and the fixture key."""
+    scheme, rest = base_url.split("://", 1)
+    return {"url": f"{'wss' if scheme == 'https' else 'ws'}://{rest}", "api_key": SANDBOX_KEY}
+
+
+def make_app(*, errors: str = "object", audio: str = "binary", key: str = SANDBOX_KEY,
+             agent_options: dict | None = None) -> Starlette:
+    """The sandbox app. `errors`: "object" (SDK) or "string" (docs); `audio`: "binary" or "json"."""
+
+    async def agent_socket(websocket: WebSocket) -> None:
+        if not await _admitted(websocket, key):
+            return
+        await websocket.accept()
+        await Call(websocket, errors=errors, audio=audio, agent_options=agent_options or {}).run()
+
+    return Starlette(routes=[WebSocketRoute("/ws/agent", agent_socket)])
+
+
+async def _admitted(websocket: WebSocket, key: str) -> bool:
+    """Check the api_key before the upgrade; refuse it with 401 (or 403 where denial bodies can't be sent)."""
+    given = websocket.query_params.get("api_key")
+    if given == key:
+        return True
+    code = "auth.missing_key" if not given else "auth.invalid_key"
+    body = {"error": {"code": code, "message": "Invalid or missing API key", "retryable": False}}
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(JSONResponse(body, status_code=401))
+    else:
+        await websocket.close(code=1008)  # before accept: the server answers HTTP 403
+    return False
+
+
+def espeak_voice(voice: str, language: str) -> str:
+    """Lokutor's F/M voices on the offline agent's espeak voices (it has two female variants)."""
+    offered = [key for key, _ in tts.voices_for(language)] or [key for key, _ in tts.voices_for("en")]
+    base = offered[0]
+    if voice.startswith("F"):
+        return base + ("+f3" if int(voice[1:]) % 2 else "+f1")
+    return base
+
+
+async def script_for(prompt: str) -> Script:
+    """Our stored Topic whose persona is the prompt (its FAQ and phrases), else a generic one."""
+    try:
+        from sessions.models import Topic
+
+        topic = await Topic.objects.filter(persona=prompt).afirst()
+    except Exception:  # no database here (sandbox run alone, tests without one): generic it is
+        topic = None
+    if topic is not None:
+        return topic.to_script()
+    return Script(slug="lokutor-sandbox", title="Lokutor sandbox", persona=prompt,
+                  greeting="Hello! How can I help you today?", faq=GENERIC_FAQ)  # fmt: skip
+
+
+class Call:
+    """One agent socket: configuration, the offline agent, and the generation counter."""
+
+    def __init__(self, websocket: WebSocket, *, errors: str, audio: str, agent_options: dict):
+        self.ws = websocket
+        self.errors, self.audio_carriage, self.agent_options = errors, audio, agent_options
+        self.prompt: str | None = None
+        self.voice, self.language = "F1", "en"
+        self.input_rate = INPUT_RATE
+        self.generation = 0
+        self._in_reply = False  # between a reply's thinking/speaking and the next listening
+        self._pending = False  # barge-in moved the counter on; the next reply takes that number
+        self._cut = False  # the current reply was interrupted: none of its audio may follow
+        self.agent: Agent | None = None
+        self._to_agent = Resampler(self.input_rate, AGENT_RATE)
+        self._from_agent: Resampler | None = None
+        self._odd = b""
+        self._reconfigured = asyncio.Event()
+        self._starting = asyncio.Lock()
+        self._starter: asyncio.Task | None = None
+        self._pump: asyncio.Task | None = None
+
+    async def run(self) -> None:
+        try:
+            while True:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if message.get("bytes") is not None:
+                    await self.on_audio(message["bytes"])
+                elif message.get("text") is not None:
+                    await self.on_text(message["text"])
+        finally:
+            for task in (self._starter, self._pump):
+                await _cancel(task)
+            if self.agent is not None:
+                await self.agent.close()
+
+    # ---- client -> server -------------------------------------------------------------------
+
+    async def on_text(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self.error(BAD_FORMAT, "Messages must be JSON objects with a 'type'.")
+            return
+        handler = getattr(self, f"_on_{message['type']}", None)
+        if handler is None:
+            await self.error(BAD_FORMAT, f"Unknown message type {message['type']!r}.")
+            return
+        await handler(message)
+
+    async def _on_prompt(self, message: dict) -> None:
+        data = message.get("data")
+        if not isinstance(data, str):
+            await self.error(BAD_FORMAT, "'prompt' needs a string in 'data'.")
+            return
+        if self.agent is None:  # changes after the start are accepted but the agent keeps its topic
+            self.prompt = data
+            self._configured()
+
+    async def _on_voice(self, message: dict) -> None:
+        data = message.get("data")
+        if data not in VOICES:
+            await self.error("validation.invalid_voice", f"Invalid voice {data!r}: use F1-F5 or M1-M5.")
+            return
+        self.voice = data
+        self._apply_voice()
+
+    async def _on_language(self, message: dict) -> None:
+        data = message.get("data")
+        if data not in LANGUAGES:
+            supported = ", ".join(sorted(LANGUAGES))
+            await self.error("validation.invalid_language", f"Unsupported language {data!r} ({supported}).")
+            return
+        self.language = data
+        self._apply_voice()
+
+    async def _on_rates(self, message: dict) -> None:
+        rate_in, playback = message.get("input"), message.get("playback", OUTPUT_RATE)
+        if rate_in not in RATES or playback not in RATES:
+            await self.error(BAD_FORMAT,
+                             f"'rates' needs 'input' and 'playback' among {sorted(RATES)}.")  # fmt: skip
+            return
+        self.input_rate = rate_in
+        self._to_agent = Resampler(rate_in, AGENT_RATE)
+
+    async def _on_visemes(self, message: dict) -> None:
+        if not isinstance(message.get("data"), bool):
+            await self.error(BAD_FORMAT, "'visemes' needs true or false.")
+
+    async def _on_tools(self, message: dict) -> None:
+        tools = message.get("data")
+        good = isinstance(tools, list) and all(
+            isinstance(t, dict) and t.get("type") == "function" and isinstance(t.get("function"), dict)
+            and isinstance(t["function"].get("name"), str) for t in tools
+        )  # fmt: skip
+        if not good:
+            await self.error(BAD_FORMAT,
+                             "'tools' needs a list of {type: function, function: {name, ...}}.")  # fmt: skip
+
+    def _configured(self) -> None:
+        self._reconfigured.set()
+        if self._starter is None:
+            self._starter = asyncio.create_task(self._start_when_settled())
+
+    def _apply_voice(self) -> None:
+        if self.agent is None:
+            if self.prompt is not None:
+                self._configured()
+            return
+        language = self.agent.language
+        self.agent.voice = tts.resolve_voice(language, espeak_voice(self.voice, language))
+
+    async def on_audio(self, data: bytes) -> None:
+        if self.agent is None:
+            await self._start()  # audio means the client is done configuring
+        pcm = self._odd + data
+        self._odd = pcm[len(pcm) - len(pcm) % 2:]
+        pcm = pcm[: len(pcm) - len(pcm) % 2]
+        if self.agent is not None and pcm:
+            self.agent.feed(self._to_agent.process(pcm))
+
+    # ---- the agent --------------------------------------------------------------------------
+
+    async def _start_when_settled(self) -> None:
+        """Start once no config message came for SETTLE_S: voice and language may follow the prompt."""
+        while True:
+            self._reconfigured.clear()
+            try:
+                await asyncio.wait_for(self._reconfigured.wait(), SETTLE_S)
+            except TimeoutError:
+                break
+        await self._start()
+
+    async def _start(self) -> None:
+        async with self._starting:  # the settle timer and the first audio frame may race here
+            if self.agent is not None:
+                return
+            script = await script_for(self.prompt if self.prompt is not None else DEFAULT_PROMPT)
+            voice = espeak_voice(self.voice, self.language)
+            agent = self.agent = Agent(script, voice=voice, language=self.language, **self.agent_options)
+            self._pump = asyncio.create_task(self._forward(agent))
+            try:
+                await agent.start()
+            except Exception as exc:
+                log.exception("sandbox agent failed to start")
+                await self.error("agent.session_failed", f"The agent could not start: {exc}")
+                await self.ws.close(code=1011)
+
+    async def _forward(self, agent: Agent) -> None:
+        """The agent's events, in Lokutor's words, until the agent closes or the client goes."""
+        try:
+            async for event in agent.events():
+                await self._send_event(event)
+        except Exception as exc:  # the client went away mid-send: the receive loop ends the call
+            log.debug("lokutor sandbox send failed: %r", exc)
+
+    async def _send_event(self, event) -> None:
+        match event:
+            case Audio(pcm=pcm, rate=rate):
+                await self._speak(pcm, rate)
+            case Status(state="thinking"):
+                await self._new_reply()
+            case Status(state="speaking"):
+                if not self._in_reply:  # the greeting has no thinking phase of its own
+                    await self._new_reply()
+                await self.send({"type": "status", "data": "speaking", "generation": self.generation})
+            case Status(state="listening"):
+                await self._end_of_audio()
+                await self.send({"type": "status", "data": "listening"})
+            case Interrupted():
+                await self._interrupted()
+            case Transcript(final=True, text=text, role=role) if text.strip():
+                await self.send({"type": "transcript", "data": text, "role": role})
+            case Error(message=message):
+                await self.error("agent.provider_error", message)
+
+    async def _new_reply(self) -> None:
+        if self._pending:
+            self._pending = False
+        else:
+            self.generation += 1
+        self._in_reply, self._cut = True, False
+        await self.send({"type": "status", "data": "thinking", "generation": self.generation})
+
+    async def _interrupted(self) -> None:
+        """Barge-in: no more audio of this reply, tell the client at once, next generation."""
+        self._cut = True
+        if self._from_agent is not None:
+            self._from_agent.reset()
+        await self.send({"type": "status", "data": "interrupted"})
+        self.generation += 1
+        self._in_reply, self._pending = False, True
+
+    async def _speak(self, pcm: bytes, rate: int) -> None:
+        if self._cut:
+            return
+        if self._from_agent is None or self._from_agent.in_rate != rate:
+            self._from_agent = Resampler(rate, OUTPUT_RATE)
+        await self._send_audio(self._from_agent.process(pcm))
+
+    async def _end_of_audio(self) -> None:
+        if self._from_agent is not None and not self._cut:
+            await self._send_audio(self._from_agent.flush())
+        self._in_reply = False
+
+    async def _send_audio(self, pcm: bytes) -> None:
+        if not pcm:
+            return
+        if self.audio_carriage == "json":
+            data = base64.b64encode(pcm).decode()
+            await self.send({"type": "audio", "data": data, "generation": self.generation})
+        else:
+            await self.ws.send_bytes(pcm)
+
+    # ---- server -> client -------------------------------------------------------------------
+
+    async def send(self, message: dict) -> None:
+        await self.ws.send_text(json.dumps(message))
+
+    async def error(self, code: str, message: str) -> None:
+        data = {"code": code, "message": message} if self.errors == "object" else message
+        with contextlib.suppress(Exception):
+            await self.send({"type": "error", "data": data})
+
+
+async def _cancel(task: asyncio.Task | None) -> None:
+    if task is None or task.done():
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+app = make_app()
