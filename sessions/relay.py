@@ -96,12 +96,14 @@ class BargeIn:
         self.vad = vad.Vad()
         self.turns = vad.TurnDetector(window_ms=self.vad.window_ms, start_windows=4, hangover_ms=300)
 
-    def speech_started(self, pcm: bytes) -> bool:
-        started = False
+    def turn_events(self, pcm: bytes) -> list:
+        """The user's turn starts and ends (vad.TurnEvent) detected in this audio."""
+        events = []
         for prob in self.vad.process(pcm):
             event = self.turns.update(prob)
-            started = started or (event is not None and event.kind == "start")
-        return started
+            if event is not None:
+                events.append(event)
+        return events
 
     def close(self) -> None:
         self.vad.close()
@@ -147,6 +149,7 @@ class Relay:
         self._audible_until = 0.0  # when the agent audio sent so far ends playing in the browser
         self._muted = False  # after our own barge-in: drop the old reply's audio until the next turn
         self._cut_short = False
+        self._last_agent: tuple[int, dict] | None = None  # (sequence, message) of the last agent turn
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -264,8 +267,8 @@ class Relay:
                 if kind == "text":
                     await self.upstream.send_text(payload)
                     continue
-                if self._barge_in and self._barge_in.speech_started(payload):
-                    await self._interrupt_locally()
+                if self._barge_in:
+                    await self._on_user_vad(self._barge_in.turn_events(payload))
                 for frame in convert.push(payload):
                     await self.upstream.send_audio(frame)
             except UpstreamError as exc:
@@ -300,18 +303,43 @@ class Relay:
                 return Conversation.Status.ENDED, self._stop_reason or reason
         return None
 
+    async def _on_user_vad(self, events: list) -> None:
+        for event in events:
+            if event.kind == "start":
+                await self._interrupt_locally()
+            elif event.kind == "end" and not getattr(self.upstream, "user_transcripts", True):
+                # No user transcript will mark the turn (Aivoco): the end of the user's speech does,
+                # so the next reply plays after a barge-in, and its latency is measured from there.
+                self._muted = False
+                self._speech_end = time.monotonic() - event.hangover_ms / 1000
+                self._reply_started = self._latency_ms = None
+
     async def _interrupt_locally(self) -> None:
         """The user talks over the agent: flush the browser now, drop the rest of that reply."""
         if time.monotonic() >= self._audible_until:
             return
         self._audible_until = 0.0
-        self._muted = self._cut_short = True
+        self._muted = True
         if self._out:
             self._out.reset()
         await self._send({"type": "clear"})
+        if self._reply_started is None and self._last_agent:
+            await self._mark_last_agent_interrupted()  # its text came before the user cut in
+        else:
+            self._cut_short = True
+
+    async def _mark_last_agent_interrupted(self) -> None:
+        sequence, message = self._last_agent
+        self._last_agent = None
+        turn = Turn.objects.filter(conversation_id=self.conversation_id, sequence=sequence)
+        await turn.aupdate(interrupted=True)
+        await self._send({**message, "interrupted": True})
 
     async def _on_audio(self, event: Audio) -> None:
         if self._muted:
+            return
+        if len(event.pcm) % 2 or not 4000 <= event.rate <= 192000:
+            await self.warn("bad_upstream_audio", "The provider sent malformed audio; it was skipped.")
             return
         now = time.monotonic()
         if self._reply_started is None:
@@ -366,6 +394,8 @@ class Relay:
                 event, self._cut_short = replace(event, interrupted=True), False
                 message["interrupted"] = True
         await self._store_turn(event, ident)  # stored before it is shown: nothing said is lost
+        if event.role == "agent":
+            self._last_agent = None if event.interrupted else (self._sequence, message)
         await self._send(message)
 
     def _mark_speech_end(self, event: Transcript) -> None:
@@ -444,6 +474,7 @@ class Relay:
                 "provider": self.provider,
                 "conversation": str(self.conversation_id),
                 "accepts_text": bool(getattr(self.upstream, "accepts_text", False)),
+                "user_transcripts": bool(getattr(self.upstream, "user_transcripts", True)),
             }
         )
 

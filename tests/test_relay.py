@@ -225,3 +225,18 @@ async def test_own_vad_barges_in_where_the_provider_sends_no_signal(conversation
         turns = await sync_to_async(stored)(conversation)
         assert turns[-1]["interrupted"] is True
         await finish(relay, task)
+
+
+async def test_malformed_upstream_audio_is_skipped_and_the_call_goes_on(conversation):
+    async def script(peer, ws):
+        await ws.send(b"\x01\x02\x03")  # odd length: not 16-bit PCM
+        await ws.send(b"\x00\x10" * 4800)  # then good audio
+        await ws.wait_closed()
+
+    async with EchoPeer(script) as peer:
+        relay, browser, task = start(conversation, peer.url)
+        error = await browser.message("error", code="bad_upstream_audio")
+        assert not error["fatal"]
+        await browser.wait_for(lambda b: len(b.audio) >= 10)
+        await finish(relay, task)
+    assert (await Conversation.objects.aget(id=conversation.id)).status == "ended"
