@@ -93,6 +93,13 @@ if not DEBUG:
 
 # Per provider its credentials and base URL; empty credentials mean its sandbox.
 PROVIDERS = config.providers(ENV)
+# Liku: LIKU_LOGIN=1 checks logins against Liku's authentication API (email as username) and runs
+# each such user's calls on their own Liku token, kept in the server-side session (sessions/auth_liku.py).
+LIKU_LOGIN = config.env_bool(ENV, "LIKU_LOGIN", default=False)
+PROVIDERS["liku"]["login"] = LIKU_LOGIN
+PROVIDERS["liku"]["chunk_bytes"] = config.env_int(ENV, "LIKU_CHUNK_BYTES", 4096, lo=2, hi=65536)
+if LIKU_LOGIN:
+    AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend", "sessions.auth_liku.LikuBackend"]
 # Vendor emulators under /sandbox/<vendor>/, used by providers without credentials.
 SANDBOXES_ENABLED = config.env_bool(ENV, "SANDBOXES_ENABLED", default=True)
 # Where the sandboxes live when a provider has no credentials: our own server.
@@ -108,5 +115,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": ENV.get("LOG_LEVEL", "INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}},
+    # httpx logs every request URL at INFO; Liku's init-websocket carries the token in its query.
+    "loggers": {"daphne": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }

@@ -80,8 +80,15 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             voice=conv.voice,
             language=conv.language,
             options=conv.topic.options_for(conv.provider),
-            config=registry.upstream_config(conv.provider),
+            config={**registry.upstream_config(conv.provider), **await self._user_credentials()},
         )
+
+    async def _user_credentials(self) -> dict:
+        """A provider token the login kept in the user's server-side session (Liku: auth_liku.py)."""
+        session = self.scope.get("session")
+        key = f"{self.conversation.provider}_token"
+        token = await session.aget(key) if session is not None else None
+        return {"user_token": token} if token else {}
 
     async def _release(self, reason: str) -> None:
         await Conversation.objects.filter(id=self.conversation.id).aupdate(

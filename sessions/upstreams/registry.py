@@ -155,7 +155,7 @@ def _importable(module: str) -> bool:
 def has_credentials(key: str) -> bool:
     config = settings.PROVIDERS.get(key, {})
     checks = {
-        "liku": lambda c: bool(c.get("token") or (c.get("email") and c.get("password"))),
+        "liku": lambda c: bool(c.get("token") or (c.get("email") and c.get("password")) or c.get("login")),
         "flow": lambda c: bool(c.get("api_key")),
         "lokutor": lambda c: bool(c.get("api_key")),
         "retell": lambda c: bool(c.get("api_key")),

@@ -1,0 +1,374 @@
+"""Sandbox of Liku voice chat (med2lab), backed by the offline agent.
+
+Written from the vendor's guide (shared/seeds/liku-websocket-guide.txt), apart
+from our client (sessions/upstreams/liku.py). It is strict where the guide is:
+
+* ``POST /api/liku/authentication/`` ``{"email", "password"}`` -> ``{"token_key": "<40 hex>"}``;
+  wrong credentials -> 400 ``{"non_field_errors": [...]}`` (Django REST framework's login).
+  The one account: ``sandbox@liku.test`` / ``sandbox-password``.
+* ``GET /api/init-websocket?token=&topic_id=[&face_id&liku_id&language]`` -> plain text
+  connection data (base64 of the parameters and a nonce); bad token -> 401, no
+  ``topic_id`` -> 400, both as ``{"detail": ...}``.
+* ``WebSocket /chat-stream``: the first frame must be text JSON
+  ``{"connection_data": <issued, still valid>}``, else close 4000 (binary first too);
+  then ``{"type": "connection_established"}``; binary s16le 16 kHz of any size in;
+  turn end after 700 ms of silence; per turn ``user_transcript`` (``status``
+  ``in_progress`` while speaking, ``completed`` at the end), 24 kHz s16le audio
+  paced at real time, then ``assistant_transcript`` with ``message_id``,
+  ``response_id`` and ``status`` ``completed`` (``incomplete`` when the user cut
+  it short). No barge-in message: the audio just stops.
+* ``POST /api/save-transcript`` with ``Authorization: Token <key>`` and
+  ``{"connection_data", "topic_id", "conversation_id"}``: missing/bad token -> 401;
+  missing fields -> 400. Saves are kept in memory (`SAVED`), re-saving the same
+  conversation replaces it; ``GET /api/_sandbox/saved`` lists them (sandbox only).
+
+Connection data stays valid after a socket closes, so a client may reconnect with
+it and the chat goes on (no second greeting). The topic comes from our own Topic
+whose ``provider_options.liku.topic_id`` matches (the sandbox stands in for Liku's
+topic configuration), else a generic demo script.
+
+Fault controls for tests running the app in process: `outage`, `expire_all`,
+`drop_all`, `send_raw`, `save_outage`, `reset`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from playground.engine.agent import Agent
+from playground.engine.script import FAQ, Script
+from sessions.audio import Resampler
+from sessions.upstreams.base import Audio, Interrupted, Transcript
+
+log = logging.getLogger(__name__)
+
+EMAIL = "sandbox@liku.test"
+PASSWORD = "sandbox-password"
+ACCOUNTS = {EMAIL: PASSWORD}
+OUTPUT_RATE = 24000
+TURN_SILENCE_MS = 700
+FIRST_FRAME_TIMEOUT = 10.0
+INVALID = 4000
+
+GENERIC = Script(
+    slug="liku-demo",
+    title="Liku demo",
+    persona="You are Liku, a friendly assistant.",
+    greeting="Hello, this is Liku. How can I help you today?",
+    faq=(FAQ("What can you do", "I can chat with you about anything you like.", ("what", "do", "help")),),
+)
+
+
+@dataclass
+class Chat:
+    """What one issued connection data stands for: a chat on the server."""
+
+    email: str
+    params: dict
+    valid: bool = True
+    greeted: bool = False
+    messages: list[dict] = field(default_factory=list)
+    frame_sizes: set[int] = field(default_factory=set)  # of the audio received, for tests
+
+
+@dataclass
+class State:
+    tokens: dict[str, str] = field(default_factory=dict)  # token_key -> email
+    chats: dict[str, Chat] = field(default_factory=dict)  # connection data -> chat
+    inits: list[dict] = field(default_factory=list)  # every successful init: email and parameters
+    sockets: set = field(default_factory=set)
+    down: bool = False
+    save_down: bool = False
+
+
+STATE = State()
+SAVED: list[dict] = []
+
+
+def client_config(base_url: str) -> dict:
+    chat = "ws" + base_url[4:] if base_url.startswith("http") else base_url
+    return {"api_url": base_url, "chat_url": chat, "email": EMAIL, "password": PASSWORD, "token": ""}
+
+
+# ---- REST ----------------------------------------------------------------------------------
+
+
+def _detail(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+async def _json_body(request: Request) -> dict | None:
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def authentication(request: Request) -> Response:
+    body = await _json_body(request)
+    if body is None:
+        return _detail(400, "JSON parse error.")
+    missing = {k: ["This field is required."] for k in ("email", "password") if not body.get(k)}
+    if missing:
+        return JSONResponse(missing, status_code=400)
+    if ACCOUNTS.get(body["email"]) != body["password"]:
+        return JSONResponse({"non_field_errors": ["Unable to log in with provided credentials."]}, 400)
+    token = next((t for t, e in STATE.tokens.items() if e == body["email"]), None) or secrets.token_hex(20)
+    STATE.tokens[token] = body["email"]
+    return JSONResponse({"token_key": token})
+
+
+async def init_websocket(request: Request) -> Response:
+    email = STATE.tokens.get(request.query_params.get("token", ""))
+    if email is None:
+        return _detail(401, "Invalid token.")
+    if STATE.down:
+        return _detail(503, "Service unavailable.")
+    if not request.query_params.get("topic_id", "").strip():
+        return _detail(400, "topic_id is required.")
+    params = {k: request.query_params[k] for k in ("topic_id", "face_id", "liku_id", "language")
+              if k in request.query_params}  # fmt: skip
+    blob = json.dumps({**params, "nonce": secrets.token_hex(16), "issued": int(time.time())})
+    data = base64.urlsafe_b64encode(blob.encode()).decode()
+    STATE.chats[data] = Chat(email, params)
+    STATE.inits.append({"email": email, **params})
+    return PlainTextResponse(data)
+
+
+def _token_email(request: Request) -> str | None:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return STATE.tokens.get(key.strip()) if scheme == "Token" else None
+
+
+async def save_transcript(request: Request) -> Response:
+    if not request.headers.get("authorization"):
+        return _detail(401, "Authentication credentials were not provided.")
+    email = _token_email(request)
+    if email is None:
+        return _detail(401, "Invalid token.")
+    if STATE.save_down:
+        return _detail(503, "Transcript service unavailable.")
+    body = await _json_body(request)
+    if body is None:
+        return _detail(400, "JSON parse error.")
+    missing = {k: ["This field is required."] for k in ("connection_data", "topic_id", "conversation_id")
+               if not str(body.get(k) or "").strip()}  # fmt: skip
+    if missing:
+        return JSONResponse(missing, status_code=400)
+    chat = STATE.chats.get(body["connection_data"])
+    if chat is None or chat.email != email:
+        return _detail(400, "Invalid connection data.")
+    if str(body["topic_id"]) != chat.params["topic_id"]:
+        return _detail(400, "topic_id does not match the connection data.")
+    record = {"conversation_id": str(body["conversation_id"]), "topic_id": chat.params["topic_id"],
+              "email": email, "messages": list(chat.messages)}  # fmt: skip
+    SAVED[:] = [s for s in SAVED if s["conversation_id"] != record["conversation_id"]] + [record]
+    return JSONResponse({"status": "saved", "conversation_id": record["conversation_id"],
+                         "messages": len(record["messages"])})  # fmt: skip
+
+
+async def saved(request: Request) -> Response:
+    """Sandbox only: what was saved, so tests and demos can check it."""
+    return JSONResponse(SAVED)
+
+
+# ---- chat-stream ---------------------------------------------------------------------------
+
+
+async def chat_stream(ws: WebSocket) -> None:
+    if STATE.down:
+        await ws.close(1011)  # before accept: the handshake fails
+        return
+    await ws.accept()
+    STATE.sockets.add(ws)
+    try:
+        chat = await _handshake(ws)
+        if chat is not None:
+            await ws.send_text(json.dumps({"type": "connection_established"}))
+            await _converse(ws, chat)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        STATE.sockets.discard(ws)
+
+
+async def _handshake(ws: WebSocket) -> Chat | None:
+    """The chat named by the first frame; anything else closes 4000 (and gives None)."""
+    try:
+        message = await asyncio.wait_for(ws.receive(), FIRST_FRAME_TIMEOUT)
+    except TimeoutError:
+        message = {}
+    if message.get("type") == "websocket.disconnect":
+        return None
+    chat = _chat_of(message.get("text"))
+    if chat is None:
+        await ws.close(INVALID, "Invalid connection data")
+    return chat
+
+
+def _chat_of(text: str | None) -> Chat | None:
+    if text is None:  # binary (audio) before the connection data
+        return None
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None
+    data = body.get("connection_data") if isinstance(body, dict) else None
+    chat = STATE.chats.get(data) if isinstance(data, str) else None
+    return chat if chat is not None and chat.valid else None
+
+
+async def _converse(ws: WebSocket, chat: Chat) -> None:
+    script = await _script(chat.params["topic_id"])
+    language = chat.params.get("language") or script.language
+    agent = Agent(script, language=language, hangover_ms=TURN_SILENCE_MS, greet=not chat.greeted)
+    chat.greeted = True
+    await agent.start()
+    speaker = asyncio.create_task(_speak(ws, agent, chat))
+    carry = b""
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("bytes"):
+                chat.frame_sizes.add(len(message["bytes"]))
+            data = carry + (message.get("bytes") or b"")
+            cut = len(data) - len(data) % 2
+            data, carry = data[:cut], data[cut:]  # any frame size: whole samples go to the agent
+            if data:
+                agent.feed(data)
+    finally:
+        await agent.close()
+        speaker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await speaker
+
+
+async def _speak(ws: WebSocket, agent: Agent, chat: Chat) -> None:
+    """The agent's events on Liku's wire: transcripts as JSON, audio as 24 kHz binary."""
+    resampler: Resampler | None = None
+    ids: dict[str, str] = {}
+    try:
+        async for event in agent.events():
+            if isinstance(event, Audio):
+                if resampler is None or resampler.in_rate != event.rate:
+                    resampler = Resampler(event.rate, OUTPUT_RATE)
+                await _send_audio(ws, resampler.process(event.pcm))
+            elif isinstance(event, Interrupted) and resampler is not None:
+                resampler.reset()
+            elif isinstance(event, Transcript):
+                if event.role == "agent" and event.final and resampler is not None:
+                    await _send_audio(ws, resampler.flush())
+                message = _transcript_message(event, ids)
+                if message is not None:
+                    await ws.send_text(json.dumps(message))
+                    if event.final:
+                        chat.messages.append({"role": message["type"], "text": event.text})
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # the client went away
+
+
+async def _send_audio(ws: WebSocket, pcm: bytes) -> None:
+    if pcm:
+        await ws.send_bytes(pcm)
+
+
+def _transcript_message(event: Transcript, ids: dict[str, str]) -> dict | None:
+    if event.role == "user":
+        ident = ids.setdefault(event.id, f"msg_{secrets.token_hex(8)}")
+        status = "completed" if event.final else "in_progress"
+        return {"type": "user_transcript", "text": event.text, "message_id": ident, "status": status}
+    if not event.final:  # the assistant's text comes once, after its audio
+        return None
+    return {"type": "assistant_transcript", "text": event.text, "message_id": f"msg_{secrets.token_hex(8)}",
+            "response_id": ids.setdefault(event.id, f"resp_{secrets.token_hex(8)}"),
+            "status": "incomplete" if event.interrupted else "completed"}  # fmt: skip
+
+
+async def _script(topic_id: str) -> Script:
+    try:
+        return await sync_to_async(_topic_script)(topic_id) or GENERIC
+    except Exception:  # no database (run alone, not set up): the demo script will do
+        log.info("liku sandbox: no topic lookup, using the demo script", exc_info=True)
+        return GENERIC
+
+
+def _topic_script(topic_id: str) -> Script | None:
+    from sessions.models import Topic
+
+    for topic in Topic.objects.filter(is_active=True):
+        if str(topic.options_for("liku").get("topic_id", "")).strip() == topic_id:
+            return topic.to_script()
+    return None
+
+
+# ---- fault controls for in-process tests ---------------------------------------------------
+
+
+async def _close_all(code: int) -> None:
+    for ws in list(STATE.sockets):
+        with contextlib.suppress(Exception):
+            await ws.close(code)
+
+
+async def drop_all() -> None:
+    """The server loses every live chat socket (1011); connection data stays valid."""
+    await _close_all(1011)
+
+
+async def outage(down: bool = True) -> None:
+    """The chat service goes down (sockets dropped, init and new sockets refused) or comes back."""
+    STATE.down = down
+    if down:
+        await _close_all(1011)
+
+
+async def expire_all() -> None:
+    """Every connection data becomes invalid; live sockets close with 4000."""
+    for chat in STATE.chats.values():
+        chat.valid = False
+    await _close_all(INVALID)
+
+
+async def send_raw(text: str) -> None:
+    """A text frame as is (e.g. malformed) to every live chat socket."""
+    for ws in list(STATE.sockets):
+        with contextlib.suppress(Exception):
+            await ws.send_text(text)
+
+
+def save_outage(down: bool = True) -> None:
+    STATE.save_down = down
+
+
+def reset() -> None:
+    global STATE
+    STATE = State()
+    SAVED.clear()
+
+
+app = Starlette(
+    routes=[
+        Route("/api/liku/authentication/", authentication, methods=["POST"]),
+        Route("/api/init-websocket", init_websocket, methods=["GET"]),
+        Route("/api/save-transcript", save_transcript, methods=["POST"]),
+        Route("/api/_sandbox/saved", saved, methods=["GET"]),
+        WebSocketRoute("/chat-stream", chat_stream),
+    ]
+)

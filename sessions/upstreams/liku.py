@@ -1,0 +1,499 @@
+"""Liku voice chat (med2lab): REST login and init, then audio over the `chat-stream` WebSocket.
+
+Written from the vendor's guide (shared/seeds/liku-websocket-guide.txt); the
+sandbox (playground/sandbox/liku.py) is written separately from the same guide.
+
+The protocol as we read it:
+
+1. Token: ``POST {api}/api/liku/authentication/`` with ``{"email", "password"}``
+   answers ``{"token_key": "<40 hex>"}``. The token is, in order of preference,
+   the logged-in user's own (kept server side by sessions/auth_liku.py and passed
+   by the consumer as ``config["user_token"]``), the service token ``LIKU_TOKEN``,
+   or a login with ``LIKU_EMAIL``/``LIKU_PASSWORD`` when the call starts.
+2. ``GET {chat}/api/init-websocket?token=&topic_id=[&face_id][&liku_id][&language]``
+   answers plain text: the connection data, sent back verbatim (the guide reads
+   it with ``response.text()``). REST calls go to the chat host over http(s).
+3. ``ws {chat}/chat-stream``: the first frame is ``{"connection_data": "..."}``;
+   the server confirms (shape undocumented: any first message counts), then
+   binary s16le 16 kHz goes in, in chunks of ``chunk_bytes`` (4096, the guide's
+   recommendation), and binary s16le 24 kHz comes out, with JSON text messages
+   ``{"type": "user_transcript"|"assistant_transcript"|"assistant_message",
+   "text", "message_id", "response_id"?, "status"?}``.
+4. ``POST {chat}/api/save-transcript`` with ``Authorization: Token <token>`` and
+   ``{"connection_data", "topic_id", "conversation_id"}`` after the call.
+
+Decisions where the guide is silent:
+
+* Finality: a transcript is final when it has no ``status`` or ``"completed"``
+  (the guide's examples); ``"in_progress"`` (and the like) is a partial;
+  ``"incomplete"``, ``"cancelled"`` or ``"interrupted"`` is final and marks the
+  agent turn as cut short. Any other status is taken as final, so nothing said
+  is lost. The agent turn's id is ``response_id`` (else ``message_id``); an
+  ``assistant_message`` repeating the last final agent text with the same id is
+  dropped, so a reply is stored once.
+* ``conversation_id`` for save-transcript: the one the server gives in any
+  message (``"conversation_id"`` key, e.g. in its confirmation), else our own
+  conversation uuid (the guide does not say where it comes from).
+* Liku sends no barge-in signal: ``barge_in_signal = False`` makes the relay run
+  its own VAD and clear the browser when the user talks over the agent.
+* Reconnection (the guide asks for exponential backoff): when the socket drops
+  mid-call, `events()` yields a non-permanent ``Error`` ("reconnecting") and
+  reconnects with the same connection data after 0.5, 1, 2, 4, 8 s (config
+  ``reconnect_attempts``/``reconnect_delay``/``reconnect_max_delay``); the relay
+  keeps running, so the same conversation goes on. Close 4000 (invalid
+  connection data) gets a clear error and a FRESH init before the next attempt;
+  fresh data refused again, a rejected token, or all attempts failing end the
+  call with a permanent ``Error``. A close 1000 from the server ends the call.
+* Secrets: no message we raise contains the token, password or a URL with the
+  token (httpx errors are reported by type only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import websockets
+
+from sessions.audio import Rechunker
+
+from .base import Audio, Ended, Error, Event, Session, Transcript, UpstreamError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://torooc-liku-api.med2lab.com"
+DEFAULT_CHAT_URL = "wss://voice-liku-chat.med2lab.com"
+OUTPUT_RATE = 24000
+CHUNK_BYTES = 4096
+INVALID_CONNECTION_DATA = 4000
+STABLE_S = 10.0  # a connection that lived this long resets the reconnect budget
+PARTIAL = frozenset({"in_progress", "partial", "pending", "streaming"})
+CUT_SHORT = frozenset({"incomplete", "cancelled", "interrupted"})
+SPEAKERS = {"user_transcript": "user", "assistant_transcript": "agent", "assistant_message": "agent"}
+
+
+# ---- configuration -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    login: str
+    init: str
+    save: str
+    stream: str
+
+
+def endpoints(config: dict) -> Endpoints:
+    """The four URLs; the chat host serves REST over http(s) and the stream over ws(s)."""
+    api = (config.get("api_url") or DEFAULT_API_URL).rstrip("/")
+    chat = (config.get("chat_url") or DEFAULT_CHAT_URL).rstrip("/")
+    scheme, _, rest = chat.partition("://")
+    http = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+    ws = {"http": "ws", "https": "wss"}.get(scheme, scheme)
+    return Endpoints(
+        login=f"{api}/api/liku/authentication/",
+        init=f"{http}://{rest}/api/init-websocket",
+        save=f"{http}://{rest}/api/save-transcript",
+        stream=f"{ws}://{rest}/chat-stream",
+    )
+
+
+def init_params(session: Session) -> dict[str, str]:
+    """Query parameters of init-websocket besides the token: the topic's Liku options and
+    the language picked for the conversation (the options' own `language` is the fallback)."""
+    options = session.options or {}
+    params = {"topic_id": str(options.get("topic_id", "")).strip()}
+    for key in ("face_id", "liku_id"):
+        if str(options.get(key, "")).strip():
+            params[key] = str(options[key]).strip()
+    language = session.language or str(options.get("language", "")).strip()
+    if language:
+        params["language"] = language
+    return params
+
+
+# ---- messages (pure) ---------------------------------------------------------------------
+
+
+def decode(text: str) -> dict | Error:
+    """A text frame as a JSON object, or the error event that says why it is not one."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return Error("liku_bad_message", f"Liku sent a text message that is not JSON: {text[:60]!r}")
+    if not isinstance(data, dict):
+        return Error("liku_bad_message", "Liku sent a JSON message that is not an object.")
+    return data
+
+
+def to_event(message: dict) -> Event | None:
+    """One JSON message as an event; None for messages that carry nothing for us
+    (the connection confirmation, types we do not know)."""
+    kind = message.get("type")
+    if kind == "error":  # not in the guide; shown rather than dropped if it ever comes
+        return Error("liku_error", f"Liku reported an error: {str(message.get('message') or '')[:200]}")
+    role = SPEAKERS.get(kind) if isinstance(kind, str) else None
+    if role is None:
+        return None
+    text, status = message.get("text"), message.get("status")
+    if not isinstance(text, str) or not (status is None or isinstance(status, str)):
+        return Error("liku_bad_message", f"Liku sent {kind} without text.")
+    ident = message.get("response_id") if role == "agent" else None
+    ident = str(ident or message.get("message_id") or "")
+    final = status not in PARTIAL
+    return Transcript(role, text, final, ident, interrupted=role == "agent" and status in CUT_SHORT)
+
+
+def server_conversation_id(message: dict) -> str:
+    value = message.get("conversation_id")
+    return str(value) if isinstance(value, str | int) and str(value) else ""
+
+
+def error_detail(response: httpx.Response) -> str:
+    """The `detail` (DRF style) or first field error of an error response, shortened."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict):
+        if "detail" in body:
+            return str(body["detail"])[:200]
+        for value in body.values():
+            return str(value[0] if isinstance(value, list) and value else value)[:200]
+    return str(body)[:200]
+
+
+# ---- REST --------------------------------------------------------------------------------
+
+
+async def authenticate(url: str, email: str, password: str, wait_s: float = 10.0) -> str:
+    """Liku's login: the token_key for `email`/`password`. Also used by sessions/auth_liku.py."""
+    try:
+        async with httpx.AsyncClient(timeout=wait_s) as http:
+            response = await http.post(url, json={"email": email, "password": password},
+                                       headers={"Accept": "application/json"})  # fmt: skip
+    except httpx.HTTPError as exc:
+        message = f"Liku login is unreachable ({type(exc).__name__})."
+        raise UpstreamError(message, code="liku_unreachable") from None
+    if response.status_code in (400, 401, 403):
+        message = "Liku refused the login: wrong email or password."
+        raise UpstreamError(message, permanent=True, code="liku_auth")
+    if not response.is_success:
+        raise UpstreamError(f"Liku login failed (HTTP {response.status_code}).", code="liku_unavailable")
+    try:
+        token = response.json().get("token_key")
+    except (ValueError, AttributeError):
+        token = None
+    if not isinstance(token, str) or not token:
+        raise UpstreamError("Liku login answered without a token_key.", permanent=True, code="liku_auth")
+    return token
+
+
+class LikuUpstream:
+    input_rate = 16000
+    accepts_text = False
+    barge_in_signal = False  # Liku never says it stopped: the relay's own VAD clears the browser
+
+    def __init__(self, session: Session):
+        config = session.config or {}
+        self.config = config
+        self.urls = endpoints(config)
+        self.params = init_params(session)
+        self.conversation_id = session.conversation_id
+        self.server_conversation_id = ""
+        # The user's own token only against the service it came from, never against a sandbox.
+        user_token = "" if config.get("sandbox") else config.get("user_token") or ""
+        self._own_token = bool(user_token)
+        self._token = user_token or config.get("token") or ""
+        self._connection_data = ""
+        self._chunks = Rechunker(int(config.get("chunk_bytes") or CHUNK_BYTES))
+        self._attempts = int(config.get("reconnect_attempts", 5))
+        self._delay = float(config.get("reconnect_delay", 0.5))
+        self._max_delay = float(config.get("reconnect_max_delay", 8.0))
+        self._confirm_timeout = float(config.get("confirm_timeout", 10.0))
+        self._http_timeout = float(config.get("http_timeout", 10.0))
+        self._ws = None
+        self._first: str | bytes | None = None  # the confirmation, or whatever came first
+        self._connected_at = 0.0
+        self._close_code: int | None = None
+        self._failures = 0  # reconnect attempts used (see _reconnect)
+        self._carry = b""  # an odd byte of agent audio waiting for its pair
+        self._last_final: tuple[str, str] | None = None
+        self._closed = asyncio.Event()
+
+    # ---- the Upstream interface ------------------------------------------------------
+
+    async def connect(self) -> None:
+        if not self.params["topic_id"]:
+            raise UpstreamError("This topic has no Liku topic_id: add it to the topic's provider options.",
+                                permanent=True, code="liku_config")  # fmt: skip
+        await self._open(fresh=True)
+
+    async def send_audio(self, pcm: bytes) -> None:
+        for chunk in self._chunks.push(pcm):
+            ws = self._ws
+            if ws is None:
+                continue
+            try:
+                await ws.send(chunk)
+            except websockets.ConnectionClosed:
+                pass  # the reader sees the close and reconnects; audio of the gap is lost
+
+    async def send_text(self, text: str) -> None:
+        raise UpstreamError("Liku takes speech only.", code="text_unsupported")
+
+    async def events(self) -> AsyncIterator[Event]:
+        while True:
+            async for event in self._read():
+                yield event
+            if self._closed.is_set():
+                return
+            if self._close_code == 1000:
+                yield Ended("Liku ended the conversation")
+                return
+            yield self._drop_notice()
+            failure = await self._reconnect()
+            if failure is not None:
+                yield failure
+                return
+            if self._closed.is_set():
+                await self._shut(self._ws)
+                return
+
+    async def close(self) -> None:
+        self._closed.set()
+        await self._shut(self._ws)
+
+    async def save_transcript(self) -> dict:
+        """Save the conversation with Liku (the relay awaits this after the call and records it)."""
+        if not (self._token and self._connection_data):
+            raise UpstreamError("Nothing to save: the Liku chat never started.", permanent=True)
+        body = {
+            "connection_data": self._connection_data,
+            "topic_id": self.params["topic_id"],
+            "conversation_id": self.server_conversation_id or self.conversation_id,
+        }
+        headers = {"Authorization": f"Token {self._token}", "Accept": "application/json"}
+        response = await self._http("post", self.urls.save, "save the transcript", json=body, headers=headers)
+        if not response.is_success:
+            detail = self._scrub(error_detail(response))
+            raise UpstreamError(f"Liku did not save the transcript (HTTP {response.status_code}: {detail}).")
+        try:
+            data = response.json()
+        except ValueError:
+            return {"text": response.text[:500]}
+        return data if isinstance(data, dict) else {"response": data}
+
+    # ---- connecting ------------------------------------------------------------------
+
+    async def _open(self, fresh: bool) -> None:
+        """Token, connection data (new when `fresh` or none yet) and a confirmed socket."""
+        if not self._token:
+            self._token = await self._login()
+        if fresh or not self._connection_data:
+            self._connection_data = await self._init()
+        try:
+            self._ws = await self._dial()
+        except _Refused:
+            if fresh:  # data issued a moment ago and refused: retrying cannot help
+                message = "Liku refused its own new connection data (close 4000: invalid connection data)."
+                raise UpstreamError(message, permanent=True, code="liku_connection_data") from None
+            raise
+        self._connected_at = time.monotonic()
+
+    async def _login(self) -> str:
+        email, password = self.config.get("email"), self.config.get("password")
+        if not (email and password):
+            message = ("No Liku credentials: log in with your Liku account, or set LIKU_TOKEN or "
+                       "LIKU_EMAIL and LIKU_PASSWORD.")  # fmt: skip
+            raise UpstreamError(message, permanent=True, code="liku_auth")
+        return await authenticate(self.urls.login, email, password, self._http_timeout)
+
+    async def _init(self, relogin: bool = True) -> str:
+        params = {"token": self._token, **self.params}
+        response = await self._http("get", self.urls.init, "start a chat", params=params)
+        if response.status_code in (401, 403):
+            if relogin and self._logs_in():  # our service login may have expired: once with a new one
+                self._token = await self._login()
+                return await self._init(relogin=False)
+            raise UpstreamError(f"Liku rejected the token (HTTP {response.status_code}); log in again.",
+                                permanent=True, code="liku_auth")  # fmt: skip
+        return self._connection_data_from(response)
+
+    def _logs_in(self) -> bool:
+        """Whether our token comes from a service login (not the user's, not LIKU_TOKEN)."""
+        return not self._own_token and not self.config.get("token") and bool(self.config.get("email"))
+
+    def _connection_data_from(self, response: httpx.Response) -> str:
+        if response.status_code in (400, 404, 422):
+            detail = self._scrub(error_detail(response))
+            raise UpstreamError(f"Liku could not start a chat for topic {self.params['topic_id']}: {detail}",
+                                permanent=True, code="liku_init")  # fmt: skip
+        if not response.is_success:
+            raise UpstreamError(f"Liku could not start a chat (HTTP {response.status_code}).",
+                                code="liku_unavailable")  # fmt: skip
+        if not response.text.strip():
+            raise UpstreamError("Liku returned empty connection data.", code="liku_init")
+        return response.text  # verbatim, as the guide's client sends it back
+
+    async def _dial(self):
+        """Open chat-stream, send the connection data, wait for the server's first word."""
+        try:
+            ws = await websockets.connect(self.urls.stream, open_timeout=10, max_size=2**22)
+        except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+            raise UpstreamError(f"Liku chat is unreachable ({type(exc).__name__}).",
+                                code="liku_unreachable") from None  # fmt: skip
+        try:
+            await ws.send(json.dumps({"connection_data": self._connection_data}))
+            self._first = await asyncio.wait_for(ws.recv(), self._confirm_timeout)
+        except asyncio.CancelledError:
+            ws.transport.abort()  # close() came first: drop the half-open socket, no handshake
+            raise
+        except websockets.ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else 1006
+            if code == INVALID_CONNECTION_DATA:
+                raise _Refused() from None
+            raise UpstreamError(f"Liku closed the chat before confirming it ({code}).",
+                                code="liku_unreachable") from None  # fmt: skip
+        except TimeoutError:
+            await self._shut(ws)
+            message = "Liku did not confirm the chat connection."
+            raise UpstreamError(message, code="liku_unreachable") from None
+        return ws
+
+    async def _reconnect(self) -> Error | None:
+        """Reconnect with exponential backoff: None when connected (or closed), else the permanent error.
+
+        `_failures` counts failed attempts and connections that dropped again within STABLE_S,
+        so a server that accepts and drops at once still runs out of attempts."""
+        while self._failures < self._attempts:
+            delay = min(self._max_delay, self._delay * 2**self._failures)
+            self._failures += 1
+            if await self._closed_within(delay):
+                return None
+            try:
+                await self._unless_closed(self._open(fresh=self._close_code == INVALID_CONNECTION_DATA))
+                return None
+            except _Refused:
+                self._close_code = INVALID_CONNECTION_DATA  # the next attempt gets fresh data
+            except UpstreamError as exc:
+                if exc.permanent:
+                    return Error(exc.code, exc.message, permanent=True)
+                log.info("liku reconnect attempt %d failed: %s", self._failures, exc.message)
+        return Error("liku_lost", f"Lost the connection to Liku and could not reconnect after "
+                                  f"{self._attempts} attempts.", permanent=True)  # fmt: skip
+
+    def _drop_notice(self) -> Error:
+        """What the user sees while we reconnect; a connection that lived long resets the budget."""
+        if time.monotonic() - self._connected_at >= STABLE_S:
+            self._failures = 0
+        if self._close_code == INVALID_CONNECTION_DATA:
+            return Error("liku_connection_data", "Liku closed the chat: invalid connection data (4000). "
+                                                 "Getting new connection data and reconnecting…")  # fmt: skip
+        return Error("liku_reconnecting", f"Lost the connection to Liku ({self._close_code}); reconnecting…")
+
+    # ---- reading ---------------------------------------------------------------------
+
+    async def _read(self) -> AsyncIterator[Event]:
+        """Events of the current socket until it closes; its close code is left in _close_code."""
+        ws, self._close_code = self._ws, None
+        if ws is None:
+            return
+        first, self._first = self._first, None
+        if first is not None:
+            for event in self._translate(first):
+                yield event
+        try:
+            async for message in ws:
+                for event in self._translate(message):
+                    yield event
+            self._close_code = ws.close_code or 1000
+        except websockets.ConnectionClosedError as exc:
+            self._close_code = exc.rcvd.code if exc.rcvd else 1006
+
+    def _translate(self, message: str | bytes) -> list[Event]:
+        if isinstance(message, bytes):
+            return self._audio(message)
+        data = decode(message)
+        if isinstance(data, Error):
+            return [data]
+        self.server_conversation_id = server_conversation_id(data) or self.server_conversation_id
+        event = to_event(data)
+        if event is None or self._repeated(event):
+            return []
+        return [event]
+
+    def _audio(self, data: bytes) -> list[Event]:
+        """Whole samples only: an odd byte waits for the next frame."""
+        data, self._carry = self._carry + data, b""
+        if len(data) % 2:
+            data, self._carry = data[:-1], data[-1:]
+        return [Audio(data, OUTPUT_RATE)] if data else []
+
+    def _repeated(self, event: Event) -> bool:
+        """An assistant_message after the assistant_transcript of the same reply is one turn."""
+        if not isinstance(event, Transcript) or event.role != "agent" or not event.final:
+            return False
+        key = (event.id, event.text)
+        repeated, self._last_final = key == self._last_final, key
+        return repeated
+
+    # ---- plumbing --------------------------------------------------------------------
+
+    async def _http(self, method: str, url: str, doing: str, **kwargs) -> httpx.Response:
+        try:
+            async with httpx.AsyncClient(timeout=self._http_timeout) as http:
+                return await http.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"Liku is unreachable, could not {doing} ({type(exc).__name__}).",
+                                code="liku_unreachable") from None  # fmt: skip
+
+    def _scrub(self, text: str) -> str:
+        """Server text shown to the user never carries our token, even if the server echoes it."""
+        return text.replace(self._token, "…") if self._token else text
+
+    async def _closed_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._closed.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _unless_closed(self, coro) -> bool:
+        """Await `coro` unless close() comes first (then cancel it): whether it ran to the end.
+        Both helper tasks are cancelled and awaited here, whatever happens."""
+        work = asyncio.ensure_future(coro)
+        stop = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not work.done():
+                work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(work, stop, return_exceptions=True)
+        if work.cancelled():
+            return False
+        work.result()  # raises what the attempt raised
+        return True
+
+    @staticmethod
+    async def _shut(ws) -> None:
+        if ws is None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(), 2)
+
+
+class _Refused(UpstreamError):
+    """The chat socket closed with 4000: the connection data is invalid (expired or unknown)."""
+
+    def __init__(self):
+        super().__init__("Liku refused the connection data (close 4000: invalid connection data).",
+                         code="liku_connection_data")  # fmt: skip

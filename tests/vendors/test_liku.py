@@ -1,0 +1,514 @@
+"""Liku: our client (sessions/upstreams/liku.py) through the relay against the Liku sandbox on
+loopback, the sandbox checked with plain httpx + websockets, the Liku login, and end to end."""
+
+import asyncio
+import json
+import re
+import time
+
+import httpx
+import pytest
+import uvicorn
+import websockets
+from asgiref.sync import sync_to_async
+
+from playground.sandbox import liku as sandbox
+from sessions.models import Conversation, Topic, TranscriptSave, Turn
+from sessions.relay import Relay
+from sessions.upstreams import liku
+from sessions.upstreams.base import Error, Session, Transcript
+from tests.browser_double import BrowserPeer
+from tests.engine.speech import Speech, silence
+from tests.server import start_server
+
+FRAME = 640  # 20 ms at 16 kHz
+SENTENCE = "I would like to book a table"
+LONG_GREETING = ("Welcome to the Bella Vista booking line. I can book a table for you, change a booking, "
+                 "or tell you about our set menu and our opening hours.")  # fmt: skip
+
+
+# ---- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def base_url():
+    """The Liku sandbox served by uvicorn on 127.0.0.1:<free port>, in this event loop."""
+    sandbox.reset()
+    server = uvicorn.Server(uvicorn.Config(sandbox.app, host="127.0.0.1", port=0, log_level="warning",
+                                           lifespan="off", timeout_graceful_shutdown=1))  # fmt: skip
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await asyncio.wait_for(task, 5)
+    sandbox.reset()
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    return Speech(tmp_path_factory.mktemp("liku-speech"))
+
+
+@pytest.fixture
+def liku_topic(db):
+    return Topic.objects.create(
+        title="Liku booking", slug="liku-booking", persona="Host.", greeting="Hello, how can I help?",
+        phrases=[SENTENCE], provider_options={"liku": {"topic_id": "77", "face_id": "1", "liku_id": "33"}},
+        faq=[{"question": "book a table", "answer": "For how many people?", "keywords": ["book", "table"]}],
+    )  # fmt: skip
+
+
+@pytest.fixture
+def conversation(user, liku_topic):
+    return Conversation.objects.create(user=user, provider="liku", topic=liku_topic, voice="default",
+                                       language="en", status="connecting")  # fmt: skip
+
+
+def client_config(base_url, **extra):
+    return {**sandbox.client_config(base_url), "sandbox": True, "reconnect_delay": 0.05, **extra}
+
+
+def start(conversation, config, options=None):
+    browser = BrowserPeer()
+    options = conversation.topic.options_for("liku") if options is None else options
+    session = Session(str(conversation.id), topic=None, voice="default", language="en", options=options,
+                      config=config)  # fmt: skip
+    relay = Relay(conversation.id, liku.LikuUpstream(session), browser.browser, provider="liku",
+                  on_end=browser.on_end)  # fmt: skip
+    return relay, browser, asyncio.create_task(relay.run())
+
+
+async def finish(relay, task):
+    await relay.stop("test over")
+    await asyncio.wait_for(task, 10)
+
+
+async def stream(relay, pcm: bytes) -> None:
+    """PCM in 20 ms frames at real time, as the browser sends it."""
+    t0 = time.monotonic()
+    for n, i in enumerate(range(0, len(pcm) - FRAME + 1, FRAME)):
+        await relay.feed_audio(pcm[i : i + FRAME])
+        await asyncio.sleep(max(0.0, t0 + (n + 1) * 0.02 - time.monotonic()))
+
+
+def finals(browser, role):
+    return [m for m in browser.of_type("transcript") if m["role"] == role and m["final"]]
+
+
+@sync_to_async
+def stored(conversation):
+    return list(
+        Turn.objects.filter(conversation=conversation).values_list("role", "text", "final", "interrupted")
+    )
+
+
+@sync_to_async
+def saves(conversation):
+    return list(TranscriptSave.objects.filter(conversation=conversation).values("status", "last_error",
+                                                                               "response"))  # fmt: skip
+
+
+# ---- the sandbox, checked with clients we did not write --------------------------------------
+
+
+async def login(http, base_url, password=sandbox.PASSWORD):
+    return await http.post(f"{base_url}/api/liku/authentication/",
+                           json={"email": sandbox.EMAIL, "password": password})  # fmt: skip
+
+
+async def test_sandbox_rest_is_strict(base_url):
+    async with httpx.AsyncClient() as http:
+        wrong = await login(http, base_url, password="nope")
+        assert wrong.status_code == 400 and "non_field_errors" in wrong.json()
+        token = (await login(http, base_url)).json()["token_key"]
+        assert re.fullmatch(r"[0-9a-f]{40}", token)
+        init = f"{base_url}/api/init-websocket"
+        no_topic = await http.get(init, params={"token": token})
+        assert no_topic.status_code == 400 and "topic_id" in no_topic.json()["detail"]
+        bad_token = await http.get(init, params={"token": "0" * 40, "topic_id": "77"})
+        assert bad_token.status_code in (401, 403) and bad_token.json()["detail"]
+        data = await http.get(init, params={"token": token, "topic_id": "77", "language": "ko"})
+        assert data.status_code == 200 and data.headers["content-type"].startswith("text/plain")
+        save = f"{base_url}/api/save-transcript"
+        body = {"connection_data": data.text, "topic_id": "77", "conversation_id": "c1"}
+        assert (await http.post(save, json=body)).status_code in (401, 403)
+        assert (await http.post(save, json=body, headers={"Authorization": "Token x"})).status_code in (
+            401,
+            403,
+        )
+        missing = await http.post(save, json={"topic_id": "77"}, headers={"Authorization": f"Token {token}"})
+        assert missing.status_code == 400 and "connection_data" in missing.json()
+        ok = await http.post(save, json=body, headers={"Authorization": f"Token {token}"})
+        assert ok.status_code == 200 and ok.json()["conversation_id"] == "c1"
+        assert [s["conversation_id"] for s in (await http.get(f"{base_url}/api/_sandbox/saved")).json()] == [
+            "c1"
+        ]
+
+
+async def closed_with(url, *frames) -> int:
+    async with websockets.connect(url) as ws:
+        for frame in frames:
+            await ws.send(frame)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+    return closed.value.rcvd.code
+
+
+async def test_sandbox_chat_stream_wants_valid_connection_data_first(base_url):
+    url = base_url.replace("http", "ws") + "/chat-stream"
+    assert await closed_with(url, b"\x00\x00" * 2048) == 4000  # audio before the connection data
+    assert await closed_with(url, json.dumps({"connection_data": "made-up"})) == 4000
+    assert await closed_with(url, "not json") == 4000
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_sandbox_chat_stream_confirms_then_greets_at_24khz(base_url, liku_topic):
+    async with httpx.AsyncClient() as http:
+        token = (await login(http, base_url)).json()["token_key"]
+        data = (
+            await http.get(f"{base_url}/api/init-websocket", params={"token": token, "topic_id": "77"})
+        ).text
+    async with websockets.connect(base_url.replace("http", "ws") + "/chat-stream") as ws:
+        await ws.send(json.dumps({"connection_data": data}))
+        assert json.loads(await ws.recv()) == {"type": "connection_established"}
+        audio, t0 = 0, time.monotonic()
+        while isinstance(message := await asyncio.wait_for(ws.recv(), 10), bytes):
+            audio += len(message)
+        reply = json.loads(message)
+        assert reply["type"] == "assistant_transcript" and reply["text"] == "Hello, how can I help?"
+        assert reply["status"] == "completed" and reply["message_id"] and reply["response_id"]
+        seconds = audio / 2 / 24000
+        assert 0.5 < seconds and time.monotonic() - t0 > seconds - 0.3  # paced at real time
+
+
+# ---- the client through the relay -------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_spoken_turn_is_answered_stored_and_saved(base_url, conversation, speech):
+    relay, browser, task = start(conversation, client_config(base_url))
+    await browser.message("transcript", role="agent", final=True, timeout=15)  # the greeting
+    await stream(relay, silence(300) + speech.pcm(SENTENCE) + silence(1200))
+    user = await browser.message("transcript", role="user", final=True, timeout=10)
+    assert "table" in user["text"]
+    answer = await browser.wait_for(lambda b: len(finals(b, "agent")) >= 2 and finals(b, "agent")[1], 10)
+    assert answer["text"] == "For how many people?"
+    assert sum(map(len, browser.audio)) > 24000 * 2 * 1.5  # the greeting and the answer, at 24 kHz
+    await finish(relay, task)
+    assert await stored(conversation) == [
+        ("agent", "Hello, how can I help?", True, False),
+        ("user", user["text"], True, False),
+        ("agent", "For how many people?", True, False),
+    ]
+    [save] = await saves(conversation)
+    assert save["status"] == "saved" and save["response"]["conversation_id"] == str(conversation.id)
+    [kept] = sandbox.SAVED
+    assert (kept["conversation_id"], kept["topic_id"]) == (str(conversation.id), "77")
+    assert [m["text"] for m in kept["messages"]][-1] == "For how many people?"
+    [chat] = sandbox.STATE.chats.values()
+    assert chat.frame_sizes == {4096}  # the guide's recommended chunk
+    assert browser.of_type("ended")[-1]["reason"] == "test over"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+@pytest.mark.parametrize("credentials,expected", [
+    ({"password": "wrong-password"}, "Liku refused the login: wrong email or password."),
+    ({"token": "f" * 40, "email": ""}, "Liku rejected the token (HTTP 401); log in again."),
+])  # fmt: skip
+async def test_bad_credentials_are_a_clear_permanent_error(base_url, conversation, credentials, expected):
+    _relay, browser, task = start(conversation, client_config(base_url, **credentials))
+    await asyncio.wait_for(task, 10)
+    [error] = browser.of_type("error")
+    assert error["message"] == expected and error["fatal"]
+    assert browser.of_type("ready") == []
+    assert "wrong-password" not in json.dumps(browser.messages) and "f" * 40 not in json.dumps(
+        browser.messages
+    )
+    assert (await Conversation.objects.aget(id=conversation.id)).status == "failed"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_topic_without_liku_topic_id_is_refused_before_calling(base_url, conversation):
+    _relay, browser, task = start(conversation, client_config(base_url), options={})
+    await asyncio.wait_for(task, 10)
+    assert "no Liku topic_id" in browser.of_type("error")[0]["message"]
+    assert sandbox.STATE.inits == []
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_upstream_dying_mid_turn_ends_with_an_error_and_keeps_what_was_said(
+    base_url, conversation, speech
+):
+    relay, browser, task = start(conversation, client_config(base_url, reconnect_attempts=3))
+    await browser.message("transcript", role="agent", final=True, timeout=15)
+    pcm = silence(200) + speech.pcm(SENTENCE)
+    await stream(relay, pcm[: len(pcm) // 2])  # the user is half way through the sentence
+    await sandbox.outage()
+    await stream(relay, pcm[len(pcm) // 2 :])
+    await asyncio.wait_for(task, 10)
+    notices = browser.of_type("error")
+    assert notices[0]["code"] == "liku_reconnecting" and not notices[0]["fatal"]
+    assert notices[-1] == {
+        "type": "error",
+        "code": "liku_lost",
+        "fatal": True,
+        "message": "Lost the connection to Liku and could not reconnect after 3 attempts.",
+    }
+    assert await stored(conversation) == [("agent", "Hello, how can I help?", True, False)]
+    conv = await Conversation.objects.aget(id=conversation.id)
+    assert conv.status == "failed" and "could not reconnect" in conv.end_reason
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_a_dropped_socket_reconnects_and_the_conversation_goes_on(base_url, conversation, speech):
+    relay, browser, task = start(conversation, client_config(base_url))
+    await browser.message("transcript", role="agent", final=True, timeout=15)
+    await sandbox.drop_all()
+    notice = await browser.message("error", code="liku_reconnecting")
+    assert not notice["fatal"] and "1011" in notice["message"]
+    await browser.wait_for(lambda b: sandbox.STATE.sockets, 5)  # back on the same connection data
+    await stream(relay, silence(300) + speech.pcm(SENTENCE) + silence(1200))
+    answer = await browser.wait_for(lambda b: len(finals(b, "agent")) >= 2 and finals(b, "agent")[1], 10)
+    assert answer["text"] == "For how many people?"
+    assert len(sandbox.STATE.inits) == 1 and len(browser.of_type("ready")) == 1
+    await finish(relay, task)
+    assert [t[0] for t in await stored(conversation)] == ["agent", "user", "agent"]  # no second greeting
+    assert (await Conversation.objects.aget(id=conversation.id)).status == "ended"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_close_4000_is_reported_and_followed_by_a_fresh_init(base_url, conversation):
+    relay, browser, task = start(conversation, client_config(base_url))
+    await browser.message("transcript", role="agent", final=True, timeout=15)
+    await sandbox.expire_all()
+    notice = await browser.message("error", code="liku_connection_data")
+    assert "invalid connection data (4000)" in notice["message"] and not notice["fatal"]
+    # A new chat on new connection data: Liku greets again.
+    await browser.wait_for(lambda b: len(finals(b, "agent")) >= 2, 15)
+    assert len(sandbox.STATE.inits) == 2
+    await finish(relay, task)
+    [save] = await saves(conversation)
+    assert save["status"] == "saved"  # with the new connection data
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_talking_over_the_agent_clears_the_browser(base_url, user, speech):
+    topic = await Topic.objects.acreate(title="Long", slug="long", persona="Host.", greeting=LONG_GREETING,
+                                        provider_options={"liku": {"topic_id": "78"}})  # fmt: skip
+    conversation = await Conversation.objects.acreate(
+        user=user, provider="liku", topic=topic, voice="default", language="en", status="connecting"
+    )
+    relay, browser, task = start(conversation, client_config(base_url))
+    await browser.wait_for(lambda b: len(b.audio) > 10, 15)  # the greeting is playing
+    await stream(relay, speech.pcm("Sorry, could you repeat that please"))
+    await browser.message("clear", timeout=5)
+    greeting = await browser.message("transcript", role="agent", final=True, timeout=5)
+    assert greeting["interrupted"] and len(greeting["text"]) < len(LONG_GREETING)
+    turns = await stored(conversation)
+    assert turns[0][0] == "agent" and turns[0][3] is True
+    await finish(relay, task)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_malformed_messages_are_errors_and_the_call_goes_on(base_url, conversation):
+    relay, browser, task = start(conversation, client_config(base_url))
+    await browser.message("transcript", role="agent", final=True, timeout=15)
+    await sandbox.send_raw("this is not json")
+    await sandbox.send_raw(json.dumps({"type": "user_transcript", "message_id": "m1"}))  # no text
+    await sandbox.send_raw(
+        json.dumps({"type": "assistant_message", "text": "Still here", "message_id": "m2"})
+    )
+    await browser.message("transcript", role="agent", text="Still here")
+    errors = browser.of_type("error")
+    assert [e["code"] for e in errors] == ["liku_bad_message", "liku_bad_message"]
+    assert not any(e["fatal"] for e in errors)
+    assert "not JSON" in errors[0]["message"] and "without text" in errors[1]["message"]
+    await finish(relay, task)
+    assert [t[1] for t in await stored(conversation)] == ["Hello, how can I help?", "Still here"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_save_api_down_records_a_failed_save(base_url, conversation):
+    relay, browser, task = start(conversation, client_config(base_url))
+    await browser.message("ready", timeout=15)
+    sandbox.save_outage()
+    await finish(relay, task)
+    [save] = await saves(conversation)
+    assert save["status"] == "failed"
+    assert (
+        save["last_error"] == "Liku did not save the transcript (HTTP 503: Transcript service unavailable.)."
+    )
+    assert sandbox.SAVED == []
+
+
+IN_PROGRESS = {"type": "user_transcript", "text": "h", "message_id": "m1", "status": "in_progress"}
+CUT = {"type": "assistant_transcript", "text": "Ye", "response_id": "r1", "status": "incomplete"}
+
+
+@pytest.mark.parametrize("message,expected", [
+    ({"type": "user_transcript", "text": "hi", "message_id": "m1", "status": "completed"},
+     Transcript("user", "hi", True, "m1")),
+    (IN_PROGRESS, Transcript("user", "h", False, "m1")),
+    ({"type": "assistant_transcript", "text": "Yes", "message_id": "m2", "response_id": "r1"},
+     Transcript("agent", "Yes", True, "r1")),
+    (CUT, Transcript("agent", "Ye", True, "r1", interrupted=True)),
+    ({"type": "assistant_message", "text": "Yes", "message_id": "m3"},
+     Transcript("agent", "Yes", True, "m3")),
+    ({"type": "connection_established"}, None),
+    ({"type": "assistant_transcript", "text": 5},
+     Error("liku_bad_message", "Liku sent assistant_transcript without text.")),
+])  # fmt: skip
+def test_message_to_event(message, expected):
+    """Finality: no status or "completed" is final; "in_progress" is partial; "incomplete" is cut short."""
+    assert liku.to_event(message) == expected
+
+
+# ---- Liku login: per-user token, kept on the server -------------------------------------------
+
+
+@pytest.fixture
+def liku_login(settings, base_url):
+    settings.AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend",
+                                        "sessions.auth_liku.LikuBackend"]  # fmt: skip
+    chat = base_url.replace("http", "ws")
+    settings.PROVIDERS = {
+        **settings.PROVIDERS,
+        "liku": {
+            "api_url": base_url,
+            "chat_url": chat,
+            "email": "",
+            "password": "",
+            "token": "",
+            "login": True,
+        },
+    }
+    return base_url
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_liku_login_keeps_the_token_server_side_and_calls_run_on_it(
+    liku_login, liku_topic, async_client
+):
+    from channels.testing import WebsocketCommunicator
+
+    from playground.asgi import application
+
+    refused = await async_client.post("/login/", {"username": sandbox.EMAIL, "password": "wrong"})
+    assert refused.status_code == 200 and "didn't match" in refused.content.decode()
+    response = await async_client.post("/login/", {"username": sandbox.EMAIL, "password": sandbox.PASSWORD})
+    assert response.status_code == 302
+    [token] = sandbox.STATE.tokens
+    page = (await async_client.get("/talk/")).content.decode()
+    assert "sandbox@liku.test" in page and token not in page
+    user = await sync_to_async(lambda: Conversation.user.field.related_model.objects.get(
+        username=sandbox.EMAIL))()  # fmt: skip
+    assert not user.has_usable_password()
+    conv = await Conversation.objects.acreate(user=user, provider="liku", topic=liku_topic, voice="default",
+                                              language="ko")  # fmt: skip
+    headers = [(b"origin", b"http://127.0.0.1:8000"),
+               (b"cookie", f"sessionid={async_client.cookies['sessionid'].value}".encode())]  # fmt: skip
+    ws = WebsocketCommunicator(application, conv.ws_path, headers=headers)
+    assert (await ws.connect())[0]
+    seen = []
+    while not any(m.get("type") == "ready" for m in seen):
+        raw = await ws.receive_from(15)
+        assert token not in raw
+        if isinstance(raw, str):
+            seen.append(json.loads(raw))
+            assert seen[-1]["type"] != "error", seen[-1]
+    # The user's own token opened the chat (there is no service account configured).
+    assert sandbox.STATE.inits == [{"email": sandbox.EMAIL, "topic_id": "77", "face_id": "1", "liku_id": "33",
+                                    "language": "ko"}]  # fmt: skip
+    await ws.send_to(text_data=json.dumps({"type": "stop"}))
+    while (await ws.receive_output(10))["type"] != "websocket.close":
+        pass
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_without_liku_login_or_service_account_the_call_says_what_to_do(base_url, conversation):
+    config = {**client_config(base_url, email="", password=""), "sandbox": False}
+    _relay, browser, task = start(conversation, config)
+    await asyncio.wait_for(task, 10)
+    assert browser.of_type("error")[0]["message"].startswith(
+        "No Liku credentials: log in with your Liku account"
+    )
+
+
+# ---- end to end: browser protocol -> our Daphne -> Liku client -> Liku sandbox in that Daphne ----
+
+
+@pytest.fixture(scope="module")
+def server():
+    yield from start_server()
+
+
+async def talk_to_liku(server, pcm: bytes):
+    conv = server.conversation(provider="liku", topic="restaurant-booking", voice="default", language="en")
+    seen, audio = [], 0
+    async with websockets.connect(
+        server.ws_url + conv["ws_path"],
+        origin=server.url,
+        additional_headers={"Authorization": f"Token {server.token}"},
+    ) as ws:
+
+        async def until(predicate, timeout):
+            nonlocal audio
+            while not predicate():
+                message = await asyncio.wait_for(ws.recv(), timeout)
+                if isinstance(message, bytes):
+                    audio += len(message)
+                else:
+                    seen.append(json.loads(message))
+
+        def agent_finals():
+            return [m for m in seen if m["type"] == "transcript" and m["role"] == "agent" and m["final"]]
+
+        await until(lambda: agent_finals(), 30)  # the topic's greeting
+        t0 = time.monotonic()
+        for n, i in enumerate(range(0, len(pcm) - FRAME + 1, FRAME)):
+            await ws.send(pcm[i : i + FRAME])
+            await asyncio.sleep(max(0.0, t0 + (n + 1) * 0.02 - time.monotonic()))
+        await until(lambda: len(agent_finals()) >= 2, 20)
+        await ws.send(json.dumps({"type": "stop"}))
+        with pytest.raises(websockets.ConnectionClosed):
+            await until(lambda: False, 15)
+    return conv, seen, audio
+
+
+@pytest.mark.slow
+def test_end_to_end_over_daphne_with_the_sandbox_mounted(server, speech):
+    conv, seen, audio = asyncio.run(talk_to_liku(server, silence(300) + speech.pcm(SENTENCE + " for two")
+                                                 + silence(1500)))  # fmt: skip
+    ready = next(m for m in seen if m["type"] == "ready")
+    assert ready["provider"] == "liku" and ready["accepts_text"] is False
+    user = [m for m in seen if m["type"] == "transcript" and m["role"] == "user" and m["final"]]
+    agent = [m for m in seen if m["type"] == "transcript" and m["role"] == "agent" and m["final"]]
+    assert agent[0]["text"].startswith("Hello, this is Bella Vista") and "table" in user[0]["text"]
+    assert "how many people" in agent[-1]["text"]
+    assert audio > 24000 * 2 * 2  # seconds of agent speech at the playback rate
+    assert seen[-1] == {"type": "ended", "reason": "stopped by the user"}
+    assert "sandbox" not in json.dumps(seen) and "token" not in json.dumps(seen).lower()
+    page = server.client().get(f"/history/{conv['id']}/").text
+    assert user[0]["text"] in page and "how many people" in page
+    saved = httpx.get(f"{server.url}/sandbox/liku/api/_sandbox/saved").json()
+    assert [s["conversation_id"] for s in saved] == [conv["id"]]
+    status = server.manage("shell", "-c", "from sessions.models import TranscriptSave as T; "
+                           f"print(T.objects.get(conversation_id='{conv['id']}').status)")  # fmt: skip
+    assert status.strip().splitlines()[-1] == "saved"
