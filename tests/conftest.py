@@ -4,6 +4,14 @@ from django.contrib.auth import get_user_model
 from sessions.models import Topic
 
 
+@pytest.fixture(scope="session")
+def server():
+    """One real Daphne process (own database, sandboxes mounted) for the end-to-end tests."""
+    from tests.server import start_server
+
+    yield from start_server()
+
+
 @pytest.fixture
 def topic(db):
     return Topic.objects.create(

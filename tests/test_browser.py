@@ -11,16 +11,10 @@ import subprocess
 import pytest
 
 from tests.engine.speech import flite_wav
-from tests.server import start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def server():
-    yield from start_server()
 
 
 @pytest.fixture(scope="module")

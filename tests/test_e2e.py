@@ -17,11 +17,6 @@ FRAME = 640  # 20 ms at 16 kHz
 
 
 @pytest.fixture(scope="module")
-def server():
-    yield from start_server()
-
-
-@pytest.fixture(scope="module")
 def speech(tmp_path_factory):
     return Speech(tmp_path_factory.mktemp("speech"))
 

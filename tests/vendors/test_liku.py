@@ -19,7 +19,6 @@ from sessions.upstreams import liku
 from sessions.upstreams.base import Error, Session, Transcript
 from tests.browser_double import BrowserPeer
 from tests.engine.speech import Speech, silence
-from tests.server import start_server
 
 FRAME = 640  # 20 ms at 16 kHz
 SENTENCE = "I would like to book a table"
@@ -452,11 +451,6 @@ async def test_without_liku_login_or_service_account_the_call_says_what_to_do(ba
 
 
 # ---- end to end: browser protocol -> our Daphne -> Liku client -> Liku sandbox in that Daphne ----
-
-
-@pytest.fixture(scope="module")
-def server():
-    yield from start_server()
 
 
 async def talk_to_liku(server, pcm: bytes):

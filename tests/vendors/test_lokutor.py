@@ -484,13 +484,6 @@ async def test_sandbox_counts_generations_and_interrupts_on_barge_in(speech):
 # ---- the product over a real Daphne, the sandbox mounted in it ----------------------------------
 
 
-@pytest.fixture(scope="module")
-def server():
-    from tests.server import start_server
-
-    yield from start_server()
-
-
 async def talk_over_daphne(server, ws_path: str, pcm: bytes) -> tuple[list[dict], int]:
     """A browser's part: open the conversation socket, wait out the greeting, speak, stop."""
     headers = {"Authorization": f"Token {server.token}"}
