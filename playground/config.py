@@ -49,6 +49,14 @@ def env_list(env: Mapping[str, str], name: str, default: list[str]) -> list[str]
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first when unset)."""
+    value = env.get(name, "").strip() or choices[0]
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
 def env_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], default: str = "") -> str:
     raw = env.get(name, "").strip() or default
     if not raw:
@@ -134,6 +142,7 @@ def providers(env: Mapping[str, str]) -> dict[str, dict]:
         "aivoco": {
             "url": env_url(env, "AIVOCO_URL", http + ws),
             "api_key": env.get("AIVOCO_API_KEY", ""),
+            "voice_spelling": env_choice(env, "AIVOCO_VOICE_SPELLING", ("seed", "demo", "cli")),
         },
         "echo": {"url": env_url(env, "ECHO_URL", ws)},
     }

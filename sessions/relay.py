@@ -150,6 +150,7 @@ class Relay:
         self._muted = False  # after our own barge-in: drop the old reply's audio until the next turn
         self._cut_short = False
         self._last_agent: tuple[int, dict] | None = None  # (sequence, message) of the last agent turn
+        self._turn_lock = asyncio.Lock()
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -323,10 +324,11 @@ class Relay:
         if self._out:
             self._out.reset()
         await self._send({"type": "clear"})
-        if self._reply_started is None and self._last_agent:
-            await self._mark_last_agent_interrupted()  # its text came before the user cut in
-        else:
-            self._cut_short = True
+        async with self._turn_lock:  # decide against a turn stored completely, or the next one
+            if self._reply_started is None and self._last_agent:
+                await self._mark_last_agent_interrupted()  # its text came before the user cut in
+            else:
+                self._cut_short = True
 
     async def _mark_last_agent_interrupted(self) -> None:
         sequence, message = self._last_agent
@@ -390,13 +392,14 @@ class Relay:
             self._muted = False  # a new turn: the next reply may play
         else:
             await self._flush_audio()
-            if self._cut_short:
+        async with self._turn_lock:
+            if event.role == "agent" and self._cut_short:
                 event, self._cut_short = replace(event, interrupted=True), False
                 message["interrupted"] = True
-        await self._store_turn(event, ident)  # stored before it is shown: nothing said is lost
-        if event.role == "agent":
-            self._last_agent = None if event.interrupted else (self._sequence, message)
-        await self._send(message)
+            await self._store_turn(event, ident)  # stored before it is shown: nothing said is lost
+            if event.role == "agent":
+                self._last_agent = None if event.interrupted else (self._sequence, message)
+            await self._send(message)
 
     def _mark_speech_end(self, event: Transcript) -> None:
         arrival = self._timeline.arrival(event.end_ms) if event.end_ms is not None else None

@@ -152,3 +152,17 @@ def test_talk_page_renders_config_without_secrets(alice, user, topic, settings):
     html = alice.get(reverse("talk", args=[conv.id])).content.decode()
     assert conv.ws_path in html
     assert "sk-very-secret-key" not in html
+
+
+def test_pick_page_says_sandbox_or_real_service_per_provider(alice, topic, settings):
+    def badge(html, key):
+        block = html.split(f'value="{key}"', 1)[1]
+        return block.split('data-mode="', 1)[1].split('"', 1)[0]
+
+    html = alice.get(reverse("pick")).content.decode()
+    assert badge(html, "lokutor") == "sandbox"
+    assert "set LOKUTOR_API_KEY for the real service" in html
+    settings.PROVIDERS = {**settings.PROVIDERS, "lokutor": {"url": "", "api_key": "k-123"}}
+    html = alice.get(reverse("pick")).content.decode()
+    assert badge(html, "lokutor") == "real"
+    assert "k-123" not in html

@@ -14,6 +14,7 @@ const PLAYBACK_REPORT_MS = 1000;
 const STOP_TIMEOUT_MS = 3000;
 const MAX_SOCKET_BACKLOG = 64 * 1024; // bytes; more means the network is not keeping up
 const MAX_ERRORS_SHOWN = 5;
+const NO_USER_TRANSCRIPTS = 'This provider does not send a transcript of what you say.';
 const STATES = ['idle', 'connecting', 'listening', 'thinking', 'speaking', 'ended'];
 const SERVER_STATES = ['connecting', 'listening', 'thinking', 'speaking'];
 const STATE_LABELS = {
@@ -406,6 +407,13 @@ class View {
     }
   }
 
+  /** A standing note about this conversation, shown above the transcript (one per text). */
+  showNote(text) {
+    const list = this.el.transcript;
+    if (!list || [...this.doc.querySelectorAll('.talk-note')].some((n) => n.textContent === text)) return;
+    list.before(this.#make('p', 'talk-note', text));
+  }
+
   addError(message) {
     const box = this.el.errors;
     if (!box) return;
@@ -622,6 +630,7 @@ class TalkPage {
       });
     }
     this.setPhase('live');
+    if (msg.user_transcripts === false) this.view.showNote(NO_USER_TRANSCRIPTS);
     if (this.state.state === 'connecting') this.setState('listening');
     this.startTimers();
     if (msg.output_rate && this.audio) {

@@ -1,0 +1,465 @@
+"""Aivoco speech-to-speech sandbox: a Socket.IO server acting out the vendor's protocol,
+backed by the offline agent. Written from the seed (shared/seeds/aivoco-s2s-socketio.txt)
+and protocols.md section 5, independently of our client.
+
+What it does, event by event (Socket.IO v4, default namespace):
+
+* ``start_call {auth_key, system_message, voice_choice, custom_functions}``: an
+  unknown key gets ``auth_failed {message, credits: 0}``, as does a key with no
+  credits left; a malformed payload gets ``error {message}``. Otherwise
+  ``auth_success {credits}``, the agent starts, then ``session_ready {message,
+  credits_available, cost_per_minute, functions_loaded}``.
+* ``audio_data``: dropped silently before ``session_ready`` (the vendor's clients
+  gate the microphone on it) and when malformed; otherwise fed to the agent.
+  ``has_audio``/``max_amplitude`` must be present with the right types; how well
+  they match the samples is counted in `stats` (a test can look).
+* The agent's speech (22 050 Hz) goes out as 24 kHz base64 ``audio_response``
+  chunks at real-time pace; each reply's text goes out once as ``text_response``
+  when the reply has been spoken (or, cut short by the user, the part heard).
+  The user's speech is never sent back: the protocol has no user transcript,
+  and no barge-in event (the agent just stops talking).
+* Functions: a user turn matching a trigger rule of a *loaded* function (see
+  `trigger`) makes the "model" emit ``function_called {function_name,
+  arguments, call_id}``, wait for ``function_response`` with that ``call_id``,
+  emit ``function_result`` and ``function_response_sent`` (billing), and speak
+  a reply built from the result.
+* Credits: per minute of session, metered while the call runs; when the key's
+  credits are used up: ``session_ended {reason: "insufficient_user_credits",
+  ...}``. Balances are kept per app instance (tests make their own).
+* ``stop_call``: ``session_ended {message: "Call stopped by user",
+  total_credits_used, remaining_credits}``; the socket stays connected.
+
+`app` is the ASGI app (``socketio_path="socket.io"``, so under our server it is
+reached at ``/sandbox/aivoco/socket.io``); `make_app()` builds a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import datetime as dt
+import itertools
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import socketio
+
+from playground.engine.agent import Agent
+from playground.engine.responder import Responder
+from playground.engine.script import FAQ, Script
+from playground.engine.text import words
+from sessions.audio import Resampler
+from sessions.upstreams.base import Audio, Interrupted, Transcript
+
+log = logging.getLogger(__name__)
+
+KEY = "sandbox-aivoco-key"
+POOR_KEY = "sandbox-aivoco-poor"
+COST_PER_MINUTE = 1.0
+FUNCTION_COST = 0.05  # admin units per function call (vendor Demo's billing text)
+FUNCTION_TIMEOUT = 10.0
+OUTPUT_RATE = 24000
+# The three spellings the vendor's sources use (README, Demo, CLI), as espeak-ng voices.
+VOICES = {"female": "en-us+f3", "male": "en-us", "Girl": "en-us+f3", "Boy": "en-us", "alloy": "en-us+f3"}
+PARAM_TYPES = ("string", "number", "boolean")
+
+
+@dataclass
+class Account:
+    credits: float
+    admin_units: float = 100.0
+
+
+def accounts() -> dict[str, Account]:
+    """Fixture keys: one with plenty of credits, one that runs dry within two seconds."""
+    return {KEY: Account(credits=100_000.0), POOR_KEY: Account(credits=0.03, admin_units=1.0)}
+
+
+def client_config(base_url: str) -> dict:
+    return {"url": base_url, "api_key": KEY}
+
+
+# ---- the "model": scripts, trigger rules, spoken results -------------------------------
+
+GENERIC_FAQ = (
+    FAQ("Hello", "Hello! How can I help you today?", ("hello", "hi")),
+    FAQ(
+        "What can you do",
+        "I can answer a few questions, tell you the time, and check for a free table.",
+        ("what", "can", "do", "help"),
+    ),
+    FAQ("Thank you goodbye", "You are welcome. Goodbye!", ("thank", "thanks", "goodbye", "bye")),
+)
+# Sentences that should reach the functions, so that the recogniser's language model knows them.
+TRIGGER_PHRASES = (
+    "what time is it",
+    "what is the time now",
+    "tell me the current time",
+    "is a table available tonight",
+    "can I book a table for two",
+    "do you have a table for four at seven",
+    "I would like to book a table for two tomorrow",
+    "check availability for tomorrow",
+)
+BOOKING_WORDS = {"table", "book", "booking", "available", "availability", "reserve", "reservation"}
+HOURS_WORDS = {"open", "opening", "close", "closing"}
+NUMBERS = {
+    w: n for n, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())
+}
+
+
+def trigger(text: str, loaded: dict[str, dict]) -> tuple[str, dict] | None:
+    """(function name, arguments) a user turn calls for, or None.
+
+    Rules: booking words ("table", "book", "available", ...) call
+    check_availability; "time" (but not with opening-hours words) calls
+    current_time. Only functions the client loaded are called, and only with
+    the parameters it declared.
+    """
+    said = words(text)
+    if BOOKING_WORDS & set(said) and "check_availability" in loaded:
+        return "check_availability", _declared(loaded["check_availability"], _booking_arguments(said))
+    if "time" in said and not HOURS_WORDS & set(said) and "current_time" in loaded:
+        return "current_time", {}
+    return None
+
+
+def _booking_arguments(said: list[str]) -> dict:
+    party, hour = 2, 19
+    for before, word in itertools.pairwise(said):
+        if word in NUMBERS and before == "for":
+            party = NUMBERS[word]
+        elif word in NUMBERS and before == "at":
+            hour = NUMBERS[word] + (12 if NUMBERS[word] < 12 else 0)  # "at seven": in the evening
+    day = dt.date.today() + dt.timedelta(days=1 if "tomorrow" in said else 0)
+    return {"date": day.isoformat(), "time": f"{hour:02d}:00", "party_size": party}
+
+
+def _declared(definition: dict, arguments: dict) -> dict:
+    names = {p["name"] for p in definition.get("parameters", [])}
+    return {k: v for k, v in arguments.items() if k in names}
+
+
+def _clock(value: Any) -> str:
+    """'19:30' as espeak should say it: '7:30 pm'."""
+    try:
+        hour, minute = (int(x) for x in str(value).split(":")[:2])
+    except ValueError:
+        return str(value)
+    return f"{hour % 12 or 12}{f':{minute:02d}' if minute else ''} {'pm' if hour >= 12 else 'am'}"
+
+
+def spoken_result(name: str, result: Any) -> str:
+    """What the agent says once a function answered."""
+    if not isinstance(result, dict):
+        return f"The {name} function returned {json.dumps(result)[:200]}."
+    if result.get("status") == "failed":
+        return f"Sorry, I could not do that: {result.get('error') or 'the function failed'}."
+    if name == "current_time" and "time" in result:
+        return f"It is {_clock(result['time'])} now."
+    if name == "check_availability" and "available" in result:
+        party, at = result.get("party_size"), _clock(result.get("time"))
+        if result["available"]:
+            return f"Good news, there is a table for {party} at {at}. Shall I book it for you?"
+        others = [_clock(t) for t in result.get("alternatives") or []]
+        offer = f" I could offer {', '.join(others)} instead." if others else ""
+        return f"Sorry, there is no table for {party} at {at}.{offer}"
+    return f"The {name} function returned {json.dumps(result)[:200]}."
+
+
+async def script_for(system_message: str) -> Script:
+    """The agent's script: our own topic when the persona is one of ours (better recognition
+    and answers in demos), else a generic one; trigger phrases always in its vocabulary."""
+    topic = None
+    try:
+        from sessions.models import Topic
+
+        topic = await Topic.objects.filter(persona=system_message).afirst()
+    except Exception as exc:  # no database here (a bare sandbox, a unit test): generic script
+        log.debug("no topic lookup: %r", exc)
+    base = topic.to_script() if topic else Script("aivoco-sandbox", "Aivoco sandbox", system_message, "")
+    return Script(base.slug, base.title, system_message, "", "en", faq=base.faq + GENERIC_FAQ,
+                  phrases=base.phrases + TRIGGER_PHRASES)  # fmt: skip
+
+
+class FunctionResponder:
+    """The agent's responder: a function round trip when a user turn triggers one, else the FAQ."""
+
+    def __init__(self, call: Call, faq: Responder):
+        self.call, self.faq = call, faq
+
+    async def reply(self, history: list[dict]):
+        text = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
+        wanted = trigger(text, self.call.functions)
+        if wanted is None:
+            async with contextlib.aclosing(self.faq.reply(history)) as pieces:
+                async for piece in pieces:
+                    yield piece
+            return
+        yield spoken_result(wanted[0], await self.call.invoke(*wanted))
+
+    async def aclose(self) -> None:
+        await self.faq.aclose()
+
+
+# ---- one call ----------------------------------------------------------------------------
+
+
+@dataclass
+class Stats:
+    chunks: int = 0
+    voiced: int = 0  # chunks flagged has_audio
+    dropped: int = 0  # before session_ready, or malformed
+    flag_mismatches: int = 0  # has_audio / max_amplitude not what the samples say
+
+
+@dataclass
+class Call:
+    sandbox: AivocoSandbox
+    sid: str
+    account: Account
+    functions: dict[str, dict]
+    agent: Agent | None = None
+    ready: bool = False
+    started: float = 0.0
+    pending: dict[str, asyncio.Future] = field(default_factory=dict)
+    tasks: set[asyncio.Task] = field(default_factory=set)
+
+    def used(self) -> float:
+        return (time.monotonic() - self.started) / 60 * self.sandbox.cost_per_minute if self.ready else 0.0
+
+    def spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def invoke(self, name: str, arguments: dict) -> Any:
+        """function_called -> wait for the client's function_response -> billing notices."""
+        call_id = f"call_{uuid.uuid4().hex[:12]}"
+        future = self.pending[call_id] = asyncio.get_running_loop().create_future()
+        emit = self.sandbox.emit
+        try:
+            await emit("function_called", {"function_name": name, "arguments": arguments, "call_id": call_id},
+                       self.sid)  # fmt: skip
+            try:
+                result = await asyncio.wait_for(future, FUNCTION_TIMEOUT)
+            except TimeoutError:
+                await emit("function_error", {"error": f"No function_response for {name} in time"}, self.sid)
+                return {"error": "the system did not answer", "status": "failed"}
+        finally:
+            self.pending.pop(call_id, None)
+        self.account.admin_units = max(0.0, self.account.admin_units - FUNCTION_COST)
+        await emit("function_result", {"function_name": name, "result": result}, self.sid)
+        await emit("function_response_sent", {"function_name": name, "admin_units_deducted": FUNCTION_COST,
+                                              "remaining_admin_units": round(self.account.admin_units, 4)},
+                   self.sid)  # fmt: skip
+        return result
+
+    async def shutdown(self) -> None:
+        """Cancel and await every task of the call (except the caller's own), close the agent."""
+        for future in self.pending.values():
+            future.cancel()
+        tasks = [t for t in self.tasks if t is not asyncio.current_task() and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
+        if self.agent is not None:
+            await self.agent.close()
+
+
+# ---- the server ---------------------------------------------------------------------------
+
+
+def start_problem(data: dict) -> str:
+    """Why a start_call payload (past the key check) is unusable, or ""."""
+    if not isinstance(data.get("system_message", ""), str):
+        return "system_message must be a string"
+    voice = data.get("voice_choice", "female")
+    if voice not in VOICES:
+        return f"Unsupported voice_choice {voice!r}"
+    defs = data.get("custom_functions", [])
+    if not isinstance(defs, list):
+        return "custom_functions must be a list"
+    for i, definition in enumerate(defs):
+        problem = _function_problem(definition)
+        if problem:
+            return f"Invalid custom_functions[{i}]: {problem}"
+    return ""
+
+
+def _function_problem(definition: Any) -> str:
+    if (
+        not isinstance(definition, dict)
+        or not isinstance(definition.get("name"), str)
+        or not definition["name"]
+    ):
+        return "a function needs a name"
+    if not isinstance(definition.get("description", ""), str):
+        return "description must be a string"
+    params = definition.get("parameters", [])
+    if not isinstance(params, list):
+        return "parameters must be a list of {name, type, description, required}"
+    for p in params:
+        if not isinstance(p, dict) or not isinstance(p.get("name"), str) or p.get("type") not in PARAM_TYPES:
+            return f"parameter {p!r} needs a name and a type of {', '.join(PARAM_TYPES)}"
+        if not isinstance(p.get("required", False), bool):
+            return "parameter 'required' must be true or false"
+    return ""
+
+
+def decode_audio(data: Any, stats: Stats) -> bytes | None:
+    """The PCM of an audio_data event, or None when it is malformed; checks the level flags."""
+    if not isinstance(data, dict) or not isinstance(data.get("audio_data"), str):
+        return None
+    has_audio, level = data.get("has_audio"), data.get("max_amplitude")
+    if not isinstance(has_audio, bool) or not isinstance(level, int | float) or isinstance(level, bool):
+        return None
+    try:
+        pcm = base64.b64decode(data["audio_data"], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(pcm) % 2:
+        return None
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.int32)
+    peak = float(np.max(np.abs(samples))) / 32768 if samples.size else 0.0
+    stats.voiced += has_audio
+    # The vendor's clients call a chunk speech above 0.001 (Demo) or 0.01 (CLI) of full scale.
+    wrong_flag = peak < 0.0009 if has_audio else peak > 0.0105
+    stats.flag_mismatches += abs(peak - level) > 0.02 or wrong_flag
+    return pcm
+
+
+class AivocoSandbox:
+    def __init__(self, cost_per_minute: float = COST_PER_MINUTE):
+        self.cost_per_minute = cost_per_minute
+        self.accounts = accounts()
+        self.calls: dict[str, Call] = {}
+        self.stats = Stats()
+        self.sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*")
+        for name in ("start_call", "audio_data", "function_response", "stop_call", "disconnect"):
+            self.sio.on(name, getattr(self, f"on_{name}"))
+
+    async def emit(self, event: str, data: dict, sid: str) -> None:
+        await self.sio.emit(event, data, to=sid)
+
+    async def on_start_call(self, sid, data=None) -> None:
+        data = data if isinstance(data, dict) else {}
+        if sid in self.calls:
+            return await self.emit("error", {"message": "A call is already active"}, sid)
+        key = data.get("auth_key")
+        account = self.accounts.get(key) if isinstance(key, str) else None
+        if account is None or account.credits <= 0:
+            message = "Invalid API key" if account is None else "Insufficient credits"
+            return await self.emit("auth_failed", {"message": message, "credits": 0}, sid)
+        problem = start_problem(data)
+        if problem:
+            return await self.emit("error", {"message": problem}, sid)
+        defs = {d["name"]: d for d in data.get("custom_functions", [])}
+        call = self.calls[sid] = Call(self, sid, account, defs)
+        await self.emit("auth_success", {"credits": round(account.credits, 4)}, sid)
+        await self._start(call, data.get("system_message") or "You are a helpful AI assistant.",
+                          VOICES[data.get("voice_choice", "female")])  # fmt: skip
+
+    async def _start(self, call: Call, system_message: str, voice: str) -> None:
+        agent = Agent(await script_for(system_message), voice=voice, language="en", greet=False)
+        agent.responder = FunctionResponder(call, agent.responder)
+        call.agent = agent
+        try:
+            await agent.start()
+        except Exception:
+            log.exception("aivoco sandbox: the agent did not start")
+            await self._end(call, emit=False)
+            return await self.emit("error", {"message": "The voice session could not start"}, call.sid)
+        if self.calls.get(call.sid) is not call:  # stopped or gone while starting
+            return await call.shutdown()
+        call.ready, call.started = True, time.monotonic()
+        await self.emit("session_ready", {"message": "Voice session started",
+                                          "credits_available": round(call.account.credits, 4),
+                                          "cost_per_minute": self.cost_per_minute,
+                                          "functions_loaded": len(call.functions)}, call.sid)  # fmt: skip
+        call.spawn(self._speak(call))
+        call.spawn(self._meter(call))
+
+    async def on_audio_data(self, sid, data=None) -> None:
+        call = self.calls.get(sid)
+        pcm = decode_audio(data, self.stats)
+        if call is None or not call.ready or pcm is None:
+            self.stats.dropped += 1  # silently: the vendor's clients only stream after session_ready
+            return
+        self.stats.chunks += 1
+        call.agent.feed(pcm)
+
+    async def on_function_response(self, sid, data=None) -> None:
+        call = self.calls.get(sid)
+        if call is None:
+            return
+        data = data if isinstance(data, dict) else {}
+        future = call.pending.get(data.get("call_id")) if isinstance(data.get("call_id"), str) else None
+        if future is None or "result" not in data:
+            detail = "unknown call_id" if future is None else "no result"
+            return await self.emit("function_error", {"error": f"Bad function_response: {detail}"}, sid)
+        if not future.done():
+            future.set_result(data["result"])
+
+    async def on_stop_call(self, sid, data=None) -> None:
+        call = self.calls.get(sid)
+        if call is not None:
+            await self._end(call, message="Call stopped by user")
+
+    async def on_disconnect(self, sid, reason=None) -> None:
+        call = self.calls.get(sid)
+        if call is not None:
+            await self._end(call, emit=False)
+
+    async def _end(self, call: Call, emit: bool = True, **payload) -> None:
+        if self.calls.get(call.sid) is not call:
+            return
+        del self.calls[call.sid]
+        used = min(call.used(), call.account.credits)
+        call.account.credits = round(call.account.credits - used, 6)
+        if emit:
+            await self.emit("session_ended", {**payload, "total_credits_used": round(used, 4),
+                                              "remaining_credits": round(call.account.credits, 4)},
+                            call.sid)  # fmt: skip
+        await call.shutdown()
+
+    async def _meter(self, call: Call) -> None:
+        # Nothing else spends user credits during a call, so they run out at a known moment.
+        await asyncio.sleep(call.account.credits / self.cost_per_minute * 60)
+        await self._end(call, reason="insufficient_user_credits", message="Insufficient credits")
+
+    async def _speak(self, call: Call) -> None:
+        """The agent's output as the vendor sends it: 24 kHz audio chunks and one text per reply."""
+        resampler: Resampler | None = None
+        async for event in call.agent.events():
+            if isinstance(event, Audio):
+                if resampler is None or resampler.in_rate != event.rate:
+                    resampler = Resampler(event.rate, OUTPUT_RATE)
+                pcm = resampler.process(event.pcm)
+                if pcm:
+                    await self.emit(
+                        "audio_response", {"audio_data": base64.b64encode(pcm).decode()}, call.sid
+                    )
+            elif isinstance(event, Interrupted) and resampler is not None:
+                resampler.reset()
+            elif isinstance(event, Transcript) and event.role == "agent" and event.final and event.text:
+                await self.emit("text_response", {"text": event.text}, call.sid)
+
+
+def make_app() -> socketio.ASGIApp:
+    """A fresh sandbox (its own balances) as an ASGI app; the sandbox itself is `app.sandbox`."""
+    sandbox = AivocoSandbox()
+    asgi = socketio.ASGIApp(sandbox.sio, socketio_path="socket.io")
+    asgi.sandbox = sandbox
+    return asgi
+
+
+app = make_app()
