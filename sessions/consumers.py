@@ -22,6 +22,10 @@ LIVE = (Conversation.Status.CONNECTING, Conversation.Status.ACTIVE)
 
 
 class ConversationConsumer(AsyncWebsocketConsumer):
+    # No channel layer: a call's socket and its upstream live in one process and nothing is sent
+    # to it from elsewhere. Without one, Channels does not keep a receive loop (with Redis: a
+    # blocking pop on its own connection) running per call beside the audio.
+    channel_layer_alias = "no-layer-for-calls"
     relay: Relay | None = None
     task: asyncio.Task | None = None
 
@@ -110,6 +114,14 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             pass
         except Exception:
             log.exception("relay of %s failed", self.conversation.id)
+
+    async def dispatch(self, message):
+        # Channels closes stale database connections before every message, through a hop to a
+        # worker thread; at 50 audio frames a second per call that hop was most of the relay's
+        # cost (bench/relay_overhead.py). Audio frames touch no database: straight to the handler.
+        if message["type"] == "websocket.receive" and message.get("bytes") is not None:
+            return await self.websocket_receive(message)
+        return await super().dispatch(message)
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.relay is None or self.relay.ended:
