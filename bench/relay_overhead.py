@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import struct
@@ -138,15 +139,15 @@ def spawn(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, __file__, *args], cwd=ROOT)
 
 
-def run_side(label, args, urls_for, pid_for, headers, ready, report):
+def run_side(label, side, args, report: Path) -> dict:
     echo_port = free_port()
     echo = spawn("--echo-server", str(echo_port), "--report", str(report))
     time.sleep(1.0)
     try:
-        with urls_for(f"ws://127.0.0.1:{echo_port}/") as (urls, pid):
+        with side(f"ws://127.0.0.1:{echo_port}/", args.sessions) as (urls, pid, headers, ready):
             down, cpu, rss = asyncio.run(drive(urls, headers, args.seconds, pid, ready))
     finally:
-        report.touch()
+        report.touch()  # tells the echo peer to write its uplink figures
         for _ in range(50):
             if report.stat().st_size:
                 break
@@ -161,56 +162,36 @@ def run_side(label, args, urls_for, pid_for, headers, ready, report):
     }  # fmt: skip
 
 
-class DaphneSide:
-    def __init__(self, sessions):
-        self.sessions = sessions
-
-    def __call__(self, echo_url):
-        parent = self
-
-        class Context:
-            def __enter__(self):
-                env = {"ECHO_URL": echo_url, "PLAYBACK_RATE": "16000", "LOG_LEVEL": "WARNING"}
-                self.gen = start_server(env)
-                server = next(self.gen)
-                urls = []
-                for _ in range(parent.sessions):
-                    conv = server.conversation(provider="echo", voice="default", language="en")
-                    urls.append(server.ws_url + conv["ws_path"])
-                parent.headers.update({"Authorization": f"Token {server.token}", "Origin": server.url})
-                return urls, server.process.pid
-
-            def __exit__(self, *exc):
-                self.gen.close()
-
-        return Context()
+@contextlib.contextmanager
+def daphne_side(echo_url: str, sessions: int):
+    """One Daphne process of the playground with the echo provider; yields urls, pid, headers, ready."""
+    env = {"ECHO_URL": echo_url, "PLAYBACK_RATE": "16000", "LOG_LEVEL": "WARNING"}
+    servers = start_server(env)
+    server = next(servers)
+    try:
+        convs = [server.conversation("echo", voice="default", language="en") for _ in range(sessions)]
+        headers = {"Authorization": f"Token {server.token}", "Origin": server.url}
+        yield [server.ws_url + c["ws_path"] for c in convs], server.process.pid, headers, True
+    finally:
+        servers.close()
 
 
-class BareSide:
-    def __init__(self, sessions):
-        self.sessions = sessions
-
-    def __call__(self, echo_url):
-        parent = self
-
-        class Context:
-            def __enter__(self):
-                port = free_port()
-                self.process = spawn("--bare-relay", str(port), "--upstream", echo_url)
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline:
-                    try:
-                        httpx.get(f"http://127.0.0.1:{port}/", timeout=0.5)
-                        break
-                    except httpx.HTTPError:
-                        time.sleep(0.1)
-                return [f"ws://127.0.0.1:{port}/"] * parent.sessions, self.process.pid
-
-            def __exit__(self, *exc):
-                self.process.terminate()
-                self.process.wait(5)
-
-        return Context()
+@contextlib.contextmanager
+def bare_side(echo_url: str, sessions: int):
+    port = free_port()
+    process = spawn("--bare-relay", str(port), "--upstream", echo_url)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=0.5)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield [f"ws://127.0.0.1:{port}/"] * sessions, process.pid, {}, False
+    finally:
+        process.terminate()
+        process.wait(5)
 
 
 def main() -> None:
@@ -233,11 +214,9 @@ def main() -> None:
     import tempfile
 
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    daphne = DaphneSide(args.sessions)
-    daphne.headers = {}
     results = [
-        run_side("bare websockets relay", args, BareSide(args.sessions), None, {}, False, tmp / "bare.json"),
-        run_side("playground (Daphne)", args, daphne, None, daphne.headers, True, tmp / "daphne.json"),
+        run_side("bare websockets relay", bare_side, args, tmp / "bare.json"),
+        run_side("playground (Daphne)", daphne_side, args, tmp / "daphne.json"),
     ]
     print_results(args, results)
 

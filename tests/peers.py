@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
+import uvicorn
 import websockets
+
+FRAME = 640  # 20 ms of 16 kHz s16le: what the browser sends
 
 
 class EchoPeer:
@@ -58,5 +62,35 @@ def say(role: str, text: str, final: bool = True, **extra) -> str:
     return json.dumps({"transcript": {"role": role, "text": text, "final": final, **extra}})
 
 
-async def pace(seconds: float) -> None:
-    await asyncio.sleep(seconds)
+async def realtime(send, pcm: bytes) -> None:
+    """PCM in 20 ms frames at real-time pace, as a browser's microphone sends it."""
+    t0 = time.monotonic()
+    for n, i in enumerate(range(0, len(pcm) - FRAME + 1, FRAME)):
+        await send(pcm[i : i + FRAME])
+        await asyncio.sleep(max(0.0, t0 + (n + 1) * 0.02 - time.monotonic()))
+
+
+async def stream(relay, pcm: bytes) -> None:
+    """Feed a relay as the consumer does when a browser talks."""
+    await realtime(relay.feed_audio, pcm)
+
+
+async def finish(relay, task, timeout: float = 10) -> None:
+    await relay.stop("test over")
+    await asyncio.wait_for(task, timeout)
+
+
+@contextlib.asynccontextmanager
+async def serving(app):
+    """An ASGI `app` (a sandbox) on 127.0.0.1 port 0 in this process; yields its http base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 5)

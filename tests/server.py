@@ -7,6 +7,9 @@ PostgreSQL) and REDIS_URL passed through, so both CI runs exercise their stack.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -19,6 +22,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import websockets
+
+from tests.peers import realtime
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "e2e-demo-password"
@@ -133,3 +139,56 @@ def _wait_until_up(server: Server, log: Path) -> None:
         except httpx.HTTPError:
             time.sleep(0.2)
     raise RuntimeError(f"daphne did not start:\n{log.read_text()}")
+
+
+class Call:
+    """A script in the talk page's place on one conversation socket: what it heard, what it says."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.seen: list[dict] = []  # the JSON messages, in order
+        self.audio = 0  # bytes of agent audio received
+
+    def of(self, kind: str) -> list[dict]:
+        return [m for m in self.seen if m["type"] == kind]
+
+    def finals(self, role: str | None = None) -> list[dict]:
+        return [m for m in self.of("transcript") if m["final"] and role in (None, m["role"])]
+
+    def answered(self) -> bool:
+        """The user said something and the agent's final reply to it came."""
+        roles = [m["role"] for m in self.finals()]
+        return "user" in roles and roles[-1] == "agent"
+
+    async def until(self, predicate, timeout: float = 20) -> None:
+        """Read until `predicate(self)` holds."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                message = await self.ws.recv()
+                if isinstance(message, bytes):
+                    self.audio += len(message)
+                else:
+                    self.seen.append(json.loads(message))
+
+    async def say(self, pcm: bytes) -> None:
+        """Stream the microphone in real time while reading what comes back."""
+        reader = asyncio.create_task(self.until(lambda _: False, timeout=3600))
+        try:
+            await realtime(self.ws.send, pcm)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Press Stop and read until the server closes."""
+        await self.ws.send(json.dumps({"type": "stop"}))
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await self.until(lambda _: False, timeout=15)
+
+
+@contextlib.asynccontextmanager
+async def call(server: Server, ws_path: str):
+    headers = {"Authorization": f"Token {server.token}"}
+    async with websockets.connect(server.ws_url + ws_path, additional_headers=headers,
+                                  origin=server.url) as ws:  # fmt: skip
+        yield Call(ws)

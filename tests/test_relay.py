@@ -11,7 +11,7 @@ from sessions.relay import Relay
 from sessions.upstreams.base import Session
 from sessions.upstreams.echo import EchoUpstream
 from tests.browser_double import BrowserPeer
-from tests.peers import EchoPeer, say
+from tests.peers import EchoPeer, finish, say
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
 
@@ -34,11 +34,6 @@ def start(conversation, peer_url, rate=16000, **config):
     )
     task = asyncio.create_task(relay.run())
     return relay, browser, task
-
-
-async def finish(relay, task):
-    await relay.stop("test over")
-    await asyncio.wait_for(task, 5)
 
 
 def stored(conversation):

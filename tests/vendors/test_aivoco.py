@@ -9,13 +9,10 @@ import contextlib
 import json
 import re
 import shutil
-import time
 
 import numpy as np
 import pytest
 import socketio
-import uvicorn
-import websockets
 from asgiref.sync import sync_to_async
 
 from playground.sandbox.aivoco import KEY, POOR_KEY, client_config, make_app
@@ -27,6 +24,9 @@ from sessions.upstreams.aivoco import AivocoUpstream
 from sessions.upstreams.base import Session
 from tests.browser_double import BrowserPeer
 from tests.engine.speech import Speech, silence
+from tests.peers import finish, serving
+from tests.peers import stream as talk
+from tests.server import call
 
 FRAME = 640  # 20 ms at 16 kHz, what the browser sends
 BAD_KEY = "aivoco-wrong-key-5521"
@@ -72,22 +72,6 @@ def conversation(user, cafe):
     return Conversation.objects.create(
         user=user, provider="aivoco", topic=cafe, voice="female", language="en", status="connecting"
     )
-
-
-@contextlib.asynccontextmanager
-async def serving(app):
-    """`app` on 127.0.0.1 port 0 in this process; yields its http base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 5)
 
 
 @contextlib.asynccontextmanager
@@ -192,19 +176,6 @@ def start(conversation, config: dict):
     upstream = AivocoUpstream(session)
     relay = Relay(conversation.id, upstream, browser.browser, provider="aivoco", on_end=browser.on_end)
     return relay, browser, asyncio.create_task(relay.run())
-
-
-async def finish(relay, task):
-    await relay.stop("test over")
-    await asyncio.wait_for(task, 5)
-
-
-async def talk(relay, pcm: bytes) -> None:
-    """Stream PCM in 20 ms frames at real-time pace, as the browser does."""
-    t0 = time.monotonic()
-    for n, i in enumerate(range(0, len(pcm) - FRAME + 1, FRAME)):
-        await relay.feed_audio(pcm[i : i + FRAME])
-        await asyncio.sleep(max(0.0, t0 + (n + 1) * 0.02 - time.monotonic()))
 
 
 def stored(conversation):
@@ -598,36 +569,18 @@ async def test_unknown_functions_and_bad_arguments_get_failed_results(conversati
 async def browser_talk(server, pcm: bytes) -> tuple[dict, list[dict], int]:
     """What the talk page does: open the socket, stream the microphone in real time, stop."""
     conv = server.conversation(provider="aivoco", voice="female")
-    headers = {"Authorization": f"Token {server.token}"}
-    seen, audio = [], 0
-    async with websockets.connect(
-        server.ws_url + conv["ws_path"], additional_headers=headers, origin=server.url
-    ) as ws:
-        answered, ready = asyncio.Event(), asyncio.Event()
 
-        async def read():
-            nonlocal audio
-            async for message in ws:
-                if isinstance(message, bytes):
-                    audio += len(message)
-                    continue
-                seen.append(json.loads(message))
-                kind = seen[-1]["type"]
-                if kind == "ready":
-                    ready.set()
-                if kind == "transcript" and seen[-1]["final"] and any(m["type"] == "tool_call" for m in seen):
-                    answered.set()
+    def answered(c):  # a final agent text after the function call
+        kinds = [(m["type"], m.get("final")) for m in c.seen]
+        called = ("tool_call", None)
+        return called in kinds and ("transcript", True) in kinds[kinds.index(called) :]
 
-        reader = asyncio.create_task(read())
-        await asyncio.wait_for(ready.wait(), 30)
-        t0 = time.monotonic()
-        for n, i in enumerate(range(0, len(pcm) - FRAME + 1, FRAME)):
-            await ws.send(pcm[i : i + FRAME])
-            await asyncio.sleep(max(0.0, t0 + (n + 1) * 0.02 - time.monotonic()))
-        await asyncio.wait_for(answered.wait(), 20)
-        await ws.send(json.dumps({"type": "stop"}))
-        await asyncio.wait_for(reader, 10)
-    return conv, seen, audio
+    async with call(server, conv["ws_path"]) as c:
+        await c.until(lambda c: c.of("ready"), 30)
+        await c.say(pcm)
+        await c.until(answered)
+        await c.stop()
+    return conv, c.seen, c.audio
 
 
 @pytest.mark.slow

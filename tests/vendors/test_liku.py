@@ -19,6 +19,8 @@ from sessions.upstreams import liku
 from sessions.upstreams.base import Error, Session, Transcript
 from tests.browser_double import BrowserPeer
 from tests.engine.speech import Speech, silence
+from tests.peers import finish, stream
+from tests.server import call
 
 FRAME = 640  # 20 ms at 16 kHz
 SENTENCE = "I would like to book a table"
@@ -77,19 +79,6 @@ def start(conversation, config, options=None):
     relay = Relay(conversation.id, liku.LikuUpstream(session), browser.browser, provider="liku",
                   on_end=browser.on_end)  # fmt: skip
     return relay, browser, asyncio.create_task(relay.run())
-
-
-async def finish(relay, task):
-    await relay.stop("test over")
-    await asyncio.wait_for(task, 10)
-
-
-async def stream(relay, pcm: bytes) -> None:
-    """PCM in 20 ms frames at real time, as the browser sends it."""
-    t0 = time.monotonic()
-    for n, i in enumerate(range(0, len(pcm) - FRAME + 1, FRAME)):
-        await relay.feed_audio(pcm[i : i + FRAME])
-        await asyncio.sleep(max(0.0, t0 + (n + 1) * 0.02 - time.monotonic()))
 
 
 def finals(browser, role):
@@ -455,35 +444,12 @@ async def test_without_liku_login_or_service_account_the_call_says_what_to_do(ba
 
 async def talk_to_liku(server, pcm: bytes):
     conv = server.conversation(provider="liku", topic="restaurant-booking", voice="default", language="en")
-    seen, audio = [], 0
-    async with websockets.connect(
-        server.ws_url + conv["ws_path"],
-        origin=server.url,
-        additional_headers={"Authorization": f"Token {server.token}"},
-    ) as ws:
-
-        async def until(predicate, timeout):
-            nonlocal audio
-            while not predicate():
-                message = await asyncio.wait_for(ws.recv(), timeout)
-                if isinstance(message, bytes):
-                    audio += len(message)
-                else:
-                    seen.append(json.loads(message))
-
-        def agent_finals():
-            return [m for m in seen if m["type"] == "transcript" and m["role"] == "agent" and m["final"]]
-
-        await until(lambda: agent_finals(), 30)  # the topic's greeting
-        t0 = time.monotonic()
-        for n, i in enumerate(range(0, len(pcm) - FRAME + 1, FRAME)):
-            await ws.send(pcm[i : i + FRAME])
-            await asyncio.sleep(max(0.0, t0 + (n + 1) * 0.02 - time.monotonic()))
-        await until(lambda: len(agent_finals()) >= 2, 20)
-        await ws.send(json.dumps({"type": "stop"}))
-        with pytest.raises(websockets.ConnectionClosed):
-            await until(lambda: False, 15)
-    return conv, seen, audio
+    async with call(server, conv["ws_path"]) as c:
+        await c.until(lambda c: c.finals("agent"), 30)  # the topic's greeting
+        await c.say(pcm)
+        await c.until(lambda c: len(c.finals("agent")) >= 2)
+        await c.stop()
+    return conv, c.seen, c.audio
 
 
 @pytest.mark.slow

@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-import uvicorn
 import websockets
 from asgiref.sync import sync_to_async
 
@@ -24,7 +23,8 @@ from sessions.upstreams.base import Error, Interrupted, Session, Status, ToolCal
 from sessions.upstreams.lokutor import Generation, LokutorUpstream, Malformed, endpoint, parse_text
 from tests.browser_double import BrowserPeer
 from tests.engine.speech import Speech, silence
-from tests.peers import EchoPeer
+from tests.peers import EchoPeer, finish, serving, stream
+from tests.server import Call, call
 
 FRAME = 640  # 20 ms at 16 kHz, what the browser sends
 SECRET = "lk-secret-9f8e7d"
@@ -40,22 +40,6 @@ def speech(tmp_path_factory) -> Speech:
     if not (shutil.which("flite") and shutil.which("sox")):
         pytest.skip("flite and sox are needed to make test speech")
     return Speech(tmp_path_factory.mktemp("speech"))
-
-
-@contextlib.asynccontextmanager
-async def serving(app):
-    """`app` on 127.0.0.1 port 0 in this process; yields its http base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 5)
 
 
 class Browser(BrowserPeer):
@@ -97,19 +81,6 @@ def start(conversation: Conversation, config: dict, options: dict | None = None)
     relay = Relay(conversation.id, LokutorUpstream(session), browser.browser, provider="lokutor",
                   on_end=browser.on_end)  # fmt: skip
     return relay, browser, asyncio.create_task(relay.run())
-
-
-async def finish(relay, task):
-    await relay.stop("test over")
-    await asyncio.wait_for(task, 5)
-
-
-async def stream(relay: Relay, pcm: bytes) -> None:
-    """Feed 16 kHz PCM in 20 ms frames at real time, as the browser's microphone does."""
-    start_at = time.monotonic()
-    for n, i in enumerate(range(0, len(pcm) - FRAME + 1, FRAME)):
-        await relay.feed_audio(pcm[i : i + FRAME])
-        await asyncio.sleep(max(0, start_at + (n + 1) * 0.02 - time.monotonic()))
 
 
 def stored(conversation):
@@ -486,35 +457,12 @@ async def test_sandbox_counts_generations_and_interrupts_on_barge_in(speech):
 
 async def talk_over_daphne(server, ws_path: str, pcm: bytes) -> tuple[list[dict], int]:
     """A browser's part: open the conversation socket, wait out the greeting, speak, stop."""
-    headers = {"Authorization": f"Token {server.token}"}
-    seen, audio = [], 0
-    async with websockets.connect(server.ws_url + ws_path, additional_headers=headers,
-                                  origin=server.url) as ws:  # fmt: skip
-
-        async def read():
-            nonlocal audio
-            async for message in ws:
-                if isinstance(message, bytes):
-                    audio += len(message)
-                    continue
-                seen.append(json.loads(message))
-                finals = [m["role"] for m in seen if m["type"] == "transcript" and m["final"]]
-                if finals == ["agent"]:
-                    greeted.set()
-                if "user" in finals and finals[-1] == "agent":
-                    answered.set()
-
-        greeted, answered = asyncio.Event(), asyncio.Event()
-        reader = asyncio.create_task(read())
-        await asyncio.wait_for(greeted.wait(), 30)
-        start_at, pcm = time.monotonic(), silence(300) + pcm + silence(1200)
-        for n, i in enumerate(range(0, len(pcm) - FRAME + 1, FRAME)):
-            await ws.send(pcm[i : i + FRAME])
-            await asyncio.sleep(max(0, start_at + (n + 1) * 0.02 - time.monotonic()))
-        await asyncio.wait_for(answered.wait(), 20)
-        await ws.send(json.dumps({"type": "stop"}))
-        await asyncio.wait_for(reader, 10)
-    return seen, audio
+    async with call(server, ws_path) as c:
+        await c.until(lambda c: c.finals("agent"), 30)
+        await c.say(silence(300) + pcm + silence(1200))
+        await c.until(Call.answered)
+        await c.stop()
+    return c.seen, c.audio
 
 
 @pytest.mark.slow
