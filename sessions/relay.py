@@ -453,7 +453,7 @@ class Relay:
     async def _mark_active(self) -> None:
         self._t0 = time.monotonic()
         await Conversation.objects.filter(id=self.conversation_id).aupdate(
-            status=Conversation.Status.ACTIVE, started_at=timezone.now()
+            status=Conversation.Status.ACTIVE, started_at=timezone.now(), provider_refs=self._refs()
         )
 
     async def _mark_ended(self, status: str, reason: str) -> None:
@@ -461,8 +461,13 @@ class Relay:
         if latencies:
             self.metrics["latency_p50_ms"] = latencies[len(latencies) // 2]
         await Conversation.objects.filter(id=self.conversation_id).aupdate(
-            status=status, ended_at=timezone.now(), end_reason=reason[:200], metrics=self.metrics
+            status=status, ended_at=timezone.now(), end_reason=reason[:200], metrics=self.metrics,
+            provider_refs=self._refs(),
         )
+
+    def _refs(self) -> dict:
+        """The provider's own ids for this call (connection data, call ids), for review and re-saving."""
+        return dict(getattr(self.upstream, "refs", None) or {})
 
     async def _announce(self) -> None:
         self.ready = True

@@ -54,6 +54,7 @@ async def test_ready_then_audio_round_trip_at_playback_rate(conversation):
         await finish(relay, task)
     conv = await Conversation.objects.aget(id=conversation.id)
     assert conv.status == "ended" and conv.end_reason == "test over"
+    assert conv.provider_refs == {"rate": 16000}
     assert browser.of_type("ended") == [{"type": "ended", "reason": "test over"}]
     assert browser.closed_with == 1000
 

@@ -298,6 +298,10 @@ class AivocoUpstream:
                 raise item
             yield item
 
+    @property
+    def refs(self) -> dict:
+        return {"voice_choice": self.voice, "functions": sorted(self.allowed)}
+
     async def close(self) -> None:
         """stop_call (if a call runs), then disconnect; bounded; idempotent."""
         if self._closed:

@@ -96,6 +96,10 @@ class EchoUpstream:
             code = exc.rcvd.code if exc.rcvd else 1006
             raise UpstreamError(f"echo peer dropped the connection ({code})") from exc
 
+    @property
+    def refs(self) -> dict:
+        return {"rate": self.input_rate}
+
     async def close(self) -> None:
         if self.ws is not None:
             await asyncio.wait_for(self.ws.close(), 2)

@@ -266,6 +266,15 @@ class LikuUpstream:
                 await self._shut(self._ws)
                 return
 
+    @property
+    def refs(self) -> dict:
+        """What identifies this call at Liku, kept with the conversation (server side only)."""
+        return {
+            "topic_id": self.params.get("topic_id", ""),
+            "conversation_id": self.server_conversation_id or self.conversation_id,
+            "connection_data": self._connection_data,
+        }
+
     async def close(self) -> None:
         self._closed.set()
         await self._shut(self._ws)

@@ -382,6 +382,10 @@ class LokutorUpstream:
                 text = text.replace(secret, "***")
         return text
 
+    @property
+    def refs(self) -> dict:
+        return {"input_rate": self.input_rate, "rates_announced": self._rates is not None}
+
     async def close(self) -> None:
         if self._closing or self.ws is None:
             return

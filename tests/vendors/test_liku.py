@@ -198,6 +198,9 @@ async def test_spoken_turn_is_answered_stored_and_saved(base_url, conversation, 
     assert save["status"] == "saved" and save["response"]["conversation_id"] == str(conversation.id)
     [kept] = sandbox.SAVED
     assert (kept["conversation_id"], kept["topic_id"]) == (str(conversation.id), "77")
+    refs = (await Conversation.objects.aget(id=conversation.id)).provider_refs
+    assert (refs["topic_id"], refs["conversation_id"]) == ("77", str(conversation.id))
+    assert refs["connection_data"]  # kept server side for re-saving
     assert [m["text"] for m in kept["messages"]][-1] == "For how many people?"
     [chat] = sandbox.STATE.chats.values()
     assert chat.frame_sizes == {4096}  # the guide's recommended chunk
