@@ -183,8 +183,11 @@ async def save_transcript(request: Request) -> Response:
 
 
 async def saved(request: Request) -> Response:
-    """Sandbox only: what was saved, so tests and demos can check it."""
-    return JSONResponse(SAVED)
+    """Sandbox only: what this account saved, so tests and demos can check it (others' stay private)."""
+    email = _token_email(request)
+    if email is None:
+        return _detail(401, "Invalid token.")
+    return JSONResponse([s for s in SAVED if s["email"] == email])
 
 
 # ---- chat-stream ---------------------------------------------------------------------------

@@ -130,9 +130,9 @@ async def test_sandbox_rest_is_strict(base_url):
         assert missing.status_code == 400 and "connection_data" in missing.json()
         ok = await http.post(save, json=body, headers={"Authorization": f"Token {token}"})
         assert ok.status_code == 200 and ok.json()["conversation_id"] == "c1"
-        assert [s["conversation_id"] for s in (await http.get(f"{base_url}/api/_sandbox/saved")).json()] == [
-            "c1"
-        ]
+        mine = await http.get(f"{base_url}/api/_sandbox/saved", headers={"Authorization": f"Token {token}"})
+        assert [s["conversation_id"] for s in mine.json()] == ["c1"]
+        assert (await http.get(f"{base_url}/api/_sandbox/saved")).status_code == 401
 
 
 async def closed_with(url, *frames) -> int:
@@ -474,8 +474,12 @@ def test_end_to_end_over_daphne_with_the_sandbox_mounted(server, speech):
     assert "sandbox" not in json.dumps(seen) and "token" not in json.dumps(seen).lower()
     page = server.client().get(f"/history/{conv['id']}/").text
     assert user[0]["text"] in page and "how many people" in page
-    saved = httpx.get(f"{server.url}/sandbox/liku/api/_sandbox/saved").json()
-    assert [s["conversation_id"] for s in saved] == [conv["id"]]
+    api = f"{server.url}/sandbox/liku/api"
+    account = {"email": sandbox.EMAIL, "password": sandbox.PASSWORD}
+    login = httpx.post(f"{api}/liku/authentication/", json=account)
+    token = login.json()["token_key"]
+    saved = httpx.get(f"{api}/_sandbox/saved", headers={"Authorization": f"Token {token}"}).json()
+    assert conv["id"] in [s["conversation_id"] for s in saved]
     status = server.manage("shell", "-c", "from sessions.models import TranscriptSave as T; "
                            f"print(T.objects.get(conversation_id='{conv['id']}').status)")  # fmt: skip
     assert status.strip().splitlines()[-1] == "saved"
