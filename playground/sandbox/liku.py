@@ -5,7 +5,7 @@ from our client (sessions/upstreams/liku.py). It is strict where the guide is:
 
 * ``POST /api/liku/authentication/`` ``{"email", "password"}`` -> ``{"token_key": "<40 hex>"}``;
   wrong credentials -> 400 ``{"non_field_errors": [...]}`` (Django REST framework's login).
-  The one account: ``sandbox@liku.test`` / ``sandbox-password``.
+  The one account: ``sandbox@liku.test``, its password derived from SECRET_KEY (see PASSWORD).
 * ``GET /api/init-websocket?token=&topic_id=[&face_id&liku_id&language]`` -> plain text
   connection data (base64 of the parameters and a nonce); bad token -> 401, no
   ``topic_id`` -> 400, both as ``{"detail": ...}``.
@@ -36,6 +36,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -43,6 +45,7 @@ import time
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -57,7 +60,10 @@ from sessions.upstreams.base import Audio, Interrupted, Transcript
 log = logging.getLogger(__name__)
 
 EMAIL = "sandbox@liku.test"
-PASSWORD = "sandbox-password"
+# Derived from SECRET_KEY rather than written here: the sandbox keeps saved transcripts, and a
+# password in public source would let anyone read a deployment's. Processes sharing a
+# SECRET_KEY share it; our own client gets it through client_config().
+PASSWORD = hmac.new(settings.SECRET_KEY.encode(), b"liku-sandbox", hashlib.sha256).hexdigest()[:24]
 ACCOUNTS = {EMAIL: PASSWORD}
 OUTPUT_RATE = 24000
 TURN_SILENCE_MS = 700
