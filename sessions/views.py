@@ -64,5 +64,10 @@ def conversation(request, conversation_id):
     conv = get_object_or_404(
         Conversation.objects.select_related("topic"), id=conversation_id, user=request.user
     )
-    context = {"conversation": conv, "turns": conv.turns.all(), "saves": conv.saves.all()}
+    context = {
+        "conversation": conv,
+        "turns": conv.turns.all(),
+        "saves": conv.saves.all(),
+        "hears_user": registry.hears_user(conv.provider),
+    }
     return render(request, "sessions/conversation.html", context)

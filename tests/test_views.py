@@ -166,3 +166,11 @@ def test_pick_page_says_sandbox_or_real_service_per_provider(alice, topic, setti
     html = alice.get(reverse("pick")).content.decode()
     assert badge(html, "lokutor") == "real"
     assert "k-123" not in html
+
+
+def test_conversation_page_says_when_the_user_side_is_not_transcribed(alice, user, topic):
+    aivoco = converse(user, topic, provider="aivoco")
+    local = converse(user, topic, provider="local")
+    note = "sends no transcript of what the user says"
+    assert note in alice.get(reverse("conversation", args=[aivoco.id])).content.decode()
+    assert note not in alice.get(reverse("conversation", args=[local.id])).content.decode()

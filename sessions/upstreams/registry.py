@@ -152,6 +152,14 @@ def _importable(module: str) -> bool:
         return False
 
 
+def hears_user(key: str) -> bool:
+    """Whether the provider sends a transcript of what the user says (Aivoco does not)."""
+    try:
+        return bool(getattr(load(key), "user_transcripts", True))
+    except (KeyError, ImportError, AttributeError):
+        return True
+
+
 def has_credentials(key: str) -> bool:
     config = settings.PROVIDERS.get(key, {})
     checks = {
