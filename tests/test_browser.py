@@ -103,3 +103,27 @@ def test_the_talk_page_says_when_the_microphone_is_denied(server, chromium):
     finally:
         browser.close()
     assert "microphone" in text
+
+
+@pytest.mark.parametrize("provider", ["liku", "lokutor", "aivoco"])
+def test_vendor_sandboxes_work_in_the_browser_like_the_offline_agent(server, browser, provider):
+    """The same page, the same fake microphone, a vendor's client against its sandbox."""
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    log_in(page, server)
+    page.check(f"input[name=provider][value={provider}]")
+    page.select_option("#id_topic", label="Restaurant booking")
+    page.click("button.primary")
+    page.wait_for_url("**/talk/*/")
+    page.click("#talk-start")
+    page.locator('li.turn[data-role="agent"][data-final="true"]').first.wait_for(timeout=40000)
+    page.wait_for_function("window.talkState && window.talkState.played > 0", timeout=10000)
+    if provider == "aivoco":  # no user transcript from Aivoco: the page says so, and shows the tool call
+        assert "does not send a transcript" in page.locator(".talk-note").inner_text()
+        page.locator(".tool-card").first.wait_for(timeout=20000)
+    page.click("#talk-stop")
+    page.wait_for_function("document.querySelector('#talk').dataset.state === 'ended'", timeout=10000)
+    assert errors == []
+    assert page.locator("#talk-errors").inner_text().strip() == ""
+    assert "sandbox-" not in page.content()  # no sandbox key reaches the page
