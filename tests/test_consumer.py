@@ -1,6 +1,7 @@
 """The conversation WebSocket through the real ASGI stack (auth, origin check, routing)."""
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -66,6 +67,17 @@ async def next_audio(ws, timeout=5) -> int:
             return len(raw)
 
 
+@contextlib.asynccontextmanager
+async def live(client, user, conv, echo_settings):
+    """The owner's browser on a call whose provider is a loopback echo peer; yields (socket, ready)."""
+    await login(client, user)
+    async with EchoPeer() as peer:
+        echo_settings(peer.url)
+        ws = socket(conv.id, client)
+        assert (await ws.connect())[0]
+        yield ws, await next_json(ws, "ready")
+
+
 async def test_anonymous_is_refused_4401(user, topic):
     conv = await make_conversation(user, topic)
     assert await close_code(socket(conv.id)) == 4401
@@ -99,12 +111,7 @@ async def test_foreign_origin_is_rejected(client, user, topic):
 
 async def test_owner_talks_and_only_one_connection_is_live(client, user, topic, echo_settings):
     conv = await make_conversation(user, topic)
-    await login(client, user)
-    async with EchoPeer() as peer:
-        echo_settings(peer.url)
-        ws = socket(conv.id, client)
-        assert (await ws.connect())[0]
-        ready = await next_json(ws, "ready")
+    async with live(client, user, conv, echo_settings) as (ws, ready):
         assert ready["output_rate"] == 24000
         assert await close_code(socket(conv.id, client)) == 4409
         for _ in range(5):
@@ -135,12 +142,7 @@ async def test_bad_input_gets_a_clear_error_and_the_call_goes_on(
 ):
     conv = await make_conversation(user, topic)
     await Turn.objects.acreate(conversation=conv, sequence=1, role="user", text="said before")
-    await login(client, user)
-    async with EchoPeer() as peer:
-        echo_settings(peer.url)
-        ws = socket(conv.id, client)
-        await ws.connect()
-        await next_json(ws, "ready")
+    async with live(client, user, conv, echo_settings) as (ws, _):
         await ws.send_to(**frame)
         error = await next_json(ws, "error")
         assert error["code"] == code and error["message"]
@@ -153,12 +155,7 @@ async def test_bad_input_gets_a_clear_error_and_the_call_goes_on(
 
 async def test_disconnect_leaves_no_task_behind(client, user, topic, echo_settings):
     conv = await make_conversation(user, topic)
-    await login(client, user)
-    async with EchoPeer() as peer:
-        echo_settings(peer.url)
-        ws = socket(conv.id, client)
-        await ws.connect()
-        await next_json(ws, "ready")
+    async with live(client, user, conv, echo_settings) as (ws, _):
         await ws.send_to(bytes_data=FRAME)
         await ws.disconnect()
         await asyncio.sleep(0.1)
