@@ -8,9 +8,15 @@ with a message that says what to fix.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from django.core.checks.security.base import (
+    SECRET_KEY_INSECURE_PREFIX,
+    SECRET_KEY_MIN_LENGTH,
+    SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+)
 from django.core.exceptions import ImproperlyConfigured
 
 TRUE = {"1", "true", "yes", "on"}
@@ -92,14 +98,74 @@ def channel_layers(env: Mapping[str, str]) -> dict:
     }
 
 
-def secret_key(env: Mapping[str, str], debug: bool) -> str:
+def secret_key(env: Mapping[str, str], debug: bool, from_file: str = "") -> str:
+    """SECRET_KEY, or the contents of the file SECRET_KEY_FILE names (read by the caller).
+
+    Without DEBUG it must be strong by the measure of `check --deploy` (security.W009):
+    sessions, CSRF tokens and the sandbox credentials derive from it."""
     key = env.get("SECRET_KEY", "")
-    if key:
-        return key
-    if not debug:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    # Only for local development: stable per checkout so logins survive restarts.
-    return "dev-only-insecure-key-do-not-use-in-production"
+    if key and from_file:
+        raise ImproperlyConfigured("Set SECRET_KEY or SECRET_KEY_FILE, not both")
+    name = "SECRET_KEY_FILE" if from_file else "SECRET_KEY"
+    key = key or from_file
+    if not key:
+        if not debug:
+            raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (or SECRET_KEY_FILE)")
+        # Only for local development: stable per checkout so logins survive restarts.
+        return "dev-only-insecure-key-do-not-use-in-production"
+    if not debug and weak_secret_key(key):
+        raise ImproperlyConfigured(
+            f"{name} is too weak for DEBUG off: it needs at least {SECRET_KEY_MIN_LENGTH} characters, "
+            f"{SECRET_KEY_MIN_UNIQUE_CHARACTERS} different ones, "
+            f"and no '{SECRET_KEY_INSECURE_PREFIX}' prefix "
+            "(generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(50))')"
+        )
+    return key
+
+
+def weak_secret_key(key: str) -> bool:
+    """What Django's deploy check calls weak (security.W009)."""
+    return (
+        len(key) < SECRET_KEY_MIN_LENGTH
+        or len(set(key)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS
+        or key.startswith(SECRET_KEY_INSECURE_PREFIX)
+    )
+
+
+def read_secret_file(env: Mapping[str, str], name: str) -> str:
+    """The stripped contents of the file the variable `name` points at ("" when unset)."""
+    path = env.get(name, "").strip()
+    if not path:
+        return ""
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as exc:
+        reason = f"{exc.strerror}: {path}"
+        raise ImproperlyConfigured(f"{name} names a file that cannot be read ({reason})") from None
+    if not value:
+        raise ImproperlyConfigured(f"{name} names an empty file ({path})")
+    return value
+
+
+def tls_proxy(env: Mapping[str, str]) -> dict:
+    """HTTPS settings for a deployment behind a proxy that ends TLS (BEHIND_TLS_PROXY=1).
+
+    The proxy must set X-Forwarded-Proto (and strip it from clients): Django then knows which
+    requests came over https, redirects the others and sends HSTS. Off, the app speaks plain
+    http and none of this applies."""
+    behind = env_bool(env, "BEHIND_TLS_PROXY", default=False)
+    year = 365 * 24 * 3600
+    settings = {
+        "SECURE_SSL_REDIRECT": env_bool(env, "SECURE_SSL_REDIRECT", default=behind),
+        "SECURE_HSTS_SECONDS": env_int(env, "SECURE_HSTS_SECONDS", year if behind else 0, hi=10 * year),
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": env_bool(env, "SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False),
+        "SECURE_HSTS_PRELOAD": env_bool(env, "SECURE_HSTS_PRELOAD", default=False),
+        "SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https") if behind else None,
+    }
+    if settings["SECURE_SSL_REDIRECT"] and not behind:
+        # Daphne itself speaks no TLS: without the proxy's header every request looks like http.
+        raise ImproperlyConfigured("SECURE_SSL_REDIRECT needs BEHIND_TLS_PROXY=1 (Daphne serves plain http)")
+    return settings
 
 
 def providers(env: Mapping[str, str]) -> dict[str, dict]:

@@ -3,15 +3,20 @@
 import os
 from pathlib import Path
 
+from csp.constants import NONE, SELF
+
 from playground import config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-ENV = os.environ
+# Lowercase, so not a setting: Django's debug page lists every UPPERCASE setting, and would
+# list the whole environment (provider keys included) if it were one.
+env = os.environ
 
-DEBUG = config.env_bool(ENV, "DEBUG", default=True)
-SECRET_KEY = config.secret_key(ENV, DEBUG)
-ALLOWED_HOSTS = config.env_list(ENV, "ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
-CSRF_TRUSTED_ORIGINS = config.env_list(ENV, "CSRF_TRUSTED_ORIGINS", [])
+# Off unless a developer opts in: DEBUG=1 shows tracebacks and settings to anyone who can cause an error.
+DEBUG = config.env_bool(env, "DEBUG", default=False)
+SECRET_KEY = config.secret_key(env, DEBUG, config.read_secret_file(env, "SECRET_KEY_FILE"))
+ALLOWED_HOSTS = config.env_list(env, "ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = config.env_list(env, "CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "daphne",  # first, so that `runserver` serves ASGI (WebSockets included)
@@ -23,6 +28,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "csp",
     "playground",
     "sessions.apps.VoiceSessionsConfig",
 ]
@@ -36,6 +42,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "playground.urls"
@@ -57,9 +64,9 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": config.database(ENV, str(BASE_DIR / "var" / "db.sqlite3"))}
+DATABASES = {"default": config.database(env, str(BASE_DIR / "var" / "db.sqlite3"))}
 CONN_MAX_AGE = 0  # under ASGI each request may run on another thread: no persistent connections
-CHANNEL_LAYERS = config.channel_layers(ENV)
+CHANNEL_LAYERS = config.channel_layers(env)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -70,13 +77,14 @@ LOGIN_REDIRECT_URL = "pick"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = ENV.get("TIME_ZONE", "UTC")
+TIME_ZONE = env.get("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+# collectstatic writes here and WhiteNoise serves from here when DEBUG is off.
+STATIC_ROOT = Path(env.get("STATIC_ROOT", "").strip() or BASE_DIR / "var" / "staticfiles")
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing root
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -87,34 +95,59 @@ STORAGES = {
     },
 }
 
-if not DEBUG:
-    SESSION_COOKIE_SECURE = config.env_bool(ENV, "SECURE_COOKIES", default=True)
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Cookies go over https only, unless SECURE_COOKIES=0 says the site is plain http (bin/run on
+# this machine, the tests): a Secure cookie would never come back and nobody could log in.
+SESSION_COOKIE_SECURE = config.env_bool(env, "SECURE_COOKIES", default=not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Behind a proxy that ends TLS (BEHIND_TLS_PROXY=1): https redirect and HSTS (see config.tls_proxy).
+tls = config.tls_proxy(env)
+SECURE_PROXY_SSL_HEADER = tls["SECURE_PROXY_SSL_HEADER"]
+SECURE_SSL_REDIRECT = tls["SECURE_SSL_REDIRECT"]
+SECURE_HSTS_SECONDS = tls["SECURE_HSTS_SECONDS"]
+SECURE_HSTS_INCLUDE_SUBDOMAINS = tls["SECURE_HSTS_INCLUDE_SUBDOMAINS"]
+SECURE_HSTS_PRELOAD = tls["SECURE_HSTS_PRELOAD"]
+
+# The pages load scripts, styles and audio worklets from our own origin only and run no inline
+# script; 'self' also covers ws:/wss: to the same host (CSP level 3) for the conversation socket.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "media-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 # Per provider its credentials and base URL; empty credentials mean its sandbox.
-PROVIDERS = config.providers(ENV)
+PROVIDERS = config.providers(env)
 # Liku: LIKU_LOGIN=1 checks logins against Liku's authentication API (email as username) and runs
 # each such user's calls on their own Liku token, kept in the server-side session (sessions/auth_liku.py).
-LIKU_LOGIN = config.env_bool(ENV, "LIKU_LOGIN", default=False)
+LIKU_LOGIN = config.env_bool(env, "LIKU_LOGIN", default=False)
 PROVIDERS["liku"]["login"] = LIKU_LOGIN
-PROVIDERS["liku"]["chunk_bytes"] = config.env_int(ENV, "LIKU_CHUNK_BYTES", 4096, lo=2, hi=65536)
+PROVIDERS["liku"]["chunk_bytes"] = config.env_int(env, "LIKU_CHUNK_BYTES", 4096, lo=2, hi=65536)
 if LIKU_LOGIN:
     AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend", "sessions.auth_liku.LikuBackend"]
 # Vendor emulators under /sandbox/<vendor>/, used by providers without credentials.
-SANDBOXES_ENABLED = config.env_bool(ENV, "SANDBOXES_ENABLED", default=True)
+SANDBOXES_ENABLED = config.env_bool(env, "SANDBOXES_ENABLED", default=True)
 # Where the sandboxes live when a provider has no credentials: our own server.
-SANDBOX_BASE_URL = config.env_url(ENV, "SANDBOX_BASE_URL", ("http", "https"), "http://127.0.0.1:8000")
+SANDBOX_BASE_URL = config.env_url(env, "SANDBOX_BASE_URL", ("http", "https"), "http://127.0.0.1:8000")
 
 # The browser protocol (docs/protocol.md).
-PLAYBACK_RATE = config.env_int(ENV, "PLAYBACK_RATE", 24000, lo=8000, hi=48000)
-PLAYBACK_START_MS = config.env_int(ENV, "PLAYBACK_START_MS", 80, lo=0, hi=2000)
+PLAYBACK_RATE = config.env_int(env, "PLAYBACK_RATE", 24000, lo=8000, hi=48000)
+PLAYBACK_START_MS = config.env_int(env, "PLAYBACK_START_MS", 80, lo=0, hi=2000)
 UPSTREAM_CLOSE_TIMEOUT = 2.0
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": ENV.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env.get("LOG_LEVEL", "INFO")},
     # httpx logs every request URL at INFO; Liku's init-websocket carries the token in its query.
     "loggers": {"daphne": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }

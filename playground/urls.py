@@ -17,4 +17,5 @@ urlpatterns = [
     path("history/<uuid:conversation_id>/", session_views.conversation, name="conversation"),
     path("api/conversations/", api.create_conversation, name="api_conversations"),
     path("admin/", admin.site.urls),
+    path("favicon.ico", views.favicon),
 ]

@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
+from django.templatetags.static import static
 
 from playground.forms import PickForm
 from sessions.models import Conversation
@@ -60,3 +61,8 @@ def talk(request, conversation_id):
         "talk_config": config,
     }
     return render(request, "sessions/talk.html", context)
+
+
+def favicon(request):
+    """Browsers ask for /favicon.ico when a page names no icon (the admin, plain files)."""
+    return redirect(static("favicon.svg"))

@@ -8,9 +8,13 @@ PostgreSQL) and REDIS_URL passed through, so both CI runs exercise their stack.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import functools
 import json
 import os
+import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -86,16 +90,46 @@ class Server:
         return result.stdout
 
 
+def production_env(extra_env: dict | None = None) -> dict:
+    """The environment of a production-like process: DEBUG unset, a strong SECRET_KEY of its own,
+    collected static files; plain-http cookies, since tests speak http on loopback."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "SECRET_KEY", "SECRET_KEY_FILE")}
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "playground.settings",  # not the in-process tests' DEBUG=1 module
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "SECURE_COOKIES": "0",
+        "PYTHONUNBUFFERED": "1",
+    })  # fmt: skip
+    env.update(extra_env or {})
+    if "STATIC_ROOT" not in env:
+        env["STATIC_ROOT"] = collected_static()
+    return env
+
+
+@functools.cache
+def collected_static() -> str:
+    """`collectstatic` once per test process, into a directory every server of it shares."""
+    root = tempfile.mkdtemp(prefix="playground-static-")
+    atexit.register(shutil.rmtree, root, True)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "playground.settings", "DEBUG": "0",
+           "SECRET_KEY": secrets.token_urlsafe(50), "STATIC_ROOT": root}  # fmt: skip
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+                   cwd=ROOT, env=env, check=True, timeout=300)  # fmt: skip
+    return root
+
+
 def start_server(extra_env: dict | None = None, share_with: Server | None = None):
     """Start Daphne; a generator for a pytest fixture (yields a Server, stops it after).
 
-    `share_with`: another server whose database this one uses too, as a second process
-    of one deployment would."""
+    It runs on production settings (see `production_env`); `extra_env` overrides them,
+    e.g. {"DEBUG": "1"}. `share_with`: another server whose database (and SECRET_KEY) this
+    one uses too, as a second process of one deployment would."""
     tmp = tempfile.mkdtemp(prefix="playground-e2e-")
-    env = {**os.environ, "DEBUG": "1", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    env = production_env(extra_env)
     drop = None
     if share_with is not None:
         env["DATABASE_URL"] = share_with.env["DATABASE_URL"]
+        env["SECRET_KEY"] = share_with.env["SECRET_KEY"]
     elif env.get("DATABASE_URL", "").startswith(("postgres", "postgresql")):
         env["DATABASE_URL"], drop = _postgres_database(env["DATABASE_URL"])
     else:
