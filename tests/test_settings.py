@@ -1,6 +1,8 @@
 """Settings come from the environment; a bad value stops startup naming the variable."""
 
+import ast
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -43,10 +45,61 @@ def test_bad_redis_url_names_the_variable():
         config.channel_layers({"REDIS_URL": "127.0.0.1:6379"})
 
 
+STRONG_KEY = secrets.token_urlsafe(50)
+
+
 def test_secret_key_required_without_debug():
     with pytest.raises(ImproperlyConfigured, match="SECRET_KEY"):
         config.secret_key({}, debug=False)
-    assert config.secret_key({"SECRET_KEY": "s3cret"}, debug=False) == "s3cret"
+    assert config.secret_key({"SECRET_KEY": STRONG_KEY}, debug=False) == STRONG_KEY
+
+
+@pytest.mark.parametrize(
+    "weak",
+    ["s3cre", "x" * 49, "ab" * 40, "django-insecure-" + secrets.token_urlsafe(50)],
+    ids=["5 characters", "49 characters", "2 different characters", "django-insecure prefix"],
+)
+def test_weak_secret_key_refused_without_debug(weak):
+    """What `check --deploy` calls weak (security.W009) stops a production start."""
+    with pytest.raises(ImproperlyConfigured, match=r"^SECRET_KEY is too weak"):
+        config.secret_key({"SECRET_KEY": weak}, debug=False)
+    assert config.secret_key({"SECRET_KEY": weak}, debug=True) == weak  # a developer's choice
+
+
+def test_secret_key_from_a_file(tmp_path):
+    path = tmp_path / "secret_key"
+    path.write_text(STRONG_KEY + "\n")
+    env = {"SECRET_KEY_FILE": str(path)}
+    assert config.secret_key(env, False, config.read_secret_file(env, "SECRET_KEY_FILE")) == STRONG_KEY
+    path.write_text("short\n")
+    with pytest.raises(ImproperlyConfigured, match=r"^SECRET_KEY_FILE is too weak"):
+        config.secret_key(env, False, config.read_secret_file(env, "SECRET_KEY_FILE"))
+    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY_FILE"):
+        config.read_secret_file({"SECRET_KEY_FILE": str(tmp_path / "missing")}, "SECRET_KEY_FILE")
+    with pytest.raises(ImproperlyConfigured, match="not both"):
+        config.secret_key({"SECRET_KEY": STRONG_KEY}, False, STRONG_KEY)
+
+
+def test_tls_proxy_settings():
+    """Plain http unless BEHIND_TLS_PROXY=1; then redirect, HSTS, and the proxy's header."""
+    off = config.tls_proxy({})
+    assert (off["SECURE_SSL_REDIRECT"], off["SECURE_HSTS_SECONDS"]) == (False, 0)
+    assert off["SECURE_PROXY_SSL_HEADER"] is None
+    on = config.tls_proxy({"BEHIND_TLS_PROXY": "1"})
+    assert on["SECURE_SSL_REDIRECT"] is True
+    assert on["SECURE_HSTS_SECONDS"] == 31536000
+    assert on["SECURE_PROXY_SSL_HEADER"] == ("HTTP_X_FORWARDED_PROTO", "https")
+    assert (on["SECURE_HSTS_INCLUDE_SUBDOMAINS"], on["SECURE_HSTS_PRELOAD"]) == (False, False)
+    tuned = config.tls_proxy({
+        "BEHIND_TLS_PROXY": "1", "SECURE_HSTS_SECONDS": "3600", "SECURE_SSL_REDIRECT": "0",
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": "1", "SECURE_HSTS_PRELOAD": "1",
+    })  # fmt: skip
+    assert (tuned["SECURE_HSTS_SECONDS"], tuned["SECURE_SSL_REDIRECT"]) == (3600, False)
+    assert (tuned["SECURE_HSTS_INCLUDE_SUBDOMAINS"], tuned["SECURE_HSTS_PRELOAD"]) == (True, True)
+    with pytest.raises(ImproperlyConfigured, match="SECURE_SSL_REDIRECT"):
+        config.tls_proxy({"SECURE_SSL_REDIRECT": "1"})  # Daphne alone: every request would redirect
+    with pytest.raises(ImproperlyConfigured, match="SECURE_HSTS_SECONDS"):
+        config.tls_proxy({"BEHIND_TLS_PROXY": "1", "SECURE_HSTS_SECONDS": "a year"})
 
 
 @pytest.mark.parametrize("raw,expected", [("1", True), ("off", False), ("Yes", True), ("", False)])
@@ -69,12 +122,50 @@ def test_provider_urls_are_checked():
     assert providers["aivoco"]["url"] == "https://example.test"
 
 
-def _start(env_extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(env_extra)
+def _start(env_extra, *command):
+    """`manage.py check` (or `command`) as production starts it: DEBUG unset, a strong SECRET_KEY."""
+    unset = ("DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY_FILE")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env.update({"DJANGO_SETTINGS_MODULE": "playground.settings", "SECRET_KEY": STRONG_KEY}, **env_extra)
     return subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
+        [sys.executable, "manage.py", *(command or ["check"])],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def _settings(env_extra, *names):
+    """The values of settings `names` in a freshly started process."""
+    code = f"from django.conf import settings; print(repr([getattr(settings, n) for n in {list(names)!r}]))"
+    result = _start(env_extra, "shell", "-c", code)
+    assert result.returncode == 0, result.stderr
+    return ast.literal_eval(result.stdout.strip().splitlines()[-1])
+
+
+def test_debug_is_off_and_cookies_secure_by_default():
+    names = ("DEBUG", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_SSL_REDIRECT")
+    assert _settings({}, *names) == [False, True, True, False]
+    assert _settings({"SECURE_COOKIES": "0"}, *names) == [False, False, False, False]
+    assert _settings({"DEBUG": "1"}, *names) == [True, False, False, False]
+    behind = _settings({"BEHIND_TLS_PROXY": "1"}, "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS")
+    assert behind == [True, 31536000]
+
+
+def test_no_setting_holds_the_environment():
+    """Django's debug page lists every UPPERCASE setting; an environ object would list every key."""
+    from django.conf import settings
+
+    for name in dir(settings):
+        if name.isupper():
+            value = getattr(settings, name)
+            assert value is not os.environ and not isinstance(value, type(os.environ)), name
+
+
+def test_startup_with_a_short_secret_key_in_production():
+    result = _start({"SECRET_KEY": "s3cre"})
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "ImproperlyConfigured: SECRET_KEY is too weak" in last
+    assert "s3cre" not in result.stderr  # the error names the variable, never the value
 
 
 @pytest.mark.parametrize(
@@ -103,7 +194,9 @@ def test_env_example_lists_every_variable():
         "LIKU_API_URL", "LIKU_CHAT_URL", "LIKU_EMAIL", "LIKU_PASSWORD", "LIKU_TOKEN", "FLOW_URL",
         "SPEECHMATICS_API_KEY", "LOKUTOR_URL", "LOKUTOR_API_KEY", "RETELL_API_URL", "RETELL_API_KEY",
         "AIVOCO_URL", "AIVOCO_API_KEY", "LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET",
-        "LLM_BASE_URL", "LLM_MODEL", "LLM_API_KEY",
+        "LLM_BASE_URL", "LLM_MODEL", "LLM_API_KEY", "SECRET_KEY_FILE", "SECURE_COOKIES", "BEHIND_TLS_PROXY",
+        "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD",
+        "STATIC_ROOT",
     ]:  # fmt: skip
         assert f"{name}=" in listed, name
         assert f"`{name}`" in readme, name
