@@ -475,7 +475,9 @@ def test_end_to_end_over_daphne_with_the_sandbox_mounted(server, speech):
     page = server.client().get(f"/history/{conv['id']}/").text
     assert user[0]["text"] in page and "how many people" in page
     api = f"{server.url}/sandbox/liku/api"
-    account = {"email": sandbox.EMAIL, "password": sandbox.PASSWORD}
+    # The sandbox password derives from the server's SECRET_KEY (its own, not this process's).
+    password = server.manage("shell", "-c", "from playground.sandbox.liku import PASSWORD; print(PASSWORD)")
+    account = {"email": sandbox.EMAIL, "password": password.strip().splitlines()[-1]}
     login = httpx.post(f"{api}/liku/authentication/", json=account)
     token = login.json()["token_key"]
     saved = httpx.get(f"{api}/_sandbox/saved", headers={"Authorization": f"Token {token}"}).json()
