@@ -1,8 +1,10 @@
 """A real Daphne process for end-to-end tests, on its own database, on loopback.
 
-It runs the project exactly as `bin/run` does, but with a database of its own
-(a temporary SQLite file, or a fresh PostgreSQL database when DATABASE_URL points at
-PostgreSQL) and REDIS_URL passed through, so both CI runs exercise their stack.
+It runs the project as production does (DEBUG unset, a strong SECRET_KEY of its own,
+collected static files through WhiteNoise; only cookies allowed over plain http), with a
+database of its own (a temporary SQLite file, or a fresh PostgreSQL database when
+DATABASE_URL points at PostgreSQL) and REDIS_URL passed through, so both CI runs exercise
+their stack.
 """
 
 from __future__ import annotations
