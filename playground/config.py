@@ -110,7 +110,10 @@ def secret_key(env: Mapping[str, str], debug: bool, from_file: str = "") -> str:
     key = key or from_file
     if not key:
         if not debug:
-            raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (or SECRET_KEY_FILE)")
+            raise ImproperlyConfigured(
+                "SECRET_KEY must be set when DEBUG is off, or SECRET_KEY_FILE "
+                "(bin/run keeps one in var/secret_key)"
+            )
         # Only for local development: stable per checkout so logins survive restarts.
         return "dev-only-insecure-key-do-not-use-in-production"
     if not debug and weak_secret_key(key):
