@@ -175,7 +175,11 @@ class Relay:
             writer = asyncio.create_task(self._write_upstream(), name=f"relay-writer-{self.conversation_id}")
             status, reason = await self._pump()
             if self._failure is not None:
-                raise self._failure
+                if status == Conversation.Status.FAILED:  # the reader ended because the writer failed
+                    raise self._failure
+                # A send that failed as the call was ending anyway (a stop, an `Ended`): not a failure.
+                log.warning("relay %s: a send failed as the call ended", self.conversation_id,
+                            exc_info=self._failure)  # fmt: skip
         except Exception as exc:  # the writer's failure first: closing the upstream for it ended the reader
             status, reason = await self._failed(self._failure or exc)
         except asyncio.CancelledError:

@@ -5,8 +5,11 @@ the browser side collected by BrowserPeer. Where a client must misbehave in a wa
 can provoke, a small client class of this file's own stands in for it.
 """
 
+import ast
 import asyncio
 import contextlib
+import importlib
+import inspect
 import json
 import logging
 import socket
@@ -343,6 +346,65 @@ async def test_an_upstream_error_while_sending_ends_the_call_with_its_code(conve
     ]
     assert browser.closed_with == 4500
     assert (await conv_of(conversation)).status == "failed"
+
+
+class RefusesWhileClosing(FailsToSend):
+    """A provider that refuses audio once we have started closing it, and takes a while to close."""
+
+    refusing = False
+
+    async def send_audio(self, pcm: bytes) -> None:
+        if self.refusing:
+            raise UpstreamError("The provider went away.", code="echo.closed")
+
+    async def close(self) -> None:
+        self.refusing = True
+        await asyncio.sleep(0.3)
+        self.closed.set()
+
+
+@with_db
+async def test_a_send_failing_while_the_user_stops_is_no_failure(conversation):
+    relay, browser, task = run(conversation, RefusesWhileClosing())
+    await browser.message("ready")
+    stopping = asyncio.create_task(relay.stop("stopped by the user"))
+    for _ in range(10):  # the microphone still sends while the provider closes
+        await relay.feed_audio(FRAME)
+        await asyncio.sleep(0.02)
+    await stopping
+    await asyncio.wait_for(task, 5)
+    assert browser.of_type("error") == []
+    assert browser.of_type("ended") == [{"type": "ended", "reason": "stopped by the user"}]
+    assert browser.closed_with == 1000 and (await conv_of(conversation)).status == "ended"
+
+
+def literal_codes(module) -> list[str]:
+    """The codes a client module writes: `code=` of UpstreamError and the first argument of Error,
+    as far as they are literals (the start of an f-string counts)."""
+    codes = []
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            continue
+        if node.func.id == "UpstreamError":
+            values = [k.value for k in node.keywords if k.arg == "code"]
+        elif node.func.id == "Error" and node.args:
+            values = [node.args[0]]
+        else:
+            continue
+        for value in values:
+            if isinstance(value, ast.JoinedStr) and isinstance(value.values[0], ast.Constant):
+                value = value.values[0]
+            if isinstance(value, ast.Constant):
+                codes.append(value.value)
+    return codes
+
+
+@pytest.mark.parametrize("key", ["liku", "lokutor", "aivoco", "echo", "local"])
+def test_every_code_a_client_writes_is_provider_dot_reason(key):
+    module = importlib.import_module(f"sessions.upstreams.{key}")
+    codes = literal_codes(module)
+    assert codes, "the scan found nothing: it is broken"
+    assert [c for c in codes if not c.startswith(f"{key}.")] == []
 
 
 def test_scrub_removes_every_secret_in_every_spelling():

@@ -24,12 +24,15 @@ call ids) returns them from ``refs`` (default: none); a client that declares
   shows it (``fatal: true``), marks the conversation failed and closes 4500.
   ``UpstreamError.permanent`` only tells the client's own retry logic that
   trying again cannot help; for the relay every raised error ends the call.
-* ``events()`` ending, or an ``Ended`` event, is a clean end.
+* An ``Ended`` event is the provider ending the call cleanly. ``events()``
+  finishing without one (other than after our own ``close()``) is the
+  provider hanging up unexpectedly: the call is marked failed.
 * Anything else a client raises is a bug: the relay logs it with its
   traceback, tells the browser ``internal`` (nothing more) and fails the call.
 
 Codes are ``<provider>.<reason>`` (``liku.auth``, ``lokutor.rate_limited``,
-``aivoco.auth_failed``, ``echo.closed``) and reach the browser unchanged.
+``aivoco.auth_failed``, ``echo.closed``) and reach the browser unchanged; a
+``connect()`` the relay gives up waiting for is ``<provider>.timeout``.
 Messages are shown to the user: pass anything that may echo a key, token or
 URL through `scrub` first.
 """
