@@ -44,7 +44,7 @@ def talk(request, conversation_id):
     conversation = get_object_or_404(Conversation, id=conversation_id, user=request.user)
     if conversation.status in (Conversation.Status.ENDED, Conversation.Status.FAILED):
         return redirect("conversation", conversation.id)
-    accepts_text = conversation.provider in registry.ACCEPTS_TEXT
+    accepts_text = registry.capabilities(conversation.provider).accepts_text
     config = {
         "wsPath": conversation.ws_path,
         "conversationId": str(conversation.id),

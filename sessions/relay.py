@@ -40,6 +40,7 @@ INPUT_RATE = 16000
 FRAME_MS = 20
 MAX_FRAME_BYTES = 64 * 1024
 CONNECT_TIMEOUT = 20.0  # the offline agent loads its models on first connect
+INTERNAL_MESSAGE = "Something went wrong on our side; the conversation was ended."
 SAVE_TIMEOUT = 5.0
 BYTES_PER_SECOND = INPUT_RATE * 2
 
@@ -151,32 +152,59 @@ class Relay:
         self._cut_short = False
         self._last_agent: tuple[int, dict] | None = None  # (sequence, message) of the last agent turn
         self._turn_lock = asyncio.Lock()
+        self.capabilities = upstream.capabilities  # declared by every client (sessions/upstreams/base.py)
+        self._failure: Exception | None = None  # what ended the writer, for run() to report
 
     # ---- lifecycle -------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, announce `ready`, pump upstream events until the upstream ends."""
+        """Connect, announce `ready`, pump upstream events until the upstream ends.
+
+        The outcome follows the contract in sessions/upstreams/base.py: an `UpstreamError` (from
+        connect, the writer or the reader) fails the call with its own code; any other exception
+        is a bug, reported to the browser only as `internal`."""
         writer = None
-        status, reason = Conversation.Status.ENDED, "upstream ended"
+        status, reason = Conversation.Status.FAILED, "internal error"
         try:
             self._sequence = await self._last_sequence()
-            await asyncio.wait_for(self.upstream.connect(), CONNECT_TIMEOUT)
-            if not getattr(self.upstream, "barge_in_signal", True):
+            await self._connect()
+            if not self.capabilities.barge_in_signal:
                 self._barge_in = await asyncio.get_running_loop().run_in_executor(None, BargeIn)
             await self._mark_active()
             await self._announce()
             writer = asyncio.create_task(self._write_upstream(), name=f"relay-writer-{self.conversation_id}")
             status, reason = await self._pump()
-        except (TimeoutError, UpstreamError) as exc:
-            message = getattr(exc, "message", "") or "the provider did not answer in time"
-            await self.error("upstream_unavailable", message, fatal=True)
-            status, reason = Conversation.Status.FAILED, message
+            if self._failure is not None:
+                if status == Conversation.Status.FAILED:  # the reader ended because the writer failed
+                    raise self._failure
+                # A send that failed as the call was ending anyway (a stop, an `Ended`): not a failure.
+                log.warning("relay %s: a send failed as the call ended", self.conversation_id,
+                            exc_info=self._failure)  # fmt: skip
+        except Exception as exc:  # the writer's failure first: closing the upstream for it ended the reader
+            status, reason = await self._failed(self._failure or exc)
         except asyncio.CancelledError:
             status, reason = Conversation.Status.ENDED, self._stop_reason or "browser disconnected"
             raise
         finally:
             await _cancel(writer)
             await self._finish(status, reason)
+
+    async def _connect(self) -> None:
+        try:
+            await asyncio.wait_for(self.upstream.connect(), CONNECT_TIMEOUT)
+        except TimeoutError:
+            message = f"The provider did not answer within {CONNECT_TIMEOUT:g} s."
+            raise UpstreamError(message, code=f"{self.provider}.timeout") from None
+
+    async def _failed(self, exc: Exception) -> tuple[str, str]:
+        """Tell the browser why the call failed: the client's own code and message for an
+        UpstreamError; for anything else (a bug) only `internal`, with the traceback in the log."""
+        if isinstance(exc, UpstreamError):
+            await self.error(exc.code, exc.message, fatal=True)
+            return Conversation.Status.FAILED, exc.message
+        log.error("relay %s: the %s client crashed", self.conversation_id, self.provider, exc_info=exc)
+        await self.error("internal", INTERNAL_MESSAGE, fatal=True)
+        return Conversation.Status.FAILED, "internal error"
 
     async def stop(self, reason: str) -> None:
         """End the conversation: close the upstream (bounded); `run()` then finishes."""
@@ -208,14 +236,16 @@ class Relay:
 
     async def _save_transcript(self) -> None:
         """Providers with a save-transcript API get the conversation saved; each attempt is recorded."""
-        save = getattr(self.upstream, "save_transcript", None)
-        if save is None or not self.ready:
+        if not self.capabilities.saves_transcript or not self.ready:
             return
         record = await TranscriptSave.objects.acreate(conversation_id=self.conversation_id, attempts=1)
         try:
-            response = await asyncio.wait_for(save(), SAVE_TIMEOUT)
+            response = await asyncio.wait_for(self.upstream.save_transcript(), SAVE_TIMEOUT)
         except (TimeoutError, UpstreamError) as exc:
             record.status, record.last_error = TranscriptSave.Status.FAILED, str(exc) or "timed out"
+        except Exception:
+            log.exception("saving the transcript of %s", self.conversation_id)
+            record.status, record.last_error = TranscriptSave.Status.FAILED, "internal error"
         else:
             record.status, record.response = TranscriptSave.Status.SAVED, response or {}
         await record.asave()
@@ -225,6 +255,8 @@ class Relay:
             await asyncio.wait_for(self.upstream.close(), self.close_timeout)
         except (TimeoutError, UpstreamError) as exc:
             log.warning("closing upstream of %s: %r", self.conversation_id, exc)
+        except Exception:  # a bug in the client's close(): the call ends all the same
+            log.exception("closing upstream of %s", self.conversation_id)
 
     # ---- browser -> upstream ---------------------------------------------------------
 
@@ -247,7 +279,7 @@ class Relay:
         self._timeline.add(len(pcm), time.monotonic())
 
     async def feed_text(self, text: str) -> None:
-        if not getattr(self.upstream, "accepts_text", False):
+        if not self.capabilities.accepts_text:
             await self.error("text_unsupported", "This provider does not take typed turns.")
             return
         self._speech_end = time.monotonic()
@@ -261,10 +293,12 @@ class Relay:
                 self.metrics[f"playback_{key}"] = value
 
     async def _write_upstream(self) -> None:
+        """Browser input to the upstream. Whatever a send raises ends the call: it is kept for
+        run() to report, and closing the upstream ends the reader."""
         convert = Converter(INPUT_RATE, self.upstream.input_rate, FRAME_MS)
-        while True:
-            kind, payload = await self._inbox.get()
-            try:
+        try:
+            while True:
+                kind, payload = await self._inbox.get()
                 if kind == "text":
                     await self.upstream.send_text(payload)
                     continue
@@ -272,11 +306,9 @@ class Relay:
                     await self._on_user_vad(self._barge_in.turn_events(payload))
                 for frame in convert.push(payload):
                     await self.upstream.send_audio(frame)
-            except UpstreamError as exc:
-                await self.error("upstream_send", exc.message, fatal=exc.permanent)
-                if exc.permanent:
-                    await self.stop(exc.message)
-                    return
+        except Exception as exc:
+            self._failure = exc
+            await self._close_upstream()
 
     # ---- upstream -> browser ---------------------------------------------------------
 
@@ -296,10 +328,8 @@ class Relay:
                 await self._send({"type": "clear"})
             case ToolCall():
                 await self._on_tool_call(event)
-            case Error(code=code, message=message, permanent=permanent):
-                await self.error(code, message, fatal=permanent)
-                if permanent:
-                    return Conversation.Status.FAILED, message
+            case Error(code=code, message=message):  # recoverable by the contract: the call goes on
+                await self.error(code, message)
             case Ended(reason=reason):
                 return Conversation.Status.ENDED, self._stop_reason or reason
         return None
@@ -308,7 +338,7 @@ class Relay:
         for event in events:
             if event.kind == "start":
                 await self._interrupt_locally()
-            elif event.kind == "end" and not getattr(self.upstream, "user_transcripts", True):
+            elif event.kind == "end" and not self.capabilities.user_transcripts:
                 # No user transcript will mark the turn (Aivoco): the end of the user's speech does,
                 # so the next reply plays after a barge-in, and its latency is measured from there.
                 self._muted = False
@@ -467,7 +497,7 @@ class Relay:
 
     def _refs(self) -> dict:
         """The provider's own ids for this call (connection data, call ids), for review and re-saving."""
-        return dict(getattr(self.upstream, "refs", None) or {})
+        return dict(self.upstream.refs or {})
 
     async def _announce(self) -> None:
         self.ready = True
@@ -481,8 +511,8 @@ class Relay:
                 "frame_bytes": frame_bytes(INPUT_RATE, FRAME_MS),
                 "provider": self.provider,
                 "conversation": str(self.conversation_id),
-                "accepts_text": bool(getattr(self.upstream, "accepts_text", False)),
-                "user_transcripts": bool(getattr(self.upstream, "user_transcripts", True)),
+                "accepts_text": self.capabilities.accepts_text,
+                "user_transcripts": self.capabilities.user_transcripts,
             }
         )
 

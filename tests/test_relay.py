@@ -208,7 +208,7 @@ async def test_own_vad_barges_in_where_the_provider_sends_no_signal(conversation
         listener.cancel()
 
     async with EchoPeer(record) as peer:
-        relay, browser, task = start(conversation, peer.url, relay_vad=True)
+        relay, browser, task = start(conversation, peer.url, capabilities={"barge_in_signal": False})
         await browser.message("ready")
         for i in range(0, len(silence(300) + speech), 640):
             await relay.feed_audio((silence(300) + speech)[i : i + 640])

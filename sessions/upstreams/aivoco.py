@@ -31,14 +31,15 @@ Decisions:
   one final agent turn here (ids ``t1``, ``t2``, ...). Were the service to
   stream fragments, they would show as several short agent turns, never lost.
 * There is no user transcript in this protocol: nothing is emitted for the
-  user (``user_transcripts = False`` lets the page say so), and no barge-in
-  signal (``barge_in_signal = False``: the relay's own VAD clears the browser).
+  user (capability ``user_transcripts=False`` lets the page say so), and no barge-in
+  signal (``barge_in_signal=False``: the relay's own VAD clears the browser).
 * ``function_called`` runs the topic's function from ``sessions.functions``
   (only the topic's own) and answers ``function_response``; failures are a
   result ``{error, status: "failed"}`` as the vendor's client sends, never an
   exception. Each call becomes a ``ToolCall`` with its result.
 * A malformed message is reported as a (non-fatal) ``Error`` and skipped;
-  ``error`` events end the call (all the vendor's clients treat them so).
+  ``error`` events end the call (all the vendor's clients treat them so):
+  `events()` raises them as ``UpstreamError`` (codes ``aivoco.<type>``).
 """
 
 from __future__ import annotations
@@ -59,7 +60,19 @@ import socketio
 
 from sessions import functions
 
-from .base import Audio, Ended, Error, Event, Session, ToolCall, Transcript, UpstreamError
+from .base import (
+    Audio,
+    Capabilities,
+    Client,
+    Ended,
+    Error,
+    Event,
+    Session,
+    ToolCall,
+    Transcript,
+    UpstreamError,
+    scrub,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,29 +210,33 @@ def ended_event(data: Any) -> Ended:
     return Ended(f"Aivoco ended the call: {detail}" if detail else "Aivoco ended the call")
 
 
-def error_event(data: Any) -> Error:
+def error_event(data: Any) -> UpstreamError:
+    """An `error` event: it ends the call."""
     data = data if isinstance(data, dict) else {"message": str(data)}
     kind = str(data.get("type") or "")
     if kind in ERROR_MESSAGES:
-        return Error(kind, ERROR_MESSAGES[kind], permanent=True)
+        return UpstreamError(ERROR_MESSAGES[kind], permanent=True, code=f"aivoco.{kind}")
     message = str(data.get("message") or "no details")
-    return Error(kind or "aivoco_error", f"Aivoco reported an error: {message}", permanent=True)
+    if kind:  # a type the seed does not list: shown, not made into a code
+        message = f"{kind}: {message}"
+    return UpstreamError(f"Aivoco reported an error: {message}", permanent=True, code="aivoco.error")
 
 
 def auth_failed_error(data: Any) -> UpstreamError:
     message = str((data if isinstance(data, dict) else {}).get("message") or "no reason given").rstrip(".")
     return UpstreamError(f"Aivoco refused the API key ({message}). Check AIVOCO_API_KEY on the server.",
-                         permanent=True, code="auth_failed")  # fmt: skip
+                         permanent=True, code="aivoco.auth_failed")  # fmt: skip
 
 
 # ---- the client ----------------------------------------------------------------------------
 
 
-class AivocoUpstream:
+class AivocoUpstream(Client):
     input_rate = INPUT_RATE
-    accepts_text = False
-    barge_in_signal = False  # no interruption event: the relay's own VAD clears the browser
-    user_transcripts = False  # the protocol never says what the user said
+    # Speech only; no interruption event (the relay's own VAD clears the browser), and the
+    # protocol never says what the user said.
+    capabilities = Capabilities(accepts_text=False, user_transcripts=False, barge_in_signal=False,
+                                saves_transcript=False)  # fmt: skip
 
     def __init__(self, session: Session):
         config = session.config or {}
@@ -260,7 +277,7 @@ class AivocoUpstream:
 
     async def connect(self) -> None:
         if not self.api_key:
-            raise UpstreamError("AIVOCO_API_KEY is not set", permanent=True, code="config")
+            raise UpstreamError("AIVOCO_API_KEY is not set", permanent=True, code="aivoco.config")
         self._started = asyncio.get_running_loop().create_future()
         url, path = socketio_target(self.url)
         try:
@@ -271,10 +288,12 @@ class AivocoUpstream:
             await asyncio.wait_for(asyncio.shield(self._started), START_TIMEOUT)
         except socketio.exceptions.ConnectionError as exc:
             await self._disconnect()
-            raise UpstreamError(f"Aivoco is unreachable: {self._scrub(str(exc))}") from exc
+            message = f"Aivoco is unreachable: {self._scrub(str(exc))}"
+            raise UpstreamError(message, code="aivoco.unreachable") from exc
         except TimeoutError:
             await self._disconnect()
-            raise UpstreamError(f"Aivoco did not start the call within {START_TIMEOUT:g} s") from None
+            message = f"Aivoco did not start the call within {START_TIMEOUT:g} s"
+            raise UpstreamError(message, code="aivoco.timeout") from None
         except UpstreamError:
             await self._disconnect()
             raise
@@ -286,10 +305,7 @@ class AivocoUpstream:
         try:
             await self.sio.emit("audio_data", audio_payload(pcm))
         except socketio.exceptions.SocketIOError as exc:
-            raise UpstreamError("the connection to Aivoco is closed") from exc
-
-    async def send_text(self, text: str) -> None:
-        raise UpstreamError("Aivoco does not take typed turns", permanent=False, code="text_unsupported")
+            raise UpstreamError("the connection to Aivoco is closed", code="aivoco.closed") from exc
 
     async def events(self) -> AsyncIterator[Event]:
         """Events in arrival order; ends on close, raises UpstreamError when the connection drops."""
@@ -346,7 +362,7 @@ class AivocoUpstream:
         error = auth_failed_error(data)
         error.message = self._scrub(error.message)
         if not self._fail_start(error):
-            self._put(Error(error.code, error.message, permanent=True))
+            self._put(error)
 
     # ---- during the call
 
@@ -384,35 +400,36 @@ class AivocoUpstream:
 
     def _on_function_error(self, data=None) -> None:
         detail = data.get("error") if isinstance(data, dict) else data
-        self._put(Error("function_error", self._scrub(f"Aivoco could not use a function result: {detail}")))
+        message = self._scrub(f"Aivoco could not use a function result: {detail}")
+        self._put(Error("aivoco.function_error", message))
 
     def _on_session_ended(self, data=None) -> None:
         self._stopped.set()
         self._live = False
         event = ended_event(data)
         event = Ended(self._scrub(event.reason))
-        if not self._fail_start(UpstreamError(event.reason, permanent=True, code="ended")):
+        if not self._fail_start(UpstreamError(event.reason, permanent=True, code="aivoco.ended")):
             self._put(event)
 
     def _on_error(self, data=None) -> None:
-        event = error_event(data)
-        event = Error(event.code, self._scrub(event.message), event.permanent)
-        if not self._fail_start(UpstreamError(event.message, permanent=True, code=event.code)):
+        error = error_event(data)
+        error.message = self._scrub(error.message)
+        if not self._fail_start(error):
             self._live = False
-            self._put(event)
+            self._put(error)
 
     def _on_disconnect(self, reason=None) -> None:
         self._live = False
         if self._closing:
             return
-        if self._fail_start(UpstreamError("Aivoco closed the connection before the call started")):
+        if self._fail_start(UpstreamError("Aivoco closed the connection before the call started",
+                                          code="aivoco.closed")):
             return
         if self._stopped.is_set():
             self._queue.put_nowait(_CLOSED)  # the call was over anyway
         else:
-            self._queue.put_nowait(
-                UpstreamError("the connection to Aivoco dropped in the middle of the call")
-            )
+            message = "the connection to Aivoco dropped in the middle of the call"
+            self._queue.put_nowait(UpstreamError(message, code="aivoco.closed"))
 
     def _on_other(self, event, data=None) -> None:
         # function_result and function_response_sent are billing notices; anything else is undocumented.
@@ -420,7 +437,7 @@ class AivocoUpstream:
 
     # ---- plumbing
 
-    def _put(self, event: Event) -> None:
+    def _put(self, event: Event | UpstreamError) -> None:
         if not self._closing:
             self._queue.put_nowait(event)
 
@@ -430,13 +447,11 @@ class AivocoUpstream:
         if now - self._last_complaint.get(event, -10.0) < 1.0:
             return
         self._last_complaint[event] = now
-        self._put(Error("bad_message", f"Aivoco sent a malformed message ({exc}); it was skipped."))
+        self._put(Error("aivoco.bad_message", f"Aivoco sent a malformed message ({exc}); it was skipped."))
 
     def _scrub(self, text: str) -> str:
         """Messages are shown to the user: never with the key in them, never endless."""
-        if self.api_key:
-            text = text.replace(self.api_key, "[key]")
-        return text[:300]
+        return scrub(text, self.api_key)
 
     async def _disconnect(self) -> None:
         self._closing = True  # a failed start: the disconnect is ours, not a drop

@@ -1,24 +1,101 @@
-"""The upstream interface every provider client implements, and its events.
+"""The upstream interface every provider client implements, its events, and its contract.
 
 A provider module translates its wire protocol into these events and nothing
 else leaks out; the relay only ever sees this module's types.
+
+The contract
+------------
+
+**Capabilities** are declared, never discovered: every client class has a
+class attribute ``capabilities = Capabilities(...)``; the relay, the registry
+and the pages read that and nothing else. `Capabilities` documents each one and
+its default. A client that has provider ids worth keeping (connection data,
+call ids) returns them from ``refs`` (default: none); a client that declares
+``saves_transcript`` implements ``async save_transcript() -> dict``.
+
+**Errors** follow one rule:
+
+* A problem the call survives (a malformed message skipped, a reconnect under
+  way, a provider's warning) is *yielded* by ``events()`` as ``Error(code,
+  message)``. The relay shows it (``fatal: false``) and the call goes on.
+* A problem that ends the call is *raised* as `UpstreamError`, from
+  ``connect()``, ``send_audio()``/``send_text()`` or out of ``events()``, after
+  whatever retrying the client does itself (Liku reconnects first). The relay
+  shows it (``fatal: true``), marks the conversation failed and closes 4500.
+  ``UpstreamError.permanent`` only tells the client's own retry logic that
+  trying again cannot help; for the relay every raised error ends the call.
+* An ``Ended`` event is the provider ending the call cleanly. ``events()``
+  finishing without one (other than after our own ``close()``) is the
+  provider hanging up unexpectedly: the call is marked failed.
+* Anything else a client raises is a bug: the relay logs it with its
+  traceback, tells the browser ``internal`` (nothing more) and fails the call.
+
+Codes are ``<provider>.<reason>`` (``liku.auth``, ``lokutor.rate_limited``,
+``aivoco.auth_failed``, ``echo.closed``) and reach the browser unchanged; a
+``connect()`` the relay gives up waiting for is ``<provider>.timeout``.
+Messages are shown to the user: pass anything that may echo a key, token or
+URL through `scrub` first.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
+from urllib.parse import quote, quote_plus
+
+MESSAGE_LIMIT = 300
+# Query values that look like credentials, whatever the secret: ?token=…, &api_key=…
+_SECRET_QUERY = re.compile(r"([?&](?:token|key|api_?key|access_token|password|secret)=)[^&\s'\"#]+", re.I)
+
+
+def scrub(text: str, *secrets: str, limit: int = MESSAGE_LIMIT) -> str:
+    """`text` fit to show a user: every non-empty secret (also URL-encoded) and every
+    credential-looking query value replaced by ``***``, and at most `limit` characters."""
+    text = str(text)
+    for secret in secrets:
+        if not secret:
+            continue
+        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+            text = text.replace(form, "***")
+    text = _SECRET_QUERY.sub(r"\1***", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class UpstreamError(Exception):
-    """The one error type of every upstream. `permanent` means: do not retry."""
+    """The one error type of every upstream: raised, it ends the call (see the module docstring).
+
+    `code` is ``<provider>.<reason>``; `permanent` tells the client's own retry logic not to retry."""
 
     def __init__(self, message: str, permanent: bool = False, code: str = "upstream"):
         super().__init__(message)
         self.message = message
         self.permanent = permanent
         self.code = code
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider client can do; each default is what a client that says nothing gets."""
+
+    # Takes a typed user turn (`send_text`). Without it the relay refuses typed text with
+    # `text_unsupported` and the talk page hides the text box.
+    accepts_text: bool = False
+    # Sends transcripts of what the user said. Without them the relay's own VAD marks the end of
+    # the user's turn (for latency and un-muting after a barge-in) and the page says so.
+    user_transcripts: bool = True
+    # Says itself when the user talked over the agent (`Interrupted`). Without it the relay runs
+    # its own VAD on the user's audio and clears the browser when the user starts speaking.
+    barge_in_signal: bool = True
+    # Has `async save_transcript() -> dict`, which the relay calls once after the call and records.
+    saves_transcript: bool = False
+
+    def as_dict(self) -> dict[str, bool]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+DEFAULT_CAPABILITIES = Capabilities()
 
 
 @dataclass(frozen=True)
@@ -63,9 +140,10 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class Error:
-    code: str
-    message: str
-    permanent: bool = False
+    """A problem the call survives (see the module docstring): shown, and the call goes on."""
+
+    code: str  # <provider>.<reason>
+    message: str  # shown to the user: scrubbed
 
 
 @dataclass(frozen=True)
@@ -90,8 +168,13 @@ class Session:
 
 @runtime_checkable
 class Upstream(Protocol):
+    """What the relay calls. Clients may subclass `Client` for the defaults of the optional parts."""
+
     input_rate: int
-    accepts_text: bool
+    capabilities: ClassVar[Capabilities]
+
+    @property
+    def refs(self) -> dict: ...  # the provider's ids for this call, kept server side ({} if none)
 
     async def connect(self) -> None: ...  # handshake; raises UpstreamError
 
@@ -102,3 +185,18 @@ class Upstream(Protocol):
     def events(self) -> AsyncIterator[Event]: ...  # one reader; ends when upstream ends
 
     async def close(self) -> None: ...  # idempotent, bounded (about 2 s)
+
+
+class Client:
+    """Defaults of the optional parts of `Upstream`, for clients to inherit."""
+
+    capabilities: ClassVar[Capabilities] = DEFAULT_CAPABILITIES
+
+    @property
+    def refs(self) -> dict:
+        return {}
+
+    async def send_text(self, text: str) -> None:
+        # The relay never calls this unless `capabilities.accepts_text`; a guard, not a path.
+        message = "This provider does not take typed turns."
+        raise UpstreamError(message, permanent=True, code="text_unsupported")

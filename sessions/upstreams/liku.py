@@ -34,7 +34,7 @@ Decisions where the guide is silent:
 * ``conversation_id`` for save-transcript: the one the server gives in any
   message (``"conversation_id"`` key, e.g. in its confirmation), else our own
   conversation uuid (the guide does not say where it comes from).
-* Liku sends no barge-in signal: ``barge_in_signal = False`` makes the relay run
+* Liku sends no barge-in signal: capability ``barge_in_signal=False`` makes the relay run
   its own VAD and clear the browser when the user talks over the agent.
 * Reconnection (the guide asks for exponential backoff): when the socket drops
   mid-call, `events()` yields a non-permanent ``Error`` ("reconnecting") and
@@ -43,7 +43,8 @@ Decisions where the guide is silent:
   keeps running, so the same conversation goes on. Close 4000 (invalid
   connection data) gets a clear error and a FRESH init before the next attempt;
   fresh data refused again, a rejected token, or all attempts failing end the
-  call with a permanent ``Error``. A close 1000 from the server ends the call.
+  call: `events()` raises the ``UpstreamError`` (base.py's rule). A close 1000
+  from the server ends the call.
 * Secrets: no message we raise contains the token, password or a URL with the
   token (httpx errors are reported by type only).
 """
@@ -63,7 +64,7 @@ import websockets
 
 from sessions.audio import Rechunker
 
-from .base import Audio, Ended, Error, Event, Session, Transcript, UpstreamError
+from .base import Audio, Capabilities, Client, Ended, Error, Event, Session, Transcript, UpstreamError, scrub
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,9 @@ def decode(text: str) -> dict | Error:
     try:
         data = json.loads(text)
     except ValueError:
-        return Error("liku_bad_message", f"Liku sent a text message that is not JSON: {text[:60]!r}")
+        return Error("liku.bad_message", f"Liku sent a text message that is not JSON: {text[:60]!r}")
     if not isinstance(data, dict):
-        return Error("liku_bad_message", "Liku sent a JSON message that is not an object.")
+        return Error("liku.bad_message", "Liku sent a JSON message that is not an object.")
     return data
 
 
@@ -137,13 +138,13 @@ def to_event(message: dict) -> Event | None:
     (the connection confirmation, types we do not know)."""
     kind = message.get("type")
     if kind == "error":  # not in the guide; shown rather than dropped if it ever comes
-        return Error("liku_error", f"Liku reported an error: {str(message.get('message') or '')[:200]}")
+        return Error("liku.error", f"Liku reported an error: {str(message.get('message') or '')[:200]}")
     role = SPEAKERS.get(kind) if isinstance(kind, str) else None
     if role is None:
         return None
     text, status = message.get("text"), message.get("status")
     if not isinstance(text, str) or not (status is None or isinstance(status, str)):
-        return Error("liku_bad_message", f"Liku sent {kind} without text.")
+        return Error("liku.bad_message", f"Liku sent {kind} without text.")
     ident = message.get("response_id") if role == "agent" else None
     ident = str(ident or message.get("message_id") or "")
     final = status not in PARTIAL
@@ -180,25 +181,27 @@ async def authenticate(url: str, email: str, password: str, wait_s: float = 10.0
                                        headers={"Accept": "application/json"})  # fmt: skip
     except httpx.HTTPError as exc:
         message = f"Liku login is unreachable ({type(exc).__name__})."
-        raise UpstreamError(message, code="liku_unreachable") from None
+        raise UpstreamError(message, code="liku.unreachable") from None
     if response.status_code in (400, 401, 403):
         message = "Liku refused the login: wrong email or password."
-        raise UpstreamError(message, permanent=True, code="liku_auth")
+        raise UpstreamError(message, permanent=True, code="liku.auth")
     if not response.is_success:
-        raise UpstreamError(f"Liku login failed (HTTP {response.status_code}).", code="liku_unavailable")
+        raise UpstreamError(f"Liku login failed (HTTP {response.status_code}).", code="liku.unavailable")
     try:
         token = response.json().get("token_key")
     except (ValueError, AttributeError):
         token = None
     if not isinstance(token, str) or not token:
-        raise UpstreamError("Liku login answered without a token_key.", permanent=True, code="liku_auth")
+        raise UpstreamError("Liku login answered without a token_key.", permanent=True, code="liku.auth")
     return token
 
 
-class LikuUpstream:
+class LikuUpstream(Client):
     input_rate = 16000
-    accepts_text = False
-    barge_in_signal = False  # Liku never says it stopped: the relay's own VAD clears the browser
+    # Speech only; Liku never says it stopped (the relay's own VAD clears the browser); it has a
+    # save-transcript API, called after the call.
+    capabilities = Capabilities(accepts_text=False, user_transcripts=True, barge_in_signal=False,
+                                saves_transcript=True)  # fmt: skip
 
     def __init__(self, session: Session):
         config = session.config or {}
@@ -232,7 +235,7 @@ class LikuUpstream:
     async def connect(self) -> None:
         if not self.params["topic_id"]:
             raise UpstreamError("This topic has no Liku topic_id: add it to the topic's provider options.",
-                                permanent=True, code="liku_config")  # fmt: skip
+                                permanent=True, code="liku.config")  # fmt: skip
         await self._open(fresh=True)
 
     async def send_audio(self, pcm: bytes) -> None:
@@ -244,9 +247,6 @@ class LikuUpstream:
                 await ws.send(chunk)
             except websockets.ConnectionClosed:
                 pass  # the reader sees the close and reconnects; audio of the gap is lost
-
-    async def send_text(self, text: str) -> None:
-        raise UpstreamError("Liku takes speech only.", code="text_unsupported")
 
     async def events(self) -> AsyncIterator[Event]:
         while True:
@@ -260,8 +260,7 @@ class LikuUpstream:
             yield self._drop_notice()
             failure = await self._reconnect()
             if failure is not None:
-                yield failure
-                return
+                raise failure
             if self._closed.is_set():
                 await self._shut(self._ws)
                 return
@@ -282,7 +281,8 @@ class LikuUpstream:
     async def save_transcript(self) -> dict:
         """Save the conversation with Liku (the relay awaits this after the call and records it)."""
         if not (self._token and self._connection_data):
-            raise UpstreamError("Nothing to save: the Liku chat never started.", permanent=True)
+            message = "Nothing to save: the Liku chat never started."
+            raise UpstreamError(message, permanent=True, code="liku.save")
         body = {
             "connection_data": self._connection_data,
             "topic_id": self.params["topic_id"],
@@ -292,7 +292,8 @@ class LikuUpstream:
         response = await self._http("post", self.urls.save, "save the transcript", json=body, headers=headers)
         if not response.is_success:
             detail = self._scrub(error_detail(response))
-            raise UpstreamError(f"Liku did not save the transcript (HTTP {response.status_code}: {detail}).")
+            raise UpstreamError(f"Liku did not save the transcript (HTTP {response.status_code}: {detail}).",
+                                code="liku.save")  # fmt: skip
         try:
             data = response.json()
         except ValueError:
@@ -312,7 +313,7 @@ class LikuUpstream:
         except _Refused:
             if fresh:  # data issued a moment ago and refused: retrying cannot help
                 message = "Liku refused its own new connection data (close 4000: invalid connection data)."
-                raise UpstreamError(message, permanent=True, code="liku_connection_data") from None
+                raise UpstreamError(message, permanent=True, code="liku.connection_data") from None
             raise
         self._connected_at = time.monotonic()
 
@@ -321,7 +322,7 @@ class LikuUpstream:
         if not (email and password):
             message = ("No Liku credentials: log in with your Liku account, or set LIKU_TOKEN or "
                        "LIKU_EMAIL and LIKU_PASSWORD.")  # fmt: skip
-            raise UpstreamError(message, permanent=True, code="liku_auth")
+            raise UpstreamError(message, permanent=True, code="liku.auth")
         return await authenticate(self.urls.login, email, password, self._http_timeout)
 
     async def _init(self, relogin: bool = True) -> str:
@@ -332,7 +333,7 @@ class LikuUpstream:
                 self._token = await self._login()
                 return await self._init(relogin=False)
             raise UpstreamError(f"Liku rejected the token (HTTP {response.status_code}); log in again.",
-                                permanent=True, code="liku_auth")  # fmt: skip
+                                permanent=True, code="liku.auth")  # fmt: skip
         return self._connection_data_from(response)
 
     def _logs_in(self) -> bool:
@@ -343,12 +344,12 @@ class LikuUpstream:
         if response.status_code in (400, 404, 422):
             detail = self._scrub(error_detail(response))
             raise UpstreamError(f"Liku could not start a chat for topic {self.params['topic_id']}: {detail}",
-                                permanent=True, code="liku_init")  # fmt: skip
+                                permanent=True, code="liku.init")  # fmt: skip
         if not response.is_success:
             raise UpstreamError(f"Liku could not start a chat (HTTP {response.status_code}).",
-                                code="liku_unavailable")  # fmt: skip
+                                code="liku.unavailable")  # fmt: skip
         if not response.text.strip():
-            raise UpstreamError("Liku returned empty connection data.", code="liku_init")
+            raise UpstreamError("Liku returned empty connection data.", code="liku.init")
         return response.text  # verbatim, as the guide's client sends it back
 
     async def _dial(self):
@@ -357,7 +358,7 @@ class LikuUpstream:
             ws = await websockets.connect(self.urls.stream, open_timeout=10, max_size=2**22)
         except (OSError, websockets.WebSocketException, TimeoutError) as exc:
             raise UpstreamError(f"Liku chat is unreachable ({type(exc).__name__}).",
-                                code="liku_unreachable") from None  # fmt: skip
+                                code="liku.unreachable") from None  # fmt: skip
         try:
             await ws.send(json.dumps({"connection_data": self._connection_data}))
             self._first = await asyncio.wait_for(ws.recv(), self._confirm_timeout)
@@ -369,15 +370,15 @@ class LikuUpstream:
             if code == INVALID_CONNECTION_DATA:
                 raise _Refused() from None
             raise UpstreamError(f"Liku closed the chat before confirming it ({code}).",
-                                code="liku_unreachable") from None  # fmt: skip
+                                code="liku.unreachable") from None  # fmt: skip
         except TimeoutError:
             await self._shut(ws)
             message = "Liku did not confirm the chat connection."
-            raise UpstreamError(message, code="liku_unreachable") from None
+            raise UpstreamError(message, code="liku.unreachable") from None
         return ws
 
-    async def _reconnect(self) -> Error | None:
-        """Reconnect with exponential backoff: None when connected (or closed), else the permanent error.
+    async def _reconnect(self) -> UpstreamError | None:
+        """Reconnect with exponential backoff: None when connected (or closed), else what ends the call.
 
         `_failures` counts failed attempts and connections that dropped again within STABLE_S,
         so a server that accepts and drops at once still runs out of attempts."""
@@ -393,19 +394,19 @@ class LikuUpstream:
                 self._close_code = INVALID_CONNECTION_DATA  # the next attempt gets fresh data
             except UpstreamError as exc:
                 if exc.permanent:
-                    return Error(exc.code, exc.message, permanent=True)
+                    return exc
                 log.info("liku reconnect attempt %d failed: %s", self._failures, exc.message)
-        return Error("liku_lost", f"Lost the connection to Liku and could not reconnect after "
-                                  f"{self._attempts} attempts.", permanent=True)  # fmt: skip
+        return UpstreamError(f"Lost the connection to Liku and could not reconnect after {self._attempts} "
+                             "attempts.", permanent=True, code="liku.lost")  # fmt: skip
 
     def _drop_notice(self) -> Error:
         """What the user sees while we reconnect; a connection that lived long resets the budget."""
         if time.monotonic() - self._connected_at >= STABLE_S:
             self._failures = 0
         if self._close_code == INVALID_CONNECTION_DATA:
-            return Error("liku_connection_data", "Liku closed the chat: invalid connection data (4000). "
+            return Error("liku.connection_data", "Liku closed the chat: invalid connection data (4000). "
                                                  "Getting new connection data and reconnecting…")  # fmt: skip
-        return Error("liku_reconnecting", f"Lost the connection to Liku ({self._close_code}); reconnecting…")
+        return Error("liku.reconnecting", f"Lost the connection to Liku ({self._close_code}); reconnecting…")
 
     # ---- reading ---------------------------------------------------------------------
 
@@ -461,11 +462,11 @@ class LikuUpstream:
                 return await http.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
             raise UpstreamError(f"Liku is unreachable, could not {doing} ({type(exc).__name__}).",
-                                code="liku_unreachable") from None  # fmt: skip
+                                code="liku.unreachable") from None  # fmt: skip
 
     def _scrub(self, text: str) -> str:
-        """Server text shown to the user never carries our token, even if the server echoes it."""
-        return text.replace(self._token, "…") if self._token else text
+        """Server text shown to the user never carries our token or password, even if echoed."""
+        return scrub(text, self._token, self.config.get("password") or "")
 
     async def _closed_within(self, seconds: float) -> bool:
         try:
@@ -505,4 +506,4 @@ class _Refused(UpstreamError):
 
     def __init__(self):
         super().__init__("Liku refused the connection data (close 4000: invalid connection data).",
-                         code="liku_connection_data")  # fmt: skip
+                         code="liku.connection_data")  # fmt: skip

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from playground.engine import tts
 from playground.engine.agent import Agent
 
-from .base import Event, Session, UpstreamError
+from .base import Capabilities, Client, Event, Session, UpstreamError
 
 LANGUAGES: dict[str, str] = dict(tts.LANGUAGES)
 _AGENT_OPTIONS = ("hangover_ms", "start_threshold", "lead_ms", "words_per_minute")
@@ -34,9 +34,10 @@ def catalogue(piper_dir: str | None = None) -> dict[str, list[tuple[str, str]]]:
     return {language: tts.voices_for(language, piper_dir) for language in LANGUAGES}
 
 
-class LocalAgent:
+class LocalAgent(Client):
     input_rate = 16000
-    accepts_text = True
+    capabilities = Capabilities(accepts_text=True, user_transcripts=True, barge_in_signal=True,
+                                saves_transcript=False)  # fmt: skip
 
     def __init__(self, session: Session):
         config = session.config or {}
@@ -50,7 +51,7 @@ class LocalAgent:
         except Exception as exc:  # missing espeak-ng, broken model files: nothing a retry fixes
             await self.agent.close()
             message = f"offline agent could not start: {exc}"
-            raise UpstreamError(message, permanent=True, code="local") from exc
+            raise UpstreamError(message, permanent=True, code="local.start") from exc
 
     async def send_audio(self, pcm: bytes) -> None:
         self.agent.feed(pcm)

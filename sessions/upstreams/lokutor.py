@@ -40,13 +40,15 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import websockets
 from websockets.exceptions import InvalidStatus
 
 from .base import (
     Audio,
+    Capabilities,
+    Client,
     Error,
     Event,
     Interrupted,
@@ -55,6 +57,7 @@ from .base import (
     ToolCall,
     Transcript,
     UpstreamError,
+    scrub,
 )
 
 DEFAULT_URL = "wss://api.lokutor.com"
@@ -94,6 +97,14 @@ class AudioPacket:
 @dataclass(frozen=True)
 class ServerRates:
     playback: int | None
+
+
+@dataclass(frozen=True)
+class Fatal:
+    """An error Lokutor sends that ends the session (the SDK's catalogue): raised by events()."""
+
+    code: str
+    message: str
 
 
 def parse_binary(data: bytes) -> AudioPacket:
@@ -159,7 +170,7 @@ def _error(message: dict) -> list:
     else:
         raise Malformed("an error without a message")
     fatal = code.startswith(FATAL_PREFIXES) or code in FATAL_CODES
-    return [Error(f"lokutor.{code}", f"Lokutor: {text}", permanent=fatal)]
+    return [(Fatal if fatal else Error)(f"lokutor.{code}", f"Lokutor: {text}")]
 
 
 def _tool_call(message: dict) -> list:
@@ -268,9 +279,10 @@ def _option(session: Session, key: str):
 # ---- the client -------------------------------------------------------------------------------
 
 
-class LokutorUpstream:
-    accepts_text = False  # the agent socket takes audio only
-    barge_in_signal = True  # Lokutor says `interrupted` itself
+class LokutorUpstream(Client):
+    # The agent socket takes audio only; Lokutor says `interrupted` itself and transcribes the user.
+    capabilities = Capabilities(accepts_text=False, user_transcripts=True, barge_in_signal=True,
+                                saves_transcript=False)  # fmt: skip
 
     def __init__(self, session: Session):
         self.session = session
@@ -313,9 +325,6 @@ class LokutorUpstream:
 
     async def send_audio(self, pcm: bytes) -> None:
         await self._send(pcm)
-
-    async def send_text(self, text: str) -> None:
-        raise UpstreamError("Lokutor does not take typed turns.", code="lokutor.text")
 
     async def _send(self, data: str | bytes) -> None:
         if self._send_failed:
@@ -360,7 +369,9 @@ class LokutorUpstream:
             case Transcript(role="agent") if self.gate.stale:
                 return Transcript(item.role, item.text, True, interrupted=True)  # the cut-short reply
             case Error():
-                return Error(item.code, self.scrub(item.message), item.permanent)
+                return Error(item.code, self.scrub(item.message))
+            case Fatal():
+                raise UpstreamError(self.scrub(item.message), permanent=True, code=item.code)
         return item
 
     def _dropped(self, exc: websockets.ConnectionClosed) -> UpstreamError:
@@ -377,10 +388,7 @@ class LokutorUpstream:
 
     def scrub(self, text: str) -> str:
         """`text` without the API key: it travels in the URL, so library errors may quote it."""
-        for secret in {self.api_key, quote(self.api_key, safe=""), urlencode({"k": self.api_key})[2:]}:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return scrub(text, self.api_key)
 
     @property
     def refs(self) -> dict:

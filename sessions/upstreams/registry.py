@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from sessions.upstreams.base import DEFAULT_CAPABILITIES, Capabilities
+
 LANGUAGE_NAMES = {
     "en": "English",
     "es": "Spanish",
@@ -125,8 +127,6 @@ PROVIDERS: dict[str, Provider] = {
 }
 
 DEFAULT = "local"
-# Providers that take a typed user turn as well as speech.
-ACCEPTS_TEXT = frozenset({"local", "flow"})
 
 
 def get(key: str) -> Provider:
@@ -152,12 +152,18 @@ def _importable(module: str) -> bool:
         return False
 
 
+def capabilities(key: str) -> Capabilities:
+    """What the provider's client declares it can do (see Capabilities in base.py); the documented
+    defaults for a provider whose client is not built yet. Imports the client."""
+    try:
+        return load(key).capabilities
+    except (KeyError, ImportError):
+        return DEFAULT_CAPABILITIES
+
+
 def hears_user(key: str) -> bool:
     """Whether the provider sends a transcript of what the user says (Aivoco does not)."""
-    try:
-        return bool(getattr(load(key), "user_transcripts", True))
-    except (KeyError, ImportError, AttributeError):
-        return True
+    return capabilities(key).user_transcripts
 
 
 def has_credentials(key: str) -> bool:

@@ -17,7 +17,8 @@ def session(script: Script, **config) -> Session:
 
 async def test_local_agent_answers_typed_text_through_the_upstream_interface(script):
     upstream = LocalAgent(session(script, llm=None, lead_ms=100))
-    assert isinstance(upstream, Upstream) and upstream.input_rate == 16000 and upstream.accepts_text
+    assert isinstance(upstream, Upstream) and upstream.input_rate == 16000
+    assert upstream.capabilities.accepts_text
     await upstream.connect()
     events = Events(upstream)
     try:

@@ -399,6 +399,7 @@ async def test_bad_credentials_are_a_clear_permanent_error_without_the_key(conve
         _relay, browser, task = start(conversation, {"url": url, "api_key": BAD_KEY})
         await asyncio.wait_for(task, 10)
     (error,) = browser.of_type("error")
+    assert error["code"] == "aivoco.auth_failed"
     assert (
         error["fatal"] and "refused the API key" in error["message"] and "AIVOCO_API_KEY" in error["message"]
     )
@@ -463,7 +464,7 @@ async def test_upstream_dying_mid_turn_is_an_error_and_keeps_what_was_stored(con
         proxy.kill()
         await asyncio.wait_for(task, 5)
     error = browser.of_type("error")[-1]
-    assert error["fatal"] and "dropped" in error["message"]
+    assert error["fatal"] and "dropped" in error["message"] and error["code"] == "aivoco.closed"
     assert browser.of_type("ended")
     turns = await sync_to_async(stored)(conversation)
     assert [t["role"] for t in turns] == ["tool"]  # the call made before the drop is kept
@@ -511,7 +512,7 @@ async def test_malformed_messages_are_clear_errors_and_the_call_goes_on(conversa
         relay, browser, task = start(conversation, {"url": url, "api_key": KEY})
         final = await browser.message("transcript", role="agent", final=True)
         errors = browser.of_type("error")
-        assert [e["code"] for e in errors] == ["bad_message", "bad_message"]
+        assert [e["code"] for e in errors] == ["aivoco.bad_message", "aivoco.bad_message"]
         assert "audio_response audio_data is not base64" in errors[0]["message"]
         assert not any(e["fatal"] for e in errors)
         assert final["text"] == "Still here." and sum(map(len, browser.audio)) >= 24000 * 2 * 0.28

@@ -217,7 +217,7 @@ async def test_bad_credentials_are_a_clear_permanent_error(base_url, conversatio
     _relay, browser, task = start(conversation, client_config(base_url, **credentials))
     await asyncio.wait_for(task, 10)
     [error] = browser.of_type("error")
-    assert error["message"] == expected and error["fatal"]
+    assert error["message"] == expected and error["fatal"] and error["code"] == "liku.auth"
     assert browser.of_type("ready") == []
     assert "wrong-password" not in json.dumps(browser.messages) and "f" * 40 not in json.dumps(
         browser.messages
@@ -231,6 +231,7 @@ async def test_topic_without_liku_topic_id_is_refused_before_calling(base_url, c
     _relay, browser, task = start(conversation, client_config(base_url), options={})
     await asyncio.wait_for(task, 10)
     assert "no Liku topic_id" in browser.of_type("error")[0]["message"]
+    assert browser.of_type("error")[0]["code"] == "liku.config"
     assert sandbox.STATE.inits == []
 
 
@@ -247,10 +248,10 @@ async def test_upstream_dying_mid_turn_ends_with_an_error_and_keeps_what_was_sai
     await stream(relay, pcm[len(pcm) // 2 :])
     await asyncio.wait_for(task, 10)
     notices = browser.of_type("error")
-    assert notices[0]["code"] == "liku_reconnecting" and not notices[0]["fatal"]
+    assert notices[0]["code"] == "liku.reconnecting" and not notices[0]["fatal"]
     assert notices[-1] == {
         "type": "error",
-        "code": "liku_lost",
+        "code": "liku.lost",
         "fatal": True,
         "message": "Lost the connection to Liku and could not reconnect after 3 attempts.",
     }
@@ -270,7 +271,7 @@ async def test_a_dropped_socket_reconnects_and_the_conversation_goes_on(base_url
     relay, browser, task = start(conversation, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)
     await sandbox.drop_all()
-    notice = await browser.message("error", code="liku_reconnecting")
+    notice = await browser.message("error", code="liku.reconnecting")
     assert not notice["fatal"] and "1011" in notice["message"]
     await browser.wait_for(lambda b: sandbox.STATE.sockets, 5)  # back on the same connection data
     await stream(relay, silence(300) + speech.pcm(SENTENCE) + silence(1200))
@@ -288,7 +289,7 @@ async def test_close_4000_is_reported_and_followed_by_a_fresh_init(base_url, con
     relay, browser, task = start(conversation, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)
     await sandbox.expire_all()
-    notice = await browser.message("error", code="liku_connection_data")
+    notice = await browser.message("error", code="liku.connection_data")
     assert "invalid connection data (4000)" in notice["message"] and not notice["fatal"]
     # A new chat on new connection data: Liku greets again.
     await browser.wait_for(lambda b: len(finals(b, "agent")) >= 2, 15)
@@ -329,7 +330,7 @@ async def test_malformed_messages_are_errors_and_the_call_goes_on(base_url, conv
     )
     await browser.message("transcript", role="agent", text="Still here")
     errors = browser.of_type("error")
-    assert [e["code"] for e in errors] == ["liku_bad_message", "liku_bad_message"]
+    assert [e["code"] for e in errors] == ["liku.bad_message", "liku.bad_message"]
     assert not any(e["fatal"] for e in errors)
     assert "not JSON" in errors[0]["message"] and "without text" in errors[1]["message"]
     await finish(relay, task)
@@ -366,7 +367,7 @@ CUT = {"type": "assistant_transcript", "text": "Ye", "response_id": "r1", "statu
      Transcript("agent", "Yes", True, "m3")),
     ({"type": "connection_established"}, None),
     ({"type": "assistant_transcript", "text": 5},
-     Error("liku_bad_message", "Liku sent assistant_transcript without text.")),
+     Error("liku.bad_message", "Liku sent assistant_transcript without text.")),
 ])  # fmt: skip
 def test_message_to_event(message, expected):
     """Finality: no status or "completed" is final; "in_progress" is partial; "incomplete" is cut short."""

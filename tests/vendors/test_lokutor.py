@@ -20,7 +20,7 @@ from playground.sandbox.lokutor import SANDBOX_KEY, client_config, make_app
 from sessions.models import Conversation, Topic, Turn
 from sessions.relay import Relay
 from sessions.upstreams.base import Error, Interrupted, Session, Status, ToolCall, Transcript
-from sessions.upstreams.lokutor import Generation, LokutorUpstream, Malformed, endpoint, parse_text
+from sessions.upstreams.lokutor import Fatal, Generation, LokutorUpstream, Malformed, endpoint, parse_text
 from tests.browser_double import BrowserPeer
 from tests.engine.speech import Speech, silence
 from tests.peers import EchoPeer, finish, serving, stream
@@ -179,6 +179,7 @@ async def test_a_wrong_api_key_is_a_clear_permanent_error_without_the_key():
         await asyncio.wait_for(task, 10)
     error = browser.of_type("error")[0]
     assert error["fatal"] and "refused the API key (HTTP 401)" in error["message"]
+    assert error["code"] == "lokutor.auth"
     assert SECRET not in browser.texts() and not browser.of_type("ready")
     assert (await Conversation.objects.aget(id=conversation.id)).status == "failed"
 
@@ -244,6 +245,7 @@ async def test_upstream_dying_mid_turn_is_an_error_and_keeps_what_was_said():
         await asyncio.wait_for(task, 5)
     error = browser.of_type("error")[-1]
     assert error["fatal"] and "Lokutor dropped the connection (code 1006" in error["message"]
+    assert error["code"] == "lokutor.closed"
     assert browser.audio and browser.of_type("ended") and SECRET not in browser.texts()
     assert await sync_to_async(stored)(conversation) == [("user", "where do I park", True, False)]
     assert (await Conversation.objects.aget(id=conversation.id)).status == "failed"
@@ -327,9 +329,10 @@ async def test_errors_as_string_and_as_object_fatal_codes_end_the_call():
     async with EchoPeer(script) as peer:
         _relay, browser, task = start(conversation, {"url": peer.url, "api_key": SECRET})
         await asyncio.wait_for(task, 5)
-    errors = [(e["message"], e["fatal"]) for e in browser.of_type("error")]
-    assert errors == [("Lokutor: LLM timeout for api_key=***", False), ("Lokutor: TTS hiccup", False),
-                      ("Lokutor: Session time limit reached", True)]  # fmt: skip
+    errors = [(e["code"], e["message"], e["fatal"]) for e in browser.of_type("error")]
+    assert errors == [("lokutor.internal.error", "Lokutor: LLM timeout for api_key=***", False),
+                      ("lokutor.agent.provider_error", "Lokutor: TTS hiccup", False),
+                      ("lokutor.auth.time_limited", "Lokutor: Session time limit reached", True)]  # fmt: skip
     assert browser.of_type("ended")[0]["reason"] == "Lokutor: Session time limit reached"
     assert await sync_to_async(stored)(conversation) == [("user", "hello", True, False)]
     assert (await Conversation.objects.aget(id=conversation.id)).status == "failed"
@@ -340,11 +343,11 @@ async def test_errors_as_string_and_as_object_fatal_codes_end_the_call():
     ({"type": "status", "data": "interrupted"}, [Interrupted()]),
     ({"type": "status", "data": "prompt_set"}, []),
     ({"type": "transcript", "data": "Hi", "role": "assistant"}, [Transcript("agent", "Hi", True)]),
-    ({"type": "error", "data": "boom"}, [Error("lokutor.internal.error", "Lokutor: boom", False)]),
+    ({"type": "error", "data": "boom"}, [Error("lokutor.internal.error", "Lokutor: boom")]),
     ({"type": "error", "data": {"code": "validation.invalid_voice", "message": "bad voice"}},
-     [Error("lokutor.validation.invalid_voice", "Lokutor: bad voice", True)]),
+     [Fatal("lokutor.validation.invalid_voice", "Lokutor: bad voice")]),
     ({"type": "error", "data": {"code": "internal.cancelled", "message": "gone"}},
-     [Error("lokutor.internal.cancelled", "Lokutor: gone", True)]),
+     [Fatal("lokutor.internal.cancelled", "Lokutor: gone")]),
     ({"type": "tool_call", "name": "book", "arguments": '{"people": 2}'},
      [ToolCall("", "book", {"people": 2})]),
     ({"type": "visemes", "data": []}, []),
