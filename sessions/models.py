@@ -86,6 +86,9 @@ class Topic(models.Model):
 
         A field the translation lacks comes from the default language; a language the
         topic lacks altogether gives the default-language script (the pick form refuses it).
+        The phrases are the language's own followed by the default language's: they train the
+        speech recogniser, which hears English only, so a user of a Spanish conversation who
+        speaks rather than types says what an English-speaking user would.
         """
         if language not in self.languages():
             language = self.default_language
@@ -101,7 +104,7 @@ class Topic(models.Model):
             greeting=own.get("greeting") or self.greeting,
             language=language,
             faq=faq,
-            phrases=tuple(own.get("phrases") or self.phrases),
+            phrases=tuple(dict.fromkeys([*own.get("phrases", ()), *self.phrases])),
             fallback=own.get("fallback") or FALLBACKS.get(language, FALLBACKS["en"]),
             functions=tuple(self.options_for("aivoco").get("functions", ())),
         )

@@ -99,3 +99,20 @@ def test_a_spanish_conversation_greets_and_answers_in_spanish(server):
     assert c.audio - greeting_audio > 24000 * 2 * 2  # and so is the answer
     page = server.client().get(f"/history/{conv['id']}/").text
     assert "Abrimos todos los días" in page and "¿A qué hora abren?" in page
+
+
+def test_english_speech_in_a_spanish_conversation_gets_the_spanish_answer(server, speech):
+    """Speech recognition is English only (the talk page says so): spoken English still finds
+    the topic's answer, given in the chosen language."""
+    conv = server.conversation(language="es", voice="es+f3")
+
+    async def run():
+        async with call(server, conv["ws_path"]) as c:
+            await c.until(lambda c: c.finals("agent"), 30)
+            await c.say(silence(500) + speech.pcm("what time do you open") + silence(1500))
+            await c.until(Call.answered)
+            await c.stop()
+        return c
+
+    c = asyncio.run(run())
+    assert c.finals("agent")[-1]["text"] == "Abrimos todos los días, de doce del mediodía a once de la noche."
