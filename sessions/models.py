@@ -78,8 +78,9 @@ class Topic(models.Model):
         return dict(self.provider_options.get(provider) or {})
 
     def languages(self) -> list[str]:
-        """The languages this topic can be held in: its default language first."""
-        return [self.default_language, *(c for c in self.translations if c != self.default_language)]
+        """The languages this topic can be held in: its default language first, then the others sorted
+        (PostgreSQL's jsonb does not keep the order in which they were written)."""
+        return [self.default_language, *sorted(c for c in self.translations if c != self.default_language)]
 
     def to_script(self, language: str = "") -> Script:
         """The offline agent's script in `language` (default: the topic's default language).

@@ -156,6 +156,26 @@ def test_pick_form_accepts_a_language_the_topic_has(alice, user, bilingual):
     assert Conversation.objects.get(user=user).language == "es"
 
 
+def test_the_api_refuses_a_language_the_topic_lacks(client, user, bilingual):
+    from sessions.models import ApiToken
+
+    key = ApiToken.issue(user)
+    body = {"provider": "local", "topic": "restaurant", "voice": "de", "language": "de"}
+    response = client.post("/api/conversations/", body, content_type="application/json",
+                           headers={"Authorization": f"Token {key}"})
+    assert response.status_code == 400
+    assert response.json()["fields"]["language"] == [
+        "Restaurant booking has no German content (it is written in English, Spanish)."
+    ]
+
+
+def test_languages_are_the_default_then_the_others_sorted(topic):
+    topic.translations = {"fr": {"greeting": "Bonjour"}, "de": {"greeting": "Hallo"}}
+    topic.save()
+    topic.refresh_from_db()
+    assert topic.languages() == ["en", "de", "fr"]
+
+
 def test_a_language_the_provider_lacks_is_reported_once(alice, bilingual):
     data = {"provider": "local", "topic": bilingual.pk, "voice": "en-us+f3", "language": "ko"}
     html = alice.post(reverse("pick"), data).content.decode()
