@@ -42,4 +42,16 @@ class PickForm(forms.Form):
             self.add_error("voice", f"{provider.label} does not offer the voice {voice!r}.")
         elif voice and language and voice not in provider.voices_for(language):
             self.add_error("voice", f"{provider.label} has no voice {voice!r} for {language!r}.")
+        problem = topic_language_problem(data.get("topic"), language)
+        if problem and "language" not in self.errors:
+            self.add_error("language", problem)
         return data
+
+
+def topic_language_problem(topic, language: str | None) -> str:
+    """Why `topic` cannot be held in `language` (it has no greeting, persona, FAQ in it), or ""."""
+    if topic is None or not language or language in topic.languages():
+        return ""
+    names = registry.LANGUAGE_NAMES
+    written = ", ".join(names.get(c, c) for c in topic.languages())
+    return f"{topic.title} has no {names.get(language, language)} content (it is written in {written})."

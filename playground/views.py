@@ -6,8 +6,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.templatetags.static import static
 
 from playground.forms import PickForm
-from sessions.models import Conversation
+from sessions.models import Conversation, Topic
 from sessions.upstreams import registry
+
+# Providers whose speech recognition is our offline engine's, which is English only (pocketsphinx
+# ships en-us). The sandboxes run on it too, but a real service hears every language it offers.
+ENGINE_SPEECH_RECOGNITION = frozenset({"local"})
 
 
 def provider_catalogue() -> list[dict]:
@@ -29,6 +33,19 @@ def provider_catalogue() -> list[dict]:
     return rows
 
 
+def topic_languages() -> dict[str, list[str]]:
+    """Per active topic (by id, as the form's select has it), the languages it is written in."""
+    return {str(t.pk): t.languages() for t in Topic.objects.filter(is_active=True)}
+
+
+def speech_note(conversation: Conversation) -> str:
+    """Where speech recognition cannot follow the chosen language, what the user should do instead."""
+    if conversation.provider not in ENGINE_SPEECH_RECOGNITION or conversation.language == "en":
+        return ""
+    name = registry.LANGUAGE_NAMES.get(conversation.language, conversation.language)
+    return f"Speech recognition is English only here: speak English or type your turns in {name}."
+
+
 @login_required
 def pick(request):
     form = PickForm(request.POST or None)
@@ -36,7 +53,9 @@ def pick(request):
         conversation = Conversation.objects.create(user=request.user, **form.cleaned_data)
         return redirect("talk", conversation.id)
     catalogue = provider_catalogue()
-    return render(request, "pick.html", {"form": form, "providers": catalogue, "catalogue": catalogue})
+    context = {"form": form, "providers": catalogue, "catalogue": catalogue,
+               "topic_languages": topic_languages()}
+    return render(request, "pick.html", context)
 
 
 @login_required
@@ -59,6 +78,7 @@ def talk(request, conversation_id):
         "provider_label": conversation.provider_label,
         "accepts_text": accepts_text,
         "talk_config": config,
+        "speech_note": speech_note(conversation),
     }
     return render(request, "sessions/talk.html", context)
 

@@ -7,7 +7,9 @@ from sessions.upstreams import registry
 
 @admin.register(Topic)
 class TopicAdmin(admin.ModelAdmin):
-    list_display = ["title", "slug", "default_language", "is_active", "providers_configured"]
+    list_display = [
+        "title", "slug", "default_language", "languages_offered", "is_active", "providers_configured"
+    ]
     list_filter = ["is_active", "default_language"]
     search_fields = ["title", "slug", "description"]
     prepopulated_fields = {"slug": ["title"]}
@@ -15,6 +17,17 @@ class TopicAdmin(admin.ModelAdmin):
         (None, {"fields": ["title", "slug", "description", "is_active"]}),
         ("Agent", {"fields": ["persona", "greeting", "default_language"]}),
         ("Offline agent knowledge", {"fields": ["phrases", "faq"]}),
+        (
+            "Other languages",
+            {
+                "fields": ["translations"],
+                "description": "The greeting, persona, FAQ, phrases and fallback line in each other "
+                "language the topic offers; checked on save. The pick page offers a language only when "
+                "the topic has it here (or as its default language). FAQ keywords may mix languages: "
+                "speech recognition is English only, so English keywords let a spoken question find a "
+                "translated answer.",
+            },
+        ),
         (
             "Providers",
             {
@@ -28,6 +41,10 @@ class TopicAdmin(admin.ModelAdmin):
             },
         ),
     ]
+
+    @admin.display(description="Languages")
+    def languages_offered(self, obj):
+        return ", ".join(obj.languages())
 
     @admin.display(description="Provider options")
     def providers_configured(self, obj):

@@ -80,7 +80,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         conv = self.conversation
         return Session(
             conversation_id=str(conv.id),
-            topic=conv.topic.to_script(),
+            topic=conv.topic.to_script(conv.language),
             voice=conv.voice,
             language=conv.language,
             options=conv.topic.options_for(conv.provider),

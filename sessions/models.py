@@ -10,7 +10,10 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from playground.engine.script import FAQ, Script
+from playground.engine.script import FALLBACKS, FAQ, Script
+
+# What a topic may say per language, beside its default-language fields.
+TRANSLATED_FIELDS = ("greeting", "persona", "faq", "phrases", "fallback")
 
 
 class Topic(models.Model):
@@ -27,6 +30,14 @@ class Topic(models.Model):
         default=list,
         blank=True,
         help_text='A list of {"question": …, "answer": …, "keywords": […]} for the offline agent.',
+    )
+    translations = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The topic in other languages, keyed by language code: "
+        '{"es": {"greeting": …, "persona": …, "faq": […], "phrases": […], "fallback": …}}. '
+        "Each language needs its greeting; a missing persona, FAQ or phrases falls back to the "
+        "default language's, a missing fallback to the built-in line of that language.",
     )
     provider_options = models.JSONField(
         default=dict,
@@ -52,6 +63,9 @@ class Topic(models.Model):
         problem = _faq_problem(self.faq)
         if problem:
             errors["faq"] = problem
+        problem = _translations_problem(self.translations, self.default_language)
+        if problem:
+            errors["translations"] = problem
         from sessions.upstreams import registry
 
         problem = registry.validate_options(self.provider_options)
@@ -63,20 +77,72 @@ class Topic(models.Model):
     def options_for(self, provider: str) -> dict:
         return dict(self.provider_options.get(provider) or {})
 
-    def to_script(self) -> Script:
+    def languages(self) -> list[str]:
+        """The languages this topic can be held in: its default language first, then the others sorted
+        (PostgreSQL's jsonb does not keep the order in which they were written)."""
+        return [self.default_language, *sorted(c for c in self.translations if c != self.default_language)]
+
+    def to_script(self, language: str = "") -> Script:
+        """The offline agent's script in `language` (default: the topic's default language).
+
+        A field the translation lacks comes from the default language; a language the
+        topic lacks altogether gives the default-language script (the pick form refuses it).
+        The phrases are the language's own followed by the default language's: they train the
+        speech recogniser, which hears English only, so a user of a Spanish conversation who
+        speaks rather than types says what an English-speaking user would.
+        """
+        if language not in self.languages():
+            language = self.default_language
+        own = self.translations.get(language, {}) if language != self.default_language else {}
         faq = tuple(
-            FAQ(item["question"], item["answer"], tuple(item.get("keywords", ()))) for item in self.faq
+            FAQ(item["question"], item["answer"], tuple(item.get("keywords", ())))
+            for item in own.get("faq") or self.faq
         )
         return Script(
             slug=self.slug,
             title=self.title,
-            persona=self.persona,
-            greeting=self.greeting,
-            language=self.default_language,
+            persona=own.get("persona") or self.persona,
+            greeting=own.get("greeting") or self.greeting,
+            language=language,
             faq=faq,
-            phrases=tuple(self.phrases),
+            phrases=tuple(dict.fromkeys([*own.get("phrases", ()), *self.phrases])),
+            fallback=own.get("fallback") or FALLBACKS.get(language, FALLBACKS["en"]),
             functions=tuple(self.options_for("aivoco").get("functions", ())),
         )
+
+
+def _translations_problem(translations, default_language: str) -> str:
+    from sessions.upstreams.registry import LANGUAGE_NAMES
+
+    if not isinstance(translations, dict):
+        return 'Translations must be an object keyed by language code, e.g. {"es": {…}}.'
+    for code, content in translations.items():
+        if code not in LANGUAGE_NAMES:
+            return f"Unknown language {code!r} (known: {', '.join(LANGUAGE_NAMES)})."
+        where = f"{LANGUAGE_NAMES[code]} ({code})"
+        if code == default_language:
+            return f"{where} is the topic's default language: edit the main fields instead."
+        problem = _translation_problem(content)
+        if problem:
+            return f"{where}: {problem}"
+    return ""
+
+
+def _translation_problem(content) -> str:
+    if not isinstance(content, dict):
+        return "must be an object."
+    unknown = set(content) - set(TRANSLATED_FIELDS)
+    if unknown:
+        return f"unknown field(s) {', '.join(sorted(unknown))} (allowed: {', '.join(TRANSLATED_FIELDS)})."
+    if not isinstance(content.get("greeting"), str) or not content["greeting"].strip():
+        return "needs a 'greeting' (without it the agent would greet in the default language)."
+    for name in ("persona", "fallback"):
+        if not isinstance(content.get(name, ""), str):
+            return f"'{name}' must be text."
+    phrases = content.get("phrases", [])
+    if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
+        return "'phrases' must be a list of strings."
+    return _faq_problem(content.get("faq", []))
 
 
 def _faq_problem(faq) -> str:

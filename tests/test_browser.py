@@ -176,3 +176,42 @@ def test_vendor_sandboxes_work_in_the_browser_like_the_offline_agent(server, bro
     assert errors == []
     assert page.locator("#talk-errors").inner_text().strip() == ""
     assert "sandbox-" not in page.content()  # no sandbox key reaches the page
+
+
+def test_the_pick_page_offers_the_languages_topic_and_provider_share_then_talks_spanish(server, browser):
+    """Languages follow provider and topic; a Spanish conversation says where speech is English only
+    and answers a typed Spanish question in Spanish."""
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    log_in(page, server)
+    page.select_option("#id_topic", label="Restaurant booking")
+
+    def languages():
+        return page.eval_on_selector_all("#id_language option", "options => options.map(o => o.value)")
+
+    page.check("input[name=provider][value=liku]")
+    assert languages() == ["en"]  # Liku also speaks Korean, the topic is not written in it
+    page.check("input[name=provider][value=local]")
+    assert languages() == ["en", "es", "fr"]  # the offline agent also speaks German: the topic doesn't
+    page.select_option("#id_language", "es")
+    voices = page.eval_on_selector_all("#id_voice option", "options => options.map(o => o.value)")
+    assert voices and all(v.startswith("es") for v in voices)
+    page.click("button.primary")
+    page.wait_for_url("**/talk/*/")
+    note = page.locator("#talk-speech-note").inner_text()
+    assert note == "Speech recognition is English only here: speak English or type your turns in Spanish."
+    page.click("#talk-start")
+    page.click("#talk-mute")  # the fake microphone would talk over the typed turn
+    page.locator('li.turn[data-role="agent"][data-final="true"]', has_text="Bella Vista").first.wait_for(
+        timeout=30000
+    )
+    page.fill("#talk-text", "¿A qué hora abren?")
+    page.press("#talk-text", "Enter")
+    answer = page.locator('li.turn[data-role="agent"][data-final="true"]', has_text="Abrimos todos los días")
+    answer.first.wait_for(timeout=20000)
+    greeting = page.locator('li.turn[data-role="agent"]').first.inner_text()
+    assert "Hola, le atiende Bella Vista" in greeting
+    page.click("#talk-stop")
+    page.wait_for_function("document.querySelector('#talk').dataset.state === 'ended'", timeout=10000)
+    assert errors == []

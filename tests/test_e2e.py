@@ -71,3 +71,48 @@ def test_two_server_processes_share_one_conversation_lock(server):
         assert conv["id"] in other.client().get("/history/").text
     finally:
         second.close()
+
+
+def test_a_spanish_conversation_greets_and_answers_in_spanish(server):
+    """Language es and a Spanish voice: the greeting, a typed Spanish question's answer and the
+    stored turns are the topic's Spanish content, spoken."""
+    from playground.demo_topics import RESTAURANT
+
+    conv = server.conversation(language="es", voice="es+f3")
+
+    async def run():
+        async with call(server, conv["ws_path"]) as c:
+            await c.until(lambda c: c.finals("agent"), 30)  # the greeting, spoken to its end
+            greeting_audio = c.audio
+            await c.ws.send(json.dumps({"type": "text", "text": "¿A qué hora abren?"}))
+            await c.until(Call.answered)
+            await c.stop()
+        return c, greeting_audio
+
+    c, greeting_audio = asyncio.run(run())
+    agent = [m["text"] for m in c.finals("agent")]
+    user = [m["text"] for m in c.finals("user")]
+    assert agent[0] == RESTAURANT["es"]["greeting"]
+    assert user == ["¿A qué hora abren?"]
+    assert agent[1] == "Abrimos todos los días, de doce del mediodía a once de la noche."
+    assert greeting_audio > 24000 * 2 * 2  # the greeting is spoken (more than 2 s)
+    assert c.audio - greeting_audio > 24000 * 2 * 2  # and so is the answer
+    page = server.client().get(f"/history/{conv['id']}/").text
+    assert "Abrimos todos los días" in page and "¿A qué hora abren?" in page
+
+
+def test_english_speech_in_a_spanish_conversation_gets_the_spanish_answer(server, speech):
+    """Speech recognition is English only (the talk page says so): spoken English still finds
+    the topic's answer, given in the chosen language."""
+    conv = server.conversation(language="es", voice="es+f3")
+
+    async def run():
+        async with call(server, conv["ws_path"]) as c:
+            await c.until(lambda c: c.finals("agent"), 30)
+            await c.say(silence(500) + speech.pcm("what time do you open") + silence(1500))
+            await c.until(Call.answered)
+            await c.stop()
+        return c
+
+    c = asyncio.run(run())
+    assert c.finals("agent")[-1]["text"] == "Abrimos todos los días, de doce del mediodía a once de la noche."

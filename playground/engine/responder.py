@@ -12,6 +12,8 @@ import asyncio
 import json
 import logging
 import math
+import re
+import unicodedata
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,17 +24,34 @@ from .text import words
 log = logging.getLogger(__name__)
 
 _STOP = frozenset(
+    # English
     "a an the i me my we our you your it its is are was be to of in on at for and or do does did can "
     "could would will shall should may might have has had there this that what which how please "
-    "want like just so if with about any some am im i'm i'd i'll".split()
+    "want like just so if with about any some am im i'm i'd i'll "
+    # Spanish (accents folded: "qué" is "que")
+    "el la lo los las un una unos unas de del al y e o u que en por para con se te le les nos mi mis "
+    "tu tus su sus es son esta estan estoy ser hay yo usted ustedes quiero quisiera queria puedo puede "
+    "pueden podria tiene tienen tengo "
+    # French (elisions such as "l'" and "qu'" are cut off first)
+    "le les des du et ou est ce ca au aux pour avec je vous nous il elle sur dans ai avez voudrais "
+    "veux pouvez peux suis sont".split()
 )
+_ELISION = re.compile(r"^(?:l|d|j|n|s|c|m|t|qu)'(?=[a-z])")  # French "l'heure" is "heure"
 MIN_SCORE = 0.2  # below this cosine similarity the FAQ does not answer the question
 
 
+def fold(text: str) -> str:
+    """`text` without accents, so that "¿Qué horario tienen?" and "que horario" are the same words."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
 def terms(text: str) -> list[str]:
-    """Content words, crudely stemmed so that "tables" matches "table" and "booking" matches "book"."""
+    """Content words, accents folded and crudely stemmed, so that "tables" matches "table" and
+    "booking" matches "book" (the English suffixes also cover most Spanish and French plurals)."""
     out = []
-    for word in words(text):
+    for word in words(fold(text)):
+        word = _ELISION.sub("", word)
         if word in _STOP:
             continue
         for suffix in ("ing", "es", "s", "ed"):

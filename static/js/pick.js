@@ -1,8 +1,12 @@
-// Voices and languages follow the chosen provider. The server validates again.
+// Languages follow the chosen provider and topic (only those both can do); voices follow the
+// provider and language. The server validates again.
 const catalogue = JSON.parse(document.getElementById("provider-catalogue").textContent);
+const topicLanguages = JSON.parse(document.getElementById("topic-languages").textContent);
 const form = document.getElementById("pick-form");
+const topic = form.elements.topic;
 const voice = form.elements.voice;
 const language = form.elements.language;
+const hint = document.getElementById("language-hint");
 
 function fill(select, options) {
   const keep = select.value;
@@ -14,12 +18,16 @@ function update() {
   const chosen = form.querySelector('input[name="provider"]:checked');
   const provider = catalogue.find((p) => chosen && p.key === chosen.value);
   if (!provider) return;
-  fill(language, provider.languages);
+  const written = topicLanguages[topic.value] || [];
+  const both = provider.languages.filter(([code]) => written.includes(code));
+  fill(language, both);
+  const topicName = topic.selectedOptions[0] ? topic.selectedOptions[0].text : "This topic";
+  hint.textContent = both.length ? "" : `${topicName} is not written in any language ${provider.label} speaks.`;
   const offered = provider.voicesByLanguage[language.value] || [];
   fill(voice, provider.voices.filter(([key]) => offered.includes(key)));
 }
 
 form.addEventListener("change", (event) => {
-  if (event.target.name === "provider" || event.target.name === "language") update();
+  if (["provider", "topic", "language"].includes(event.target.name)) update();
 });
 update();

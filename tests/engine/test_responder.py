@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from playground.engine.responder import FaqIndex, LLMConfig, Responder, parse_sse_line
+from playground.engine.responder import FaqIndex, LLMConfig, Responder, fold, parse_sse_line, terms
+from playground.engine.script import FAQ, Script
 
 
 def test_faq_picks_the_matching_answer(script):
@@ -154,3 +155,51 @@ def test_llm_config_from_settings_dict():
     assert LLMConfig.from_dict({"base_url": "", "model": "x"}) is None
     cfg = LLMConfig.from_dict({"base_url": "http://h/v1/", "model": "m"})
     assert cfg.base_url == "http://h/v1" and cfg.api_key == ""
+
+
+SPANISH = Script(
+    "restaurante", "Restaurante", "Eres Sofía.", "Hola, ¿en qué puedo ayudarle?", language="es",
+    faq=(
+        FAQ("¿Cuál es el horario?", "Abrimos de doce a once.", ("horario", "abren", "cierran", "open")),
+        FAQ("Quisiera reservar una mesa", "¿Para cuántas personas?", ("reservar", "mesa", "book")),
+        FAQ("¿Dónde están?", "En la calle del Puerto.", ("donde", "direccion", "where")),
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    "question,answer",
+    [
+        ("¿Qué horario tienen?", "Abrimos de doce a once."),  # accents and ¿ in the question
+        ("QUÉ HORARIO TIENEN", "Abrimos de doce a once."),
+        ("¿A qué hora abren?", "Abrimos de doce a once."),
+        ("¿Dónde están?", "En la calle del Puerto."),  # accent in the question, none in the keyword
+        ("donde estan", "En la calle del Puerto."),  # typed without accents
+        ("Quiero reservar una mesa para dos", "¿Para cuántas personas?"),
+        ("what time do you open", "Abrimos de doce a once."),  # English speech, Spanish answer
+    ],
+)
+def test_spanish_faq_matches_whatever_the_accents(question, answer):
+    assert Responder(SPANISH).faq_answer(question) == answer
+
+
+def test_accented_keywords_match_unaccented_questions():
+    faq = (FAQ("Où êtes-vous ?", "Rue du Port.", ("adresse", "situés")),
+           FAQ("Quel prix ?", "Trente euros.", ("prix", "coûte")))
+    script = Script("s", "S", "p", "g", faq=faq)
+    responder = Responder(script)
+    assert responder.faq_answer("Quelle est l'adresse ?") == "Rue du Port."  # "l'" is cut off
+    assert responder.faq_answer("vous etes situes ou") == "Rue du Port."
+    assert responder.faq_answer("ça coute combien") == "Trente euros."
+
+
+def test_fold_removes_accents_only():
+    assert fold("¿Qué horario tienen? Mañana, señor") == "¿Que horario tienen? Manana, senor"
+    assert terms("¿Qué horario tienen?") == ["horario"]  # "que" and "tienen" are stop words
+
+
+def test_spanish_fallback_for_unrelated_text():
+    from playground.engine.script import FALLBACKS
+
+    script = Script("s", "S", "p", "g", language="es", faq=SPANISH.faq, fallback=FALLBACKS["es"])
+    assert Responder(script).faq_answer("el tiempo en Marte") == FALLBACKS["es"]
