@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 
-from playground.forms import PickForm
+from sessions.forms import PickForm
 from sessions.models import Conversation
 from sessions.upstreams import registry
 

@@ -9,8 +9,8 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from playground.forms import PickForm
 from sessions.auth import token_from_header, user_for_token
+from sessions.forms import PickForm
 from sessions.models import Conversation, Topic
 
 

@@ -1,0 +1,87 @@
+"""Liku login never takes over a local account (issue 7.5): only users it created are Liku users."""
+
+import asyncio
+
+import pytest
+import uvicorn
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from playground.sandbox import liku as sandbox
+from sessions.models import LikuAccount
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
+
+
+@pytest.fixture
+async def liku_login(settings):
+    """The Liku sandbox on loopback, and the Liku login switched on against it."""
+    sandbox.reset()
+    server = uvicorn.Server(uvicorn.Config(sandbox.app, host="127.0.0.1", port=0, log_level="warning",
+                                           lifespan="off", timeout_graceful_shutdown=1))  # fmt: skip
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    settings.AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend",
+                                        "sessions.auth_liku.LikuBackend"]  # fmt: skip
+    liku = {"api_url": url, "chat_url": "ws" + url[4:], "email": "", "password": "", "token": "",
+            "login": True}  # fmt: skip
+    settings.PROVIDERS = {**settings.PROVIDERS, "liku": liku}
+    yield url
+    server.should_exit = True
+    await asyncio.wait_for(task, 5)
+    sandbox.reset()
+
+
+async def log_in(client, password=sandbox.PASSWORD):
+    return await client.post("/login/", {"username": sandbox.EMAIL, "password": password})
+
+
+async def logged_in(client) -> bool:
+    return (await client.get("/talk/")).status_code == 200
+
+
+async def test_a_superuser_made_without_password_is_not_taken_over(liku_login, async_client):
+    """`createsuperuser --noinput` leaves no usable password; Liku credentials must not open it."""
+    await sync_to_async(call_command)("createsuperuser", "--noinput", username=sandbox.EMAIL,
+                                      email=sandbox.EMAIL, verbosity=0)  # fmt: skip
+    response = await log_in(async_client)
+    assert response.status_code == 200 and "didn't match" in response.content.decode()
+    assert not await logged_in(async_client)
+    assert (await async_client.get("/admin/")).status_code == 302  # to the admin's login page
+    assert sandbox.STATE.tokens  # Liku itself did accept the credentials
+    assert not await LikuAccount.objects.aexists()
+
+
+async def test_an_unmarked_local_account_is_not_adopted(liku_login, async_client):
+    @sync_to_async
+    def local_user():
+        user = get_user_model()(username=sandbox.EMAIL)
+        user.set_unusable_password()
+        user.save()
+
+    await local_user()
+    assert (await log_in(async_client)).status_code == 200
+    assert not await logged_in(async_client)
+
+
+async def test_a_liku_user_is_created_marked_never_staff_and_logs_in_again(liku_login, async_client):
+    assert (await log_in(async_client)).status_code == 302
+    account = await LikuAccount.objects.select_related("user").aget(email=sandbox.EMAIL)
+    assert not account.user.is_staff and not account.user.is_superuser
+    assert not account.user.has_usable_password()
+    await async_client.post("/logout/")
+    assert not await logged_in(async_client)
+    assert (await log_in(async_client)).status_code == 302
+    assert await logged_in(async_client)
+    assert await get_user_model().objects.acount() == 1
+
+
+async def test_a_liku_user_made_staff_is_refused(liku_login, async_client):
+    assert (await log_in(async_client)).status_code == 302
+    await async_client.post("/logout/")
+    await get_user_model().objects.filter(username=sandbox.EMAIL).aupdate(is_staff=True)
+    assert (await log_in(async_client)).status_code == 200
+    assert not await logged_in(async_client)
