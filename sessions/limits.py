@@ -96,8 +96,8 @@ def text_turn_refusal() -> str:
 
 def login_locked_out(request, original_response=None, credentials=None):
     """AXES_LOCKOUT_CALLABLE: the login page's answer while locked out, status 429."""
-    minutes = settings.LOGIN_LOCKOUT_MINUTES
-    message = (f"Too many failed logins: at most {settings.LOGIN_FAILURE_LIMIT} attempts. Logging in as this "
+    minutes = round(settings.AXES_COOLOFF_TIME.total_seconds() / 60)
+    message = (f"Too many failed logins: at most {settings.AXES_FAILURE_LIMIT} attempts. Logging in as this "
                f"user from here is locked for {minutes} minutes; try again later.")  # fmt: skip
     response = render(request, "limited.html", {"title": "Too many failed logins", "message": message},
                       status=429)  # fmt: skip
