@@ -103,7 +103,8 @@ def test_env_example_lists_every_variable():
         "LIKU_API_URL", "LIKU_CHAT_URL", "LIKU_EMAIL", "LIKU_PASSWORD", "LIKU_TOKEN", "FLOW_URL",
         "SPEECHMATICS_API_KEY", "LOKUTOR_URL", "LOKUTOR_API_KEY", "RETELL_API_URL", "RETELL_API_KEY",
         "AIVOCO_URL", "AIVOCO_API_KEY", "LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET",
-        "LLM_BASE_URL", "LLM_MODEL", "LLM_API_KEY",
+        "LLM_BASE_URL", "LLM_MODEL", "LLM_API_KEY", "CONVERSATIONS_PER_MINUTE", "LIVE_CALLS_PER_USER",
+        "TEXT_TURNS_PER_SECOND", "LOGIN_FAILURE_LIMIT", "LOGIN_LOCKOUT_MINUTES",
     ]:  # fmt: skip
         assert f"{name}=" in listed, name
         assert f"`{name}`" in readme, name

@@ -24,7 +24,8 @@ async def liku_login(settings):
     while not server.started:
         await asyncio.sleep(0.01)
     url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    settings.AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend",
+    settings.AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend",  # as settings.py has it
+                                        "django.contrib.auth.backends.ModelBackend",
                                         "sessions.auth_liku.LikuBackend"]  # fmt: skip
     liku = {"api_url": url, "chat_url": "ws" + url[4:], "email": "", "password": "", "token": "",
             "login": True}  # fmt: skip
@@ -84,4 +85,15 @@ async def test_a_liku_user_made_staff_is_refused(liku_login, async_client):
     await async_client.post("/logout/")
     await get_user_model().objects.filter(username=sandbox.EMAIL).aupdate(is_staff=True)
     assert (await log_in(async_client)).status_code == 200
+    assert not await logged_in(async_client)
+
+
+async def test_a_locked_out_login_never_reaches_liku(liku_login, async_client, settings):
+    """Axes answers before the Liku backend: no outbound Liku login once locked out."""
+    settings.AXES_FAILURE_LIMIT = 3
+    statuses = [(await log_in(async_client, password="wrong")).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    locked = await log_in(async_client)
+    assert locked.status_code == 429 and "at most 3 attempts" in locked.content.decode()
+    assert not sandbox.STATE.tokens  # Liku never saw the right password
     assert not await logged_in(async_client)
