@@ -6,6 +6,23 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+def mark_earlier_liku_users(apps, schema_editor):
+    """Users the Liku login created before it marked them: named by an email, never given a
+    password, logged in (only the Liku login could have), not staff. A superuser made with
+    `createsuperuser --noinput`, or any account nobody ever logged in to, stays unmarked."""
+    from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
+
+    user_model = apps.get_model(settings.AUTH_USER_MODEL)
+    account = apps.get_model("voice_sessions", "LikuAccount")
+    users = user_model._default_manager.filter(
+        username__contains="@", password__startswith=UNUSABLE_PASSWORD_PREFIX, last_login__isnull=False,
+        is_staff=False, is_superuser=False,
+    )
+    for user in users:
+        if user.username == user.username.lower():
+            account.objects.get_or_create(user=user, defaults={"email": user.username})
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -23,4 +40,5 @@ class Migration(migrations.Migration):
                 ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='liku_account', to=settings.AUTH_USER_MODEL)),
             ],
         ),
+        migrations.RunPython(mark_earlier_liku_users, migrations.RunPython.noop),
     ]

@@ -97,3 +97,27 @@ async def test_a_locked_out_login_never_reaches_liku(liku_login, async_client, s
     assert locked.status_code == 429 and "at most 3 attempts" in locked.content.decode()
     assert not sandbox.STATE.tokens  # Liku never saw the right password
     assert not await logged_in(async_client)
+
+
+def test_the_migration_marks_earlier_liku_users_only():
+    """Users the old Liku login created (email name, no password, logged in, not staff) are marked;
+    a `createsuperuser --noinput` superuser and a never-used passwordless account are not."""
+    import importlib
+
+    from django.apps import apps
+    from django.utils import timezone
+
+    migration = importlib.import_module("sessions.migrations.0002_liku_accounts")
+    model = get_user_model()
+
+    def make(username, logged_in=True, **flags):
+        user = model(username=username, last_login=timezone.now() if logged_in else None, **flags)
+        user.set_unusable_password()
+        user.save()
+
+    make("earlier@liku.test")
+    make("admin@example.test", is_staff=True, is_superuser=True)
+    make("never@example.test", logged_in=False)
+    model.objects.create_user("local@example.test", password="pw-local-123", last_login=timezone.now())
+    migration.mark_earlier_liku_users(apps, None)
+    assert list(LikuAccount.objects.values_list("email", flat=True)) == ["earlier@liku.test"]
