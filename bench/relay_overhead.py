@@ -165,7 +165,9 @@ def run_side(label, side, args, report: Path) -> dict:
 @contextlib.contextmanager
 def daphne_side(echo_url: str, sessions: int):
     """One Daphne process of the playground with the echo provider; yields urls, pid, headers, ready."""
-    env = {"ECHO_URL": echo_url, "PLAYBACK_RATE": "16000", "LOG_LEVEL": "WARNING"}
+    env = {"ECHO_URL": echo_url, "PLAYBACK_RATE": "16000", "LOG_LEVEL": "WARNING",
+           # one user drives every simulated browser: lift the per-user limits for the measurement
+           "LIVE_CALLS_PER_USER": str(sessions), "CONVERSATIONS_PER_MINUTE": str(sessions)}  # fmt: skip
     servers = start_server(env)
     server = next(servers)
     try:

@@ -9,14 +9,14 @@ django_asgi = get_asgi_application()  # set up Django before importing consumers
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from playground.sandbox import SandboxRouter  # noqa: E402
 from sessions.auth import TokenAuthMiddleware  # noqa: E402
+from sessions.origin import OriginValidator  # noqa: E402
 from sessions.routing import websocket_urlpatterns  # noqa: E402
 
-browser_sockets = AllowedHostsOriginValidator(
+browser_sockets = OriginValidator(
     AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
 )
 # The sandboxes come first: their clients are servers (ours or a test's), which send no Origin.

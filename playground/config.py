@@ -98,6 +98,25 @@ def channel_layers(env: Mapping[str, str]) -> dict:
     }
 
 
+def caches(env: Mapping[str, str]) -> dict:
+    """Django's cache, which the rate limits count in (django-ratelimit).
+
+    With REDIS_URL: Redis, shared by every process, so a limit holds across them. Without:
+    local memory, which is per process: right for the embedded default (one process), not
+    for several processes (set REDIS_URL there)."""
+    url = env_url(env, "REDIS_URL", ("redis", "rediss", "unix"))
+    if not url:
+        return {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    prefix = env.get("REDIS_PREFIX", "playground")
+    return {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": url,
+            "KEY_PREFIX": f"{prefix}:cache",
+        }
+    }
+
+
 def secret_key(env: Mapping[str, str], debug: bool, from_file: str = "") -> str:
     """SECRET_KEY, or the contents of the file SECRET_KEY_FILE names (read by the caller).
 

@@ -1,6 +1,7 @@
 """Settings, read once from the environment (see .env.example and the README)."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from csp.constants import NONE, SELF
@@ -29,6 +30,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "csp",
+    "axes",
+    "django_ratelimit",  # its system check says whether the cache is shared across processes
     "playground",
     "sessions.apps.VoiceSessionsConfig",
 ]
@@ -43,6 +46,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout page
 ]
 
 ROOT_URLCONF = "playground.urls"
@@ -131,8 +135,13 @@ PROVIDERS = config.providers(env)
 LIKU_LOGIN = config.env_bool(env, "LIKU_LOGIN", default=False)
 PROVIDERS["liku"]["login"] = LIKU_LOGIN
 PROVIDERS["liku"]["chunk_bytes"] = config.env_int(env, "LIKU_CHUNK_BYTES", 4096, lo=2, hi=65536)
-if LIKU_LOGIN:
-    AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend", "sessions.auth_liku.LikuBackend"]
+# Axes first: a locked-out login is refused before any backend runs, the Liku one (an outbound
+# login to Liku per attempt) included.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+    *(["sessions.auth_liku.LikuBackend"] if LIKU_LOGIN else []),
+]
 # Vendor emulators under /sandbox/<vendor>/, used by providers without credentials.
 SANDBOXES_ENABLED = config.env_bool(env, "SANDBOXES_ENABLED", default=True)
 # Where the sandboxes live when a provider has no credentials: our own server.
@@ -142,6 +151,30 @@ SANDBOX_BASE_URL = config.env_url(env, "SANDBOX_BASE_URL", ("http", "https"), "h
 PLAYBACK_RATE = config.env_int(env, "PLAYBACK_RATE", 24000, lo=8000, hi=48000)
 PLAYBACK_START_MS = config.env_int(env, "PLAYBACK_START_MS", 80, lo=0, hi=2000)
 UPSTREAM_CLOSE_TIMEOUT = 2.0
+
+# Limits per user (sessions/limits.py; README "Limits"; docs/protocol.md for the socket ones).
+CONVERSATIONS_PER_MINUTE = config.env_int(env, "CONVERSATIONS_PER_MINUTE", 30, lo=1, hi=100_000)
+LIVE_CALLS_PER_USER = config.env_int(env, "LIVE_CALLS_PER_USER", 3, lo=1, hi=10_000)
+TEXT_TURNS_PER_SECOND = config.env_int(env, "TEXT_TURNS_PER_SECOND", 2, lo=1, hi=1000)
+LOGIN_FAILURE_LIMIT = config.env_int(env, "LOGIN_FAILURE_LIMIT", 5, lo=1, hi=1000)
+LOGIN_LOCKOUT_MINUTES = config.env_int(env, "LOGIN_LOCKOUT_MINUTES", 15, lo=1, hi=100_000)
+# The rate limits count in the cache: Redis with REDIS_URL (shared by every process), else local
+# memory (one process only, which django-ratelimit flags as E003; the embedded default is one).
+CACHES = config.caches(env)
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]  # it only knows django-redis, not Django's own
+if "locmem" in CACHES["default"]["BACKEND"]:
+    SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
+# Failed logins, counted in the database (django-axes) per username and client address.
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "sessions.limits.login_locked_out"
+# The peer address only: X-Forwarded-For is whatever the client wrote, so trusting it would let
+# every attempt come "from" a new address. (Behind a proxy all clients share its address; the
+# lock is per username there too.)
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+AXES_DISABLE_ACCESS_LOG = True  # failures are counted either way; successes need no table row
 
 LOGGING = {
     "version": 1,

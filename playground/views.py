@@ -5,7 +5,8 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.templatetags.static import static
 
-from playground.forms import PickForm
+from sessions.forms import PickForm
+from sessions.limits import conversation_refusal, too_many_page
 from sessions.models import Conversation, Topic
 from sessions.upstreams import registry
 
@@ -50,6 +51,9 @@ def speech_note(conversation: Conversation) -> str:
 def pick(request):
     form = PickForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        reason, wait = conversation_refusal(request, request.user)
+        if reason:
+            return too_many_page(request, reason, wait)
         conversation = Conversation.objects.create(user=request.user, **form.cleaned_data)
         return redirect("talk", conversation.id)
     catalogue = provider_catalogue()

@@ -1,7 +1,9 @@
 from django.contrib import admin
 from django.db.models import Count
+from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers
 
-from sessions.models import ApiToken, Conversation, Topic, TranscriptSave, Turn
+from sessions.models import ApiToken, Conversation, LikuAccount, Topic, TranscriptSave, Turn
 from sessions.upstreams import registry
 
 
@@ -123,5 +125,38 @@ class ConversationAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
+    """Adding a token issues a key and shows it once, on the page the add answers with.
+
+    Only its hash is stored; the key goes into no message, cookie or log line."""
+
     list_display = ["user", "name", "created_at", "last_used_at"]
     readonly_fields = ["key_hash", "created_at", "last_used_at"]
+
+    def get_fields(self, request, obj=None):
+        return ["user", "name"] if obj is None else ["user", "name", *self.readonly_fields]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            key = ApiToken.new_key()
+            obj.key_hash = ApiToken.hash(key)
+            obj.issued_key = key  # for response_add only; never stored
+        super().save_model(request, obj, form, change)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        context = {**self.admin_site.each_context(request), "token": obj, "key": obj.issued_key,
+                   "opts": self.opts, "title": "API token issued"}  # fmt: skip
+        response = TemplateResponse(request, "admin/voice_sessions/apitoken/issued.html", context)
+        add_never_cache_headers(response)
+        return response
+
+
+@admin.register(LikuAccount)
+class LikuAccountAdmin(admin.ModelAdmin):
+    """Users the Liku login created (sessions/auth_liku.py); only it creates them."""
+
+    list_display = ["email", "user", "created_at"]
+    search_fields = ["email"]
+    readonly_fields = ["user", "email", "created_at"]
+
+    def has_add_permission(self, request):
+        return False

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from playground.forms import PickForm
 from sessions.auth import token_from_header, user_for_token
+from sessions.forms import PickForm
+from sessions.limits import conversation_refusal
 from sessions.models import Conversation, Topic
 
 
@@ -35,6 +38,17 @@ def _authenticate(request):
     return request.user, None
 
 
+def _body_too_big(request) -> JsonResponse | None:
+    """Django refuses a body over DATA_UPLOAD_MAX_MEMORY_SIZE when it is first read; say so in JSON
+    (its own answer would be the HTML 400 page)."""
+    try:
+        request.body  # noqa: B018 (reading it is the check)
+    except RequestDataTooBig:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return JsonResponse({"error": f"the body is too large: at most {limit} bytes"}, status=413)
+    return None
+
+
 def _payload(request) -> dict | None:
     if request.content_type == "application/json":
         try:
@@ -57,6 +71,9 @@ def _topic_by_slug(data: dict) -> dict:
 @csrf_exempt  # checked in _authenticate, only where a session cookie authenticates
 @require_POST
 def create_conversation(request):
+    too_big = _body_too_big(request)
+    if too_big:
+        return too_big
     user, problem = _authenticate(request)
     if problem:
         return problem
@@ -67,6 +84,9 @@ def create_conversation(request):
     if not form.is_valid():
         errors = {field: [str(m) for m in messages] for field, messages in form.errors.items()}
         return JsonResponse({"error": "invalid fields", "fields": errors}, status=400)
+    reason, wait = conversation_refusal(request, user)
+    if reason:
+        return JsonResponse({"error": reason}, status=429, headers={"Retry-After": str(wait)})
     conversation = Conversation.objects.create(user=user, **form.cleaned_data)
     body = {
         "id": str(conversation.id),

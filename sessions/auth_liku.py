@@ -12,8 +12,11 @@ there and hands it to the Liku client as `config["user_token"]`, so the user's
 calls run on their own Liku account. It never reaches a page or a script, and
 logging out (which flushes the session) forgets it.
 
-A local account whose username is that email and which has its own password is
-never taken over by a Liku login.
+Only users the Liku login created itself are Liku users: each carries a `LikuAccount`
+mark. A local account whose username is that email and has no such mark is never taken
+over, whatever its password state (a superuser made with `createsuperuser --noinput` has
+no usable password, and adopting it gave /admin/ to whoever holds the Liku account). A
+Liku user is never staff: a marked user that someone made staff is refused here too.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import BaseBackend
 from django.contrib.auth.signals import user_logged_in
+from django.db import IntegrityError, transaction
 from django.dispatch import receiver
 
+from sessions.models import LikuAccount
 from sessions.upstreams import liku, registry
 from sessions.upstreams.base import UpstreamError
 
@@ -52,22 +57,41 @@ class LikuBackend(BaseBackend):
         return user
 
     def get_user(self, user_id):
-        user = get_user_model()._default_manager.filter(pk=user_id).first()
-        return user if user is not None and user.is_active else None
+        """Only a Liku user: a session this backend opened never maps to a local account."""
+        account = LikuAccount.objects.select_related("user").filter(user_id=user_id).first()
+        return account.user if account is not None and _may_log_in(account.user) else None
 
     @staticmethod
     def _user_for(email: str):
-        model = get_user_model()
-        user, created = model._default_manager.get_or_create(
-            username=email.lower()[:150], defaults={"email": email}
-        )
-        if created:
-            user.set_unusable_password()
-            user.save(update_fields=["password"])
-        elif user.has_usable_password():
-            log.warning("Liku login for %s refused: a local account with a password has that name", email)
+        """The Liku user for `email`, created on first login; None if a local account has the name."""
+        email = email.lower()
+        account = LikuAccount.objects.select_related("user").filter(email=email).first()
+        if account is None:
+            account = _create_account(email)
+        if account is None:
+            log.warning("Liku login for %s refused: a local account has that name", email)
             return None
-        return user
+        return account.user if _may_log_in(account.user) else None
+
+
+def _may_log_in(user) -> bool:
+    return user.is_active and not user.is_staff and not user.is_superuser
+
+
+def _create_account(email: str) -> LikuAccount | None:
+    """A new user marked as Liku's, or None when the username is taken by a local account."""
+    model = get_user_model()
+    username = email[:150]
+    if model._default_manager.filter(username=username).exists():
+        return LikuAccount.objects.filter(email=email).first()  # a first login that just won a race
+    try:
+        with transaction.atomic():
+            user = model(username=username, email=email, is_staff=False, is_superuser=False)
+            user.set_unusable_password()
+            user.save()
+            return LikuAccount.objects.create(user=user, email=email)
+    except IntegrityError:  # another process created the user or the account meanwhile
+        return LikuAccount.objects.select_related("user").filter(email=email).first()
 
 
 @receiver(user_logged_in, dispatch_uid="liku-token-into-session")

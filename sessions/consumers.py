@@ -9,6 +9,7 @@ import logging
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from sessions import limits
 from sessions.models import Conversation
 from sessions.relay import MAX_FRAME_BYTES, Browser, Relay
 from sessions.upstreams import registry
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 # Close codes (4xxx: ours; see docs/protocol.md).
 NOT_LOGGED_IN, FORBIDDEN, NOT_FOUND, CONFLICT, GONE, UNAVAILABLE = 4401, 4403, 4404, 4409, 4410, 4503
+TOO_MANY_CALLS = 4429
 LIVE = (Conversation.Status.CONNECTING, Conversation.Status.ACTIVE)
 
 
@@ -28,6 +30,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "no-layer-for-calls"
     relay: Relay | None = None
     task: asyncio.Task | None = None
+    text_turns: limits.TurnRate | None = None
 
     async def connect(self):
         # Accept first: a close code can only reach the browser on an open socket.
@@ -74,7 +77,15 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if not claimed:
             return CONFLICT if conversation.status in LIVE else GONE
         self.conversation = conversation
-        return 0
+        return await self._live_call_limit(user)
+
+    async def _live_call_limit(self, user) -> int:
+        """After the claim: 0, or TOO_MANY_CALLS (claim undone) when the user has too many live calls."""
+        reason = await limits.over_live_call_limit(user.pk, self.conversation.id)
+        if not reason:
+            return 0
+        await self.send_json({"type": "error", "code": "too_many_calls", "message": reason, "fatal": True})
+        return TOO_MANY_CALLS
 
     async def _session(self) -> Session:
         conv = self.conversation
@@ -163,7 +174,16 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if not isinstance(text, str) or not text.strip() or len(text) > 2000:
             await self.relay.error("bad_text", "A text turn needs 'text': 1 to 2000 characters.")
             return
+        if not self._text_turn_allowed():
+            await self.relay.warn("too_many_turns", limits.text_turn_refusal())
+            return
         await self.relay.feed_text(text.strip())
+
+    def _text_turn_allowed(self) -> bool:
+        """At most TEXT_TURNS_PER_SECOND typed turns per connection; the rest are dropped, not stored."""
+        if self.text_turns is None:
+            self.text_turns = limits.TurnRate(settings.TEXT_TURNS_PER_SECOND)
+        return self.text_turns.allow()
 
     async def _send_bytes(self, data: bytes) -> None:
         await self.send(bytes_data=data)

@@ -288,8 +288,28 @@ class ApiToken(models.Model):
     @classmethod
     def issue(cls, user, name: str = "") -> str:
         """Create a token and return its key; the key itself is never stored."""
-        import secrets
-
-        key = secrets.token_hex(20)
+        key = cls.new_key()
         cls.objects.create(user=user, name=name, key_hash=cls.hash(key))
         return key
+
+    @staticmethod
+    def new_key() -> str:
+        import secrets
+
+        return secrets.token_hex(20)
+
+
+class LikuAccount(models.Model):
+    """Marks a user as created by the Liku login (sessions/auth_liku.py), and only such a user.
+
+    The Liku backend logs in only users that carry this mark; a local account with the same
+    name (a superuser made with `createsuperuser --noinput`, say) is never adopted."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="liku_account"
+    )
+    email = models.EmailField(unique=True, help_text="The Liku email, lower case.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.email

@@ -77,3 +77,31 @@ def test_other_admin_pages_render(staff_client, db, name):
 def test_admin_is_for_staff_only(alice):
     response = alice.get(reverse("admin:voice_sessions_conversation_changelist"))
     assert response.status_code == 302
+
+
+def test_adding_an_api_token_issues_a_key_shown_once(staff_client, user, client):
+    """The add form takes user and name; the answer shows the key once; the key then works."""
+    import re
+
+    from sessions.models import ApiToken
+
+    url = reverse("admin:voice_sessions_apitoken_add")
+    form = staff_client.get(url).content.decode()
+    assert 'name="user"' in form and 'name="name"' in form and 'name="key_hash"' not in form
+    keys = []
+    for name in ["bench", "compare"]:  # a second add used to collide on an empty hash (500)
+        response = staff_client.post(url, {"user": user.pk, "name": name})
+        assert response.status_code == 200
+        assert response.headers["Cache-Control"].startswith("max-age=0")
+        keys.append(re.search(r'id="api-token-key"[^>]*>([0-9a-f]{40})<', response.content.decode())[1])
+    assert keys[0] != keys[1]
+    assert sorted(ApiToken.objects.filter(user=user).values_list("name", flat=True)) == ["bench", "compare"]
+    assert ApiToken.objects.get(name="bench").key_hash == ApiToken.hash(keys[0])
+    token = ApiToken.objects.get(name="bench")
+    change = staff_client.get(reverse("admin:voice_sessions_apitoken_change", args=[token.pk]))
+    change = change.content.decode()
+    assert keys[0] not in change and 'name="key_hash"' not in change
+    body = {"provider": "local", "topic": "nope", "voice": "en-us+f3", "language": "en"}
+    answer = client.post("/api/conversations/", body, content_type="application/json",
+                         headers={"Authorization": f"Token {keys[1]}"})  # fmt: skip
+    assert answer.status_code == 400  # authenticated: the token works; only the topic is wrong

@@ -15,6 +15,7 @@ from tests.peers import EchoPeer
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+HOST = (b"host", b"127.0.0.1:8000")  # the Origin check compares the two (sessions/origin.py)
 FRAME = b"\x01\x00" * 320
 
 
@@ -38,7 +39,7 @@ def login(client, user):
 
 
 def socket(conversation_id, client=None, headers=()):
-    headers = [ORIGIN, *headers]
+    headers = [ORIGIN, HOST, *headers]
     if client is not None:
         headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
     return WebsocketCommunicator(application, f"/ws/conversations/{conversation_id}/", headers=headers)
@@ -104,7 +105,7 @@ async def test_foreign_origin_is_rejected(client, user, topic):
     conv = await make_conversation(user, topic)
     await login(client, user)
     ws = WebsocketCommunicator(application, f"/ws/conversations/{conv.id}/",
-                               headers=[(b"origin", b"http://evil.example")])  # fmt: skip
+                               headers=[(b"origin", b"http://evil.example"), HOST])  # fmt: skip
     connected, _ = await ws.connect()
     assert not connected
 

@@ -197,6 +197,8 @@ def test_env_example_lists_every_variable():
         "LLM_BASE_URL", "LLM_MODEL", "LLM_API_KEY", "SECRET_KEY_FILE", "SECURE_COOKIES", "BEHIND_TLS_PROXY",
         "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD",
         "STATIC_ROOT",
+        "LLM_BASE_URL", "LLM_MODEL", "LLM_API_KEY", "CONVERSATIONS_PER_MINUTE", "LIVE_CALLS_PER_USER",
+        "TEXT_TURNS_PER_SECOND", "LOGIN_FAILURE_LIMIT", "LOGIN_LOCKOUT_MINUTES",
     ]:  # fmt: skip
         assert f"{name}=" in listed, name
         assert f"`{name}`" in readme, name

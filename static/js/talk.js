@@ -33,6 +33,7 @@ export const CLOSE_MESSAGES = {
   4404: 'This conversation does not exist.',
   4409: 'This conversation is already open in another tab or window.',
   4410: 'This conversation has already ended. Start a new one.',
+  4429: 'You have too many live calls. End another call, then press Start again.',
   4500: 'The call failed on the server side.',
   4503: 'The voice provider is unavailable right now. Try again later.',
   1006: 'The connection to the server was lost.',

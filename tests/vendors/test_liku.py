@@ -417,7 +417,7 @@ async def test_liku_login_keeps_the_token_server_side_and_calls_run_on_it(
     assert not user.has_usable_password()
     conv = await Conversation.objects.acreate(user=user, provider="liku", topic=liku_topic, voice="default",
                                               language="ko")  # fmt: skip
-    headers = [(b"origin", b"http://127.0.0.1:8000"),
+    headers = [(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000"),
                (b"cookie", f"sessionid={async_client.cookies['sessionid'].value}".encode())]  # fmt: skip
     ws = WebsocketCommunicator(application, conv.ws_path, headers=headers)
     assert (await ws.connect())[0]

@@ -1,3 +1,5 @@
+"""The form that creates a conversation: the pick page and the JSON API both validate with it."""
+
 from django import forms
 
 from sessions.models import Topic
