@@ -26,7 +26,7 @@ def mark_earlier_liku_users(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('voice_sessions', '0001_initial'),
+        ('voice_sessions', '0002_topic_languages'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
