@@ -6,7 +6,7 @@ import pytest
 
 from playground.engine.agent import Agent
 from playground.engine.text import word_error_rate
-from sessions.upstreams.base import Audio, Interrupted, Status, Transcript
+from playground.engine.events import Audio, Interrupted, Status, Transcript
 
 from .helpers import Events, feed
 from .speech import noise, silence
