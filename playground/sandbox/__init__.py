@@ -54,8 +54,8 @@ async def find_script(scripts: Scripts | None, match: Callable[[object, dict], b
         return None
     try:
         pairs = await sync_to_async(lambda: list(scripts()))()
-    except Exception:  # no database (run alone, not set up): the sandbox's generic script will do
-        log.info("sandbox: no topic lookup", exc_info=True)
+    except Exception as exc:  # no database (run alone, not set up): the sandbox's generic script will do
+        log.info("sandbox: no topic lookup (%r)", exc)
         return None
     return next((script for script, options in pairs if match(script, options)), None)
 

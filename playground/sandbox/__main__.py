@@ -6,10 +6,12 @@ Run alone it has no topics of ours: every call gets the sandbox's generic script
 """
 
 import argparse
+import logging
 import os
 
 import uvicorn
 
+from playground.logfilters import RedactQuery
 from playground.sandbox import load
 
 MODULES = {"liku": "playground.sandbox.liku", "lokutor": "playground.sandbox.lokutor",
@@ -28,7 +30,10 @@ def main() -> None:
     if not args.secret:
         parser.error("give --secret or set SECRET_KEY: the sandbox's credentials derive from it")
     app = load(MODULES[args.vendor]).make_app(args.secret)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info")  # sets up its loggers
+    for name in ("uvicorn.access", "uvicorn.error"):  # request lines carry ?token= and ?api_key=
+        logging.getLogger(name).addFilter(RedactQuery())
+    uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

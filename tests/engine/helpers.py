@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-
 FRAME = 640  # 20 ms of s16le at 16 kHz, what the relay sends
 
 
