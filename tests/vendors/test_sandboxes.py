@@ -24,7 +24,7 @@ import websockets
 from playground.logfilters import redact
 from playground.sandbox import aivoco, liku, lokutor
 from tests.peers import serving
-from tests.server import ROOT, free_port, start_server
+from tests.server import ROOT, call, free_port, start_server
 
 SECRET = "deployment-secret-for-the-sandbox-tests-0123456789abcdef"
 # What the source used to hold: fixed keys, and a Liku password from the public development key.
@@ -76,8 +76,8 @@ def test_credentials_derive_from_the_secret_and_differ_per_deployment():
 
 @pytest.fixture(scope="module")
 def deployment():
-    """A real Daphne (tests/server.py) with a SECRET_KEY of its own and only 127.0.0.1 allowed."""
-    yield from start_server({"SECRET_KEY": SECRET, "ALLOWED_HOSTS": "127.0.0.1"})
+    """A production-like Daphne (tests/server.py): DEBUG off, its own SECRET_KEY, only 127.0.0.1 allowed."""
+    yield from start_server({"DEBUG": "0", "SECRET_KEY": SECRET, "ALLOWED_HOSTS": "127.0.0.1"})
 
 
 async def liku_login(base: str, password: str, **headers) -> httpx.Response:
@@ -128,6 +128,25 @@ def test_over_daphne_a_key_from_the_source_opens_no_sandbox_and_the_deployments_
         assert await aivoco_answer(url, aivoco.api_key(SECRET)) == "auth_success"
 
     asyncio.run(check())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("provider", ["liku", "lokutor", "aivoco"])
+def test_over_daphne_a_call_through_the_apps_own_sandbox_still_works(deployment, provider):
+    voice = {"liku": "default", "lokutor": "F1", "aivoco": "female"}[provider]
+    conv = deployment.conversation(provider=provider, voice=voice)
+
+    async def greeted():
+        async with call(deployment, conv["ws_path"]) as c:
+            await c.until(lambda c: c.of("ready"), 30)
+            if provider != "aivoco":  # Aivoco's agent waits for the user to speak first
+                await c.until(lambda c: c.finals("agent"), 30)
+            await c.stop()
+        return c.seen
+
+    seen = asyncio.run(greeted())
+    assert not [m for m in seen if m["type"] == "error"], seen
+    assert seen[-1] == {"type": "ended", "reason": "stopped by the user"}
 
 
 @pytest.mark.slow
