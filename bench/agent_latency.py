@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from playground.engine.agent import Agent  # noqa: E402
 from playground.engine.demo import RESTAURANT, SENTENCES  # noqa: E402
+from playground.engine.events import Audio, Transcript  # noqa: E402
 from playground.engine.text import word_error_rate  # noqa: E402
-from sessions.upstreams.base import Audio, Transcript  # noqa: E402
 from tests.engine.speech import Speech, silence, trimmed  # noqa: E402
 
 FRAME = 640  # 20 ms at 16 kHz s16le

@@ -15,14 +15,18 @@ from playground.sandbox import SandboxRouter  # noqa: E402
 from sessions.auth import TokenAuthMiddleware  # noqa: E402
 from sessions.origin import OriginValidator  # noqa: E402
 from sessions.routing import websocket_urlpatterns  # noqa: E402
+from sessions.sandbox_scripts import topic_scripts  # noqa: E402
+from sessions.upstreams.registry import PROVIDERS  # noqa: E402
 
 browser_sockets = OriginValidator(
     AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
 )
 # The sandboxes come first: their clients are servers (ours or a test's), which send no Origin.
-application = ProtocolTypeRouter(
-    {
-        "http": SandboxRouter(django_asgi, settings.SANDBOXES_ENABLED),
-        "websocket": SandboxRouter(browser_sockets, settings.SANDBOXES_ENABLED),
-    }
+# One router for both protocols, so a sandbox's HTTP and WebSocket routes share one state.
+application = SandboxRouter(
+    ProtocolTypeRouter({"http": django_asgi, "websocket": browser_sockets}),
+    {p.key: p.sandbox for p in PROVIDERS.values() if p.sandbox},
+    settings.SECRET_KEY,
+    scripts=topic_scripts,
+    enabled=settings.SANDBOXES_ENABLED,
 )

@@ -179,7 +179,10 @@ AXES_DISABLE_ACCESS_LOG = True  # failures are counted either way; successes nee
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # Request lines (runserver's django.channels.server, uvicorn.access) may carry a credential in
+    # the query (Liku's init-websocket?token=, Lokutor's ?api_key=): redacted on the way out.
+    "filters": {"redact_query": {"()": "playground.logfilters.RedactQuery"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["redact_query"]}},
     "root": {"handlers": ["console"], "level": env.get("LOG_LEVEL", "INFO")},
     # httpx logs every request URL at INFO; Liku's init-websocket carries the token in its query.
     "loggers": {"daphne": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},

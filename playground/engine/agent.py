@@ -9,7 +9,8 @@ Use::
     async for event in agent.events(): ...
     await agent.close()
 
-Events are the upstream dataclasses of `sessions.upstreams.base`.
+Events are the engine's own dataclasses (`playground.engine.events`); the engine imports
+nothing from `sessions/`, whose local upstream translates them.
 
 Output pacing (a decision): audio is emitted at real time, at most `lead_ms`
 ahead of the wall clock. The engine therefore knows, at any instant, roughly
@@ -40,9 +41,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from sessions.upstreams.base import Audio, Error, Event, Interrupted, Status, Transcript
-
 from . import stt, tts, vad
+from .events import AgentEvent, Audio, Failure, Interrupted, Status, Transcript
 from .responder import LLMConfig, Responder
 from .script import Script
 from .text import spoken_prefix
@@ -88,12 +88,13 @@ class Agent:
                  start_threshold: float = 0.5, start_windows: int = 3,
                  min_speech_ms: float = 200.0, lead_ms: float = 200.0, speed: float = 1.0,
                  chunk_ms: float = 40.0, partial_every: float = 0.3, words_per_minute: int = 175,
-                 greet: bool = True):
+                 greet: bool = True, responder=None):
         self.script = script
         self.language = language or script.language or "en"
         self.voice = tts.resolve_voice(self.language, voice)
         llm = LLMConfig.from_dict(llm) if isinstance(llm, dict) or llm is None else llm
-        self.responder = Responder(script, llm)
+        # Any object with Responder's reply(history) and aclose() (the Aivoco sandbox's calls functions).
+        self.responder = responder if responder is not None else Responder(script, llm)
         # Hysteresis: a turn starts at `start_threshold` and stays voiced down to 0.15 below it.
         self.turns = vad.TurnDetector(start_threshold=start_threshold,
                                       end_threshold=max(0.15, start_threshold - 0.15),
@@ -104,7 +105,7 @@ class Agent:
         self.last_timings: dict[str, float] = {}
         self.timings: list[dict[str, float]] = []
         self.history: list[dict] = []
-        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
         self._vad: vad.Vad | None = None
         self._rec: stt.Recognizer | None = None
         self._utt: stt.Utterance | None = None
@@ -150,7 +151,7 @@ class Agent:
             self._vad.close()
         self._queue.put_nowait(None)
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def events(self) -> AsyncIterator[AgentEvent]:
         """Every event in order; ends after `close()`. One reader only."""
         while (event := await self._queue.get()) is not None:
             yield event
@@ -241,7 +242,7 @@ class Agent:
             text = (await utt.finish()).strip()
         except Exception as exc:  # a failed decode must not end the conversation
             log.exception("speech recognition failed")
-            self._put(Error("stt", str(exc)))
+            self._put(Failure("stt", str(exc)))
             text = ""
         clock["stt_final_ms"] = (time.monotonic() - clock["end_of_turn"]) * 1000
         if not text:
@@ -271,7 +272,7 @@ class Agent:
             raise
         except Exception as exc:  # report, and keep listening
             log.exception("reply failed")
-            self._put(Error("reply", str(exc)))
+            self._put(Failure("reply", str(exc)))
         self._played = None
         if said:
             self._put(Transcript("agent", " ".join(said), True, self._reply_id))
@@ -321,7 +322,7 @@ class Agent:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _put(self, event: Event) -> None:
+    def _put(self, event: AgentEvent) -> None:
         if not self._closed:
             self._queue.put_nowait(event)
 

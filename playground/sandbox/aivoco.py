@@ -4,7 +4,8 @@ and protocols.md section 5, independently of our client.
 
 What it does, event by event (Socket.IO v4, default namespace):
 
-* ``start_call {auth_key, system_message, voice_choice, custom_functions}``: an
+* ``start_call {auth_key, system_message, voice_choice, custom_functions}``: keys are
+  derived from the deployment's secret (`api_key`, and `poor_key` with almost no credits); an
   unknown key gets ``auth_failed {message, credits: 0}``, as does a key with no
   credits left; a malformed payload gets ``error {message}``. Otherwise
   ``auth_success {credits}``, the agent starts, then ``session_ready {message,
@@ -29,8 +30,13 @@ What it does, event by event (Socket.IO v4, default namespace):
 * ``stop_call``: ``session_ended {message: "Call stopped by user",
   total_credits_used, remaining_credits}``; the socket stays connected.
 
-`app` is the ASGI app (``socketio_path="socket.io"``, so under our server it is
-reached at ``/sandbox/aivoco/socket.io``); `make_app()` builds a fresh one.
+Where the seed's sources disagree, every spelling is accepted: voices (``female``/``male``,
+``Girl``/``Boy``, ``alloy``, in any case) and parameter types (JSON Schema's and Python's names).
+
+`make_app(secret, scripts=None, cost_per_minute=)` builds a fresh sandbox (its own balances);
+its ASGI app serves ``socketio_path="socket.io"`` (under our server:
+``/sandbox/aivoco/socket.io``), and `app.state` is the `AivocoSandbox` (calls, accounts, stats).
+Calls are released when they end or their socket disconnects.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
+import hmac
 import itertools
 import json
 import logging
@@ -52,23 +59,23 @@ import numpy as np
 import socketio
 
 from playground.engine.agent import Agent
+from playground.engine.events import Audio, Interrupted, Transcript
+from playground.engine.resample import Resampler
 from playground.engine.responder import Responder
 from playground.engine.script import FAQ, Script
 from playground.engine.text import words
-from sessions.audio import Resampler
-from sessions.upstreams.base import Audio, Interrupted, Transcript
+from playground.sandbox import SandboxApp, Scripts, derive, find_script
 
 log = logging.getLogger(__name__)
 
-KEY = "sandbox-aivoco-key"
-POOR_KEY = "sandbox-aivoco-poor"
 COST_PER_MINUTE = 1.0
 FUNCTION_COST = 0.05  # admin units per function call (vendor Demo's billing text)
 FUNCTION_TIMEOUT = 10.0
 OUTPUT_RATE = 24000
-# The three spellings the vendor's sources use (README, Demo, CLI), as espeak-ng voices.
-VOICES = {"female": "en-us+f3", "male": "en-us", "Girl": "en-us+f3", "Boy": "en-us", "alloy": "en-us+f3"}
-PARAM_TYPES = ("string", "number", "boolean")
+# The spellings the vendor's sources use (README, Demo, CLI), as espeak-ng voices; matched in any case.
+VOICES = {"female": "en-us+f3", "male": "en-us", "girl": "en-us+f3", "boy": "en-us", "alloy": "en-us+f3"}
+# The seed shows string/number/boolean; JSON Schema's and Python's other names are accepted too.
+PARAM_TYPES = ("string", "number", "integer", "boolean", "object", "array", "str", "int", "float", "bool")
 
 
 @dataclass
@@ -77,13 +84,28 @@ class Account:
     admin_units: float = 100.0
 
 
-def accounts() -> dict[str, Account]:
-    """Fixture keys: one with plenty of credits, one that runs dry within two seconds."""
-    return {KEY: Account(credits=100_000.0), POOR_KEY: Account(credits=0.03, admin_units=1.0)}
+def api_key(secret: str) -> str:
+    """The sandbox key with plenty of credits, in the deployment whose secret it is."""
+    return derive(secret, "aivoco-api-key")
 
 
-def client_config(base_url: str) -> dict:
-    return {"url": base_url, "api_key": KEY}
+def poor_key(secret: str) -> str:
+    """A key whose credits run dry within two seconds (for tests of the credit end)."""
+    return derive(secret, "aivoco-poor-key")
+
+
+def accounts(secret: str) -> dict[str, Account]:
+    poor = Account(credits=0.03, admin_units=1.0)
+    return {api_key(secret): Account(credits=100_000.0), poor_key(secret): poor}
+
+
+def voice_of(choice) -> str | None:
+    """The espeak-ng voice for a voice_choice in any of the vendor's spellings, or None."""
+    return VOICES.get(choice.lower()) if isinstance(choice, str) else None
+
+
+def client_config(base_url: str, secret: str) -> dict:
+    return {"url": base_url, "api_key": api_key(secret)}
 
 
 # ---- the "model": scripts, trigger rules, spoken results -------------------------------
@@ -174,17 +196,11 @@ def spoken_result(name: str, result: Any) -> str:
     return f"The {name} function returned {json.dumps(result)[:200]}."
 
 
-async def script_for(system_message: str) -> Script:
-    """The agent's script: our own topic when the persona is one of ours (better recognition
+async def script_for(scripts: Scripts | None, system_message: str) -> Script:
+    """The agent's script: the site's topic when the persona is one of ours (better recognition
     and answers in demos), else a generic one; trigger phrases always in its vocabulary."""
-    topic = None
-    try:
-        from sessions.models import Topic
-
-        topic = await Topic.objects.filter(persona=system_message).afirst()
-    except Exception as exc:  # no database here (a bare sandbox, a unit test): generic script
-        log.debug("no topic lookup: %r", exc)
-    base = topic.to_script() if topic else Script("aivoco-sandbox", "Aivoco sandbox", system_message, "")
+    found = await find_script(scripts, lambda script, _options: script.persona == system_message)
+    base = found or Script("aivoco-sandbox", "Aivoco sandbox", system_message, "")
     return Script(base.slug, base.title, system_message, "", "en", faq=base.faq + GENERIC_FAQ,
                   phrases=base.phrases + TRIGGER_PHRASES)  # fmt: skip
 
@@ -283,7 +299,7 @@ def start_problem(data: dict) -> str:
     if not isinstance(data.get("system_message", ""), str):
         return "system_message must be a string"
     voice = data.get("voice_choice", "female")
-    if voice not in VOICES:
+    if voice_of(voice) is None:
         return f"Unsupported voice_choice {voice!r}"
     defs = data.get("custom_functions", [])
     if not isinstance(defs, list):
@@ -338,9 +354,12 @@ def decode_audio(data: Any, stats: Stats) -> bytes | None:
 
 
 class AivocoSandbox:
-    def __init__(self, cost_per_minute: float = COST_PER_MINUTE):
-        self.cost_per_minute = cost_per_minute
-        self.accounts = accounts()
+    """One Aivoco sandbox: the state object (accounts, live calls, stats) and its Socket.IO server."""
+
+    def __init__(self, secret: str, *, scripts: Scripts | None = None,
+                 cost_per_minute: float = COST_PER_MINUTE):  # fmt: skip
+        self.cost_per_minute, self.scripts = cost_per_minute, scripts
+        self.accounts = accounts(secret)
         self.calls: dict[str, Call] = {}
         self.stats = Stats()
         self.sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*")
@@ -355,7 +374,7 @@ class AivocoSandbox:
         if sid in self.calls:
             return await self.emit("error", {"message": "A call is already active"}, sid)
         key = data.get("auth_key")
-        account = self.accounts.get(key) if isinstance(key, str) else None
+        account = self._account(key)
         if account is None or account.credits <= 0:
             message = "Invalid API key" if account is None else "Insufficient credits"
             return await self.emit("auth_failed", {"message": message, "credits": 0}, sid)
@@ -366,12 +385,18 @@ class AivocoSandbox:
         call = self.calls[sid] = Call(self, sid, account, defs)
         await self.emit("auth_success", {"credits": round(account.credits, 4)}, sid)
         await self._start(call, data.get("system_message") or "You are a helpful AI assistant.",
-                          VOICES[data.get("voice_choice", "female")])  # fmt: skip
+                          voice_of(data.get("voice_choice", "female")))  # fmt: skip
+
+    def _account(self, key) -> Account | None:
+        if not isinstance(key, str):
+            return None
+        found = [a for k, a in self.accounts.items() if hmac.compare_digest(k.encode(), key.encode())]
+        return found[0] if found else None
 
     async def _start(self, call: Call, system_message: str, voice: str) -> None:
-        agent = Agent(await script_for(system_message), voice=voice, language="en", greet=False)
-        agent.responder = FunctionResponder(call, agent.responder)
-        call.agent = agent
+        script = await script_for(self.scripts, system_message)
+        responder = FunctionResponder(call, Responder(script, None))
+        agent = call.agent = Agent(script, voice=voice, language="en", greet=False, responder=responder)
         try:
             await agent.start()
         except Exception:
@@ -454,12 +479,8 @@ class AivocoSandbox:
                 await self.emit("text_response", {"text": event.text}, call.sid)
 
 
-def make_app() -> socketio.ASGIApp:
-    """A fresh sandbox (its own balances) as an ASGI app; the sandbox itself is `app.sandbox`."""
-    sandbox = AivocoSandbox()
-    asgi = socketio.ASGIApp(sandbox.sio, socketio_path="socket.io")
-    asgi.sandbox = sandbox
-    return asgi
-
-
-app = make_app()
+def make_app(secret: str, *, scripts: Scripts | None = None,
+             cost_per_minute: float = COST_PER_MINUTE) -> SandboxApp:  # fmt: skip
+    """A fresh sandbox (its own balances) whose keys derive from `secret`; state: `app.state`."""
+    sandbox = AivocoSandbox(secret, scripts=scripts, cost_per_minute=cost_per_minute)
+    return SandboxApp(socketio.ASGIApp(sandbox.sio, socketio_path="socket.io"), sandbox)

@@ -5,7 +5,8 @@ from our client (sessions/upstreams/liku.py). It is strict where the guide is:
 
 * ``POST /api/liku/authentication/`` ``{"email", "password"}`` -> ``{"token_key": "<40 hex>"}``;
   wrong credentials -> 400 ``{"non_field_errors": [...]}`` (Django REST framework's login).
-  The one account: ``sandbox@liku.test``, its password derived from SECRET_KEY (see PASSWORD).
+  The one account: ``sandbox@liku.test``, its password derived from the deployment's secret
+  (`password`), so it is not computable from public source.
 * ``GET /api/init-websocket?token=&topic_id=[&face_id&liku_id&language]`` -> plain text
   connection data (base64 of the parameters and a nonce); bad token -> 401, no
   ``topic_id`` -> 400, both as ``{"detail": ...}``.
@@ -19,16 +20,17 @@ from our client (sessions/upstreams/liku.py). It is strict where the guide is:
   it short). No barge-in message: the audio just stops.
 * ``POST /api/save-transcript`` with ``Authorization: Token <key>`` and
   ``{"connection_data", "topic_id", "conversation_id"}``: missing/bad token -> 401;
-  missing fields -> 400. Saves are kept in memory (`SAVED`), re-saving the same
-  conversation replaces it; ``GET /api/_sandbox/saved`` lists them (sandbox only).
+  missing fields -> 400. Saves are kept in memory (`State.saved`), re-saving the same
+  conversation replaces it; ``GET /api/_sandbox/saved`` lists the caller's own (sandbox only).
 
-Connection data stays valid after a socket closes, so a client may reconnect with
-it and the chat goes on (no second greeting). The topic comes from our own Topic
-whose ``provider_options.liku.topic_id`` matches (the sandbox stands in for Liku's
-topic configuration), else a generic demo script.
+Connection data stays valid after a socket closes (for CHAT_TTL_S after its last use), so
+a client may reconnect with it and the chat goes on (no second greeting). The topic comes
+from the site's scripts whose ``provider_options.liku.topic_id`` matches (the sandbox stands
+in for Liku's topic configuration), else a generic demo script.
 
-Fault controls for tests running the app in process: `outage`, `expire_all`,
-`drop_all`, `send_raw`, `save_outage`, `reset`.
+`make_app(secret, scripts=None)`; the state object is `app.state` (`State`), whose fault
+controls tests use: `outage`, `expire_all`, `drop_all`, `send_raw`, `save_outage`, `reset`.
+Everything it keeps is bounded (MAX_* below, oldest first out).
 """
 
 from __future__ import annotations
@@ -36,16 +38,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
-from django.conf import settings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -53,22 +52,25 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from playground.engine.agent import Agent
+from playground.engine.events import Audio, Interrupted, Transcript
+from playground.engine.resample import Resampler
 from playground.engine.script import FAQ, Script
-from sessions.audio import Resampler
-from sessions.upstreams.base import Audio, Interrupted, Transcript
+from playground.sandbox import SandboxApp, Scripts, derive, find_script
 
 log = logging.getLogger(__name__)
 
 EMAIL = "sandbox@liku.test"
-# Derived from SECRET_KEY rather than written here: the sandbox keeps saved transcripts, and a
-# password in public source would let anyone read a deployment's. Processes sharing a
-# SECRET_KEY share it; our own client gets it through client_config().
-PASSWORD = hmac.new(settings.SECRET_KEY.encode(), b"liku-sandbox", hashlib.sha256).hexdigest()[:24]
-ACCOUNTS = {EMAIL: PASSWORD}
 OUTPUT_RATE = 24000
 TURN_SILENCE_MS = 700
 FIRST_FRAME_TIMEOUT = 10.0
 INVALID = 4000
+# Bounds on what the sandbox keeps, so no client can grow it without limit.
+MAX_TOKENS = 100
+MAX_CHATS = 200
+CHAT_TTL_S = 3600.0  # connection data unused this long is forgotten
+MAX_MESSAGES = 500  # per chat
+MAX_INITS = 200
+MAX_SAVED = 200
 
 GENERIC = Script(
     slug="liku-demo",
@@ -79,6 +81,16 @@ GENERIC = Script(
 )
 
 
+def password(secret: str) -> str:
+    """The sandbox account's password in the deployment whose secret it is."""
+    return derive(secret, "liku-password")[:24]
+
+
+def client_config(base_url: str, secret: str) -> dict:
+    chat = "ws" + base_url[4:] if base_url.startswith("http") else base_url
+    return {"api_url": base_url, "chat_url": chat, "email": EMAIL, "password": password(secret), "token": ""}
+
+
 @dataclass
 class Chat:
     """What one issued connection data stands for: a chat on the server."""
@@ -87,27 +99,106 @@ class Chat:
     params: dict
     valid: bool = True
     greeted: bool = False
+    used: float = field(default_factory=time.monotonic)
     messages: list[dict] = field(default_factory=list)
     frame_sizes: set[int] = field(default_factory=set)  # of the audio received, for tests
+
+    def add(self, message: dict) -> None:
+        self.messages.append(message)
+        del self.messages[:-MAX_MESSAGES]
 
 
 @dataclass
 class State:
-    tokens: dict[str, str] = field(default_factory=dict)  # token_key -> email
-    chats: dict[str, Chat] = field(default_factory=dict)  # connection data -> chat
+    """Everything one Liku sandbox keeps, and the fault controls of tests running it in process."""
+
+    accounts: dict[str, str]  # email -> password
+    scripts: Scripts | None = None
+    tokens: OrderedDict[str, str] = field(default_factory=OrderedDict)  # token_key -> email
+    chats: OrderedDict[str, Chat] = field(default_factory=OrderedDict)  # connection data -> chat
     inits: list[dict] = field(default_factory=list)  # every successful init: email and parameters
+    saved: list[dict] = field(default_factory=list)
     sockets: set = field(default_factory=set)
     down: bool = False
     save_down: bool = False
 
+    def token_for(self, email: str) -> str:
+        token = next((t for t, e in self.tokens.items() if e == email), None) or secrets.token_hex(20)
+        self.tokens[token] = email
+        self.tokens.move_to_end(token)
+        while len(self.tokens) > MAX_TOKENS:
+            self.tokens.popitem(last=False)
+        return token
 
-STATE = State()
-SAVED: list[dict] = []
+    def new_chat(self, data: str, chat: Chat) -> None:
+        self.prune()
+        self.chats[data] = chat
+        while len(self.chats) > MAX_CHATS:
+            self.chats.popitem(last=False)
+
+    def chat(self, data: str) -> Chat | None:
+        chat = self.chats.get(data)
+        if chat is not None:
+            chat.used = time.monotonic()
+            self.chats.move_to_end(data)
+        return chat
+
+    def prune(self) -> None:
+        """Forget connection data unused for CHAT_TTL_S (the least recently used come first)."""
+        stale = time.monotonic() - CHAT_TTL_S
+        while self.chats and next(iter(self.chats.values())).used < stale:
+            self.chats.popitem(last=False)
+
+    def record_init(self, entry: dict) -> None:
+        self.inits.append(entry)
+        del self.inits[:-MAX_INITS]
+
+    def save(self, record: dict) -> None:
+        kept = [s for s in self.saved if s["conversation_id"] != record["conversation_id"]]
+        self.saved[:] = [*kept, record][-MAX_SAVED:]
+
+    # ---- fault controls for in-process tests ----
+
+    async def _close_all(self, code: int) -> None:
+        for ws in list(self.sockets):
+            with contextlib.suppress(Exception):
+                await ws.close(code)
+
+    async def drop_all(self) -> None:
+        """The server loses every live chat socket (1011); connection data stays valid."""
+        await self._close_all(1011)
+
+    async def outage(self, down: bool = True) -> None:
+        """The chat service goes down (sockets dropped, init and new sockets refused) or comes back."""
+        self.down = down
+        if down:
+            await self._close_all(1011)
+
+    async def expire_all(self) -> None:
+        """Every connection data becomes invalid; live sockets close with 4000."""
+        for chat in self.chats.values():
+            chat.valid = False
+        await self._close_all(INVALID)
+
+    async def send_raw(self, text: str) -> None:
+        """A text frame as is (e.g. malformed) to every live chat socket."""
+        for ws in list(self.sockets):
+            with contextlib.suppress(Exception):
+                await ws.send_text(text)
+
+    def save_outage(self, down: bool = True) -> None:
+        self.save_down = down
+
+    def reset(self) -> None:
+        self.tokens.clear()
+        self.chats.clear()
+        self.inits.clear()
+        self.saved.clear()
+        self.down = self.save_down = False
 
 
-def client_config(base_url: str) -> dict:
-    chat = "ws" + base_url[4:] if base_url.startswith("http") else base_url
-    return {"api_url": base_url, "chat_url": chat, "email": EMAIL, "password": PASSWORD, "token": ""}
+def state_of(conn) -> State:
+    return conn.app.state.sandbox
 
 
 # ---- REST ----------------------------------------------------------------------------------
@@ -126,24 +217,28 @@ async def _json_body(request: Request) -> dict | None:
 
 
 async def authentication(request: Request) -> Response:
+    state = state_of(request)
     body = await _json_body(request)
     if body is None:
         return _detail(400, "JSON parse error.")
     missing = {k: ["This field is required."] for k in ("email", "password") if not body.get(k)}
     if missing:
         return JSONResponse(missing, status_code=400)
-    if ACCOUNTS.get(body["email"]) != body["password"]:
+    known = state.accounts.get(body["email"]) if isinstance(body["email"], str) else None
+    given = body["password"] if isinstance(body["password"], str) else ""
+    if known is None or not secrets.compare_digest(known.encode(), given.encode()):
         return JSONResponse({"non_field_errors": ["Unable to log in with provided credentials."]}, 400)
-    token = next((t for t, e in STATE.tokens.items() if e == body["email"]), None) or secrets.token_hex(20)
-    STATE.tokens[token] = body["email"]
-    return JSONResponse({"token_key": token})
+    return JSONResponse({"token_key": state.token_for(body["email"])})
 
 
 async def init_websocket(request: Request) -> Response:
-    email = STATE.tokens.get(request.query_params.get("token", ""))
+    state = state_of(request)
+    # The guide puts the token in the query (our access log redacts it); a header works too.
+    token = request.query_params.get("token") or _header_token(request) or ""
+    email = state.tokens.get(token)
     if email is None:
         return _detail(401, "Invalid token.")
-    if STATE.down:
+    if state.down:
         return _detail(503, "Service unavailable.")
     if not request.query_params.get("topic_id", "").strip():
         return _detail(400, "topic_id is required.")
@@ -151,23 +246,28 @@ async def init_websocket(request: Request) -> Response:
               if k in request.query_params}  # fmt: skip
     blob = json.dumps({**params, "nonce": secrets.token_hex(16), "issued": int(time.time())})
     data = base64.urlsafe_b64encode(blob.encode()).decode()
-    STATE.chats[data] = Chat(email, params)
-    STATE.inits.append({"email": email, **params})
+    state.new_chat(data, Chat(email, params))
+    state.record_init({"email": email, **params})
     return PlainTextResponse(data)
 
 
-def _token_email(request: Request) -> str | None:
+def _header_token(request: Request) -> str | None:
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    return STATE.tokens.get(key.strip()) if scheme == "Token" else None
+    return key.strip() if scheme == "Token" else None
+
+
+def _token_email(request: Request) -> str | None:
+    return state_of(request).tokens.get(_header_token(request) or "")
 
 
 async def save_transcript(request: Request) -> Response:
+    state = state_of(request)
     if not request.headers.get("authorization"):
         return _detail(401, "Authentication credentials were not provided.")
     email = _token_email(request)
     if email is None:
         return _detail(401, "Invalid token.")
-    if STATE.save_down:
+    if state.save_down:
         return _detail(503, "Transcript service unavailable.")
     body = await _json_body(request)
     if body is None:
@@ -176,14 +276,14 @@ async def save_transcript(request: Request) -> Response:
                if not str(body.get(k) or "").strip()}  # fmt: skip
     if missing:
         return JSONResponse(missing, status_code=400)
-    chat = STATE.chats.get(body["connection_data"])
+    chat = state.chat(body["connection_data"]) if isinstance(body["connection_data"], str) else None
     if chat is None or chat.email != email:
         return _detail(400, "Invalid connection data.")
     if str(body["topic_id"]) != chat.params["topic_id"]:
         return _detail(400, "topic_id does not match the connection data.")
     record = {"conversation_id": str(body["conversation_id"]), "topic_id": chat.params["topic_id"],
               "email": email, "messages": list(chat.messages)}  # fmt: skip
-    SAVED[:] = [s for s in SAVED if s["conversation_id"] != record["conversation_id"]] + [record]
+    state.save(record)
     return JSONResponse({"status": "saved", "conversation_id": record["conversation_id"],
                          "messages": len(record["messages"])})  # fmt: skip
 
@@ -193,30 +293,31 @@ async def saved(request: Request) -> Response:
     email = _token_email(request)
     if email is None:
         return _detail(401, "Invalid token.")
-    return JSONResponse([s for s in SAVED if s["email"] == email])
+    return JSONResponse([s for s in state_of(request).saved if s["email"] == email])
 
 
 # ---- chat-stream ---------------------------------------------------------------------------
 
 
 async def chat_stream(ws: WebSocket) -> None:
-    if STATE.down:
+    state = state_of(ws)
+    if state.down:
         await ws.close(1011)  # before accept: the handshake fails
         return
     await ws.accept()
-    STATE.sockets.add(ws)
+    state.sockets.add(ws)
     try:
-        chat = await _handshake(ws)
+        chat = await _handshake(ws, state)
         if chat is not None:
             await ws.send_text(json.dumps({"type": "connection_established"}))
-            await _converse(ws, chat)
+            await _converse(ws, chat, state)
     except WebSocketDisconnect:
         pass
     finally:
-        STATE.sockets.discard(ws)
+        state.sockets.discard(ws)
 
 
-async def _handshake(ws: WebSocket) -> Chat | None:
+async def _handshake(ws: WebSocket, state: State) -> Chat | None:
     """The chat named by the first frame; anything else closes 4000 (and gives None)."""
     try:
         message = await asyncio.wait_for(ws.receive(), FIRST_FRAME_TIMEOUT)
@@ -224,13 +325,13 @@ async def _handshake(ws: WebSocket) -> Chat | None:
         message = {}
     if message.get("type") == "websocket.disconnect":
         return None
-    chat = _chat_of(message.get("text"))
+    chat = _chat_of(message.get("text"), state)
     if chat is None:
         await ws.close(INVALID, "Invalid connection data")
     return chat
 
 
-def _chat_of(text: str | None) -> Chat | None:
+def _chat_of(text: str | None, state: State) -> Chat | None:
     if text is None:  # binary (audio) before the connection data
         return None
     try:
@@ -238,12 +339,12 @@ def _chat_of(text: str | None) -> Chat | None:
     except ValueError:
         return None
     data = body.get("connection_data") if isinstance(body, dict) else None
-    chat = STATE.chats.get(data) if isinstance(data, str) else None
+    chat = state.chat(data) if isinstance(data, str) else None
     return chat if chat is not None and chat.valid else None
 
 
-async def _converse(ws: WebSocket, chat: Chat) -> None:
-    script = await _script(chat.params["topic_id"])
+async def _converse(ws: WebSocket, chat: Chat, state: State) -> None:
+    script = await _script(state, chat.params["topic_id"])
     language = chat.params.get("language") or script.language
     agent = Agent(script, language=language, hangover_ms=TURN_SILENCE_MS, greet=not chat.greeted)
     chat.greeted = True
@@ -255,7 +356,7 @@ async def _converse(ws: WebSocket, chat: Chat) -> None:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
-            if message.get("bytes"):
+            if message.get("bytes") and len(chat.frame_sizes) < 16:  # a sample is all tests need
                 chat.frame_sizes.add(len(message["bytes"]))
             data = carry + (message.get("bytes") or b"")
             cut = len(data) - len(data) % 2
@@ -288,7 +389,7 @@ async def _speak(ws: WebSocket, agent: Agent, chat: Chat) -> None:
                 if message is not None:
                     await ws.send_text(json.dumps(message))
                     if event.final:
-                        chat.messages.append({"role": message["type"], "text": event.text})
+                        chat.add({"role": message["type"], "text": event.text})
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass  # the client went away
 
@@ -310,74 +411,24 @@ def _transcript_message(event: Transcript, ids: dict[str, str]) -> dict | None:
             "status": "incomplete" if event.interrupted else "completed"}  # fmt: skip
 
 
-async def _script(topic_id: str) -> Script:
-    try:
-        return await sync_to_async(_topic_script)(topic_id) or GENERIC
-    except Exception:  # no database (run alone, not set up): the demo script will do
-        log.info("liku sandbox: no topic lookup, using the demo script", exc_info=True)
-        return GENERIC
+async def _script(state: State, topic_id: str) -> Script:
+    def named(_script, options: dict) -> bool:
+        return str((options.get("liku") or {}).get("topic_id", "")).strip() == topic_id
+
+    return await find_script(state.scripts, named) or GENERIC
 
 
-def _topic_script(topic_id: str) -> Script | None:
-    from sessions.models import Topic
-
-    for topic in Topic.objects.filter(is_active=True):
-        if str(topic.options_for("liku").get("topic_id", "")).strip() == topic_id:
-            return topic.to_script()
-    return None
-
-
-# ---- fault controls for in-process tests ---------------------------------------------------
-
-
-async def _close_all(code: int) -> None:
-    for ws in list(STATE.sockets):
-        with contextlib.suppress(Exception):
-            await ws.close(code)
-
-
-async def drop_all() -> None:
-    """The server loses every live chat socket (1011); connection data stays valid."""
-    await _close_all(1011)
-
-
-async def outage(down: bool = True) -> None:
-    """The chat service goes down (sockets dropped, init and new sockets refused) or comes back."""
-    STATE.down = down
-    if down:
-        await _close_all(1011)
-
-
-async def expire_all() -> None:
-    """Every connection data becomes invalid; live sockets close with 4000."""
-    for chat in STATE.chats.values():
-        chat.valid = False
-    await _close_all(INVALID)
-
-
-async def send_raw(text: str) -> None:
-    """A text frame as is (e.g. malformed) to every live chat socket."""
-    for ws in list(STATE.sockets):
-        with contextlib.suppress(Exception):
-            await ws.send_text(text)
-
-
-def save_outage(down: bool = True) -> None:
-    STATE.save_down = down
-
-
-def reset() -> None:
-    global STATE
-    STATE = State()
-    SAVED.clear()
-
-
-app = Starlette(
-    routes=[
-        Route("/api/liku/authentication/", authentication, methods=["POST"]),
-        Route("/api/init-websocket", init_websocket, methods=["GET"]),
-        Route("/api/save-transcript", save_transcript, methods=["POST"]),
-        Route("/api/_sandbox/saved", saved, methods=["GET"]),
-        WebSocketRoute("/chat-stream", chat_stream),
-    ]
-)
+def make_app(secret: str, *, scripts: Scripts | None = None) -> SandboxApp:
+    """A fresh Liku sandbox whose account password is derived from `secret`; state: `app.state`."""
+    state = State(accounts={EMAIL: password(secret)}, scripts=scripts)
+    asgi = Starlette(
+        routes=[
+            Route("/api/liku/authentication/", authentication, methods=["POST"]),
+            Route("/api/init-websocket", init_websocket, methods=["GET"]),
+            Route("/api/save-transcript", save_transcript, methods=["POST"]),
+            Route("/api/_sandbox/saved", saved, methods=["GET"]),
+            WebSocketRoute("/chat-stream", chat_stream),
+        ]
+    )
+    asgi.state.sandbox = state
+    return SandboxApp(asgi, state)

@@ -11,7 +11,8 @@ notes in shared/protocols.md section 3; it shares no code with our client.
   ``{"type": "error", "data": {"code": "validation.invalid_voice", "message": ...}}`` (or,
   in the docs' flavour, ``"data": "<message>"``) and the socket stays open;
 * binary frames: microphone audio, s16le mono at 44.1 kHz (the docs) unless ``rates`` said
-  otherwise; it is resampled to 16 kHz for the agent;
+  otherwise (any standard rate, 8 to 96 kHz, at the top level or under ``data``: the seed
+  names no list); it is resampled to 16 kHz for the agent;
 * out: ``status`` (``thinking``/``speaking`` with the reply's ``generation``, ``listening``,
   ``interrupted``), final ``transcript`` with ``role`` ``user`` or ``agent``, and the agent's
   speech as binary s16le mono 44.1 kHz frames, paced at real time by the agent (or as JSON
@@ -25,6 +26,10 @@ higher number than the interrupted one.
 The agent starts once the configuration has settled (``SETTLE_S`` after the last config
 message) or at the first audio frame. Its topic is ours when the prompt is a stored
 Topic's persona (so it knows the FAQ and phrases), else the prompt with a generic FAQ.
+
+`make_app(secret, scripts=None, errors=, audio=, agent_options=)`: the key is derived from
+`secret` (`api_key`); the state object `app.state` (`State`) holds the live calls, each
+released when its socket closes.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ import base64
 import contextlib
 import json
 import logging
+import secrets
+from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -42,17 +49,18 @@ from starlette.websockets import WebSocket
 
 from playground.engine import tts
 from playground.engine.agent import Agent
+from playground.engine.events import Audio, Failure, Interrupted, Status, Transcript
+from playground.engine.resample import Resampler
 from playground.engine.script import FAQ, Script
-from sessions.audio import Resampler
-from sessions.upstreams.base import Audio, Error, Interrupted, Status, Transcript
+from playground.sandbox import SandboxApp, Scripts, derive, find_script
 
 log = logging.getLogger(__name__)
 
-SANDBOX_KEY = "sandbox-lokutor-key"
 VOICES = frozenset(f"{g}{n}" for g in "FM" for n in range(1, 6))
 # The docs and SDK list en, es, fr, pt, ko; the open-source engine also knows de, it, ja, zh.
 LANGUAGES = frozenset({"en", "es", "fr", "pt", "ko", "de", "it", "ja", "zh"})
-RATES = frozenset({8000, 16000, 22050, 24000, 32000, 44100, 48000})
+# The seed names no list: every standard PCM rate is accepted, whatever our client picks.
+RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000})
 INPUT_RATE = 44100  # "Sample Rate 44,100 Hz" in the docs, for the stream both ways
 OUTPUT_RATE = 44100
 AGENT_RATE = 16000
@@ -66,29 +74,52 @@ GENERIC_FAQ = (
 )
 
 
-def client_config(base_url: str) -> dict:
-    """Our client's settings for this sandbox: its WebSocket base and the fixture key."""
+def api_key(secret: str) -> str:
+    """The sandbox's API key in the deployment whose secret it is."""
+    return derive(secret, "lokutor-api-key")
+
+
+def client_config(base_url: str, secret: str) -> dict:
+    """Our client's settings for this sandbox: its WebSocket base and the deployment's key."""
     scheme, rest = base_url.split("://", 1)
-    return {"url": f"{'wss' if scheme == 'https' else 'ws'}://{rest}", "api_key": SANDBOX_KEY}
+    return {"url": f"{'wss' if scheme == 'https' else 'ws'}://{rest}", "api_key": api_key(secret)}
 
 
-def make_app(*, errors: str = "object", audio: str = "binary", key: str = SANDBOX_KEY,
-             agent_options: dict | None = None) -> Starlette:
-    """The sandbox app. `errors`: "object" (SDK) or "string" (docs); `audio`: "binary" or "json"."""
+@dataclass
+class State:
+    """One Lokutor sandbox: its key, its options, and the live calls (released when they close)."""
+
+    key: str
+    errors: str = "object"
+    audio: str = "binary"
+    agent_options: dict = field(default_factory=dict)
+    scripts: Scripts | None = None
+    calls: set = field(default_factory=set)
+
+
+def make_app(secret: str, *, scripts: Scripts | None = None, errors: str = "object", audio: str = "binary",
+             agent_options: dict | None = None) -> SandboxApp:  # fmt: skip
+    """A fresh sandbox. `errors`: "object" (SDK) or "string" (docs); `audio`: "binary" or "json"."""
+    state = State(api_key(secret), errors, audio, dict(agent_options or {}), scripts)
 
     async def agent_socket(websocket: WebSocket) -> None:
-        if not await _admitted(websocket, key):
+        if not await _admitted(websocket, state.key):
             return
         await websocket.accept()
-        await Call(websocket, errors=errors, audio=audio, agent_options=agent_options or {}).run()
+        call = Call(websocket, state)
+        state.calls.add(call)
+        try:
+            await call.run()
+        finally:
+            state.calls.discard(call)
 
-    return Starlette(routes=[WebSocketRoute("/ws/agent", agent_socket)])
+    return SandboxApp(Starlette(routes=[WebSocketRoute("/ws/agent", agent_socket)]), state)
 
 
 async def _admitted(websocket: WebSocket, key: str) -> bool:
     """Check the api_key before the upgrade; refuse it with 401 (or 403 where denial bodies can't be sent)."""
     given = websocket.query_params.get("api_key")
-    if given == key:
+    if given and secrets.compare_digest(given.encode(), key.encode()):
         return True
     code = "auth.missing_key" if not given else "auth.invalid_key"
     body = {"error": {"code": code, "message": "Invalid or missing API key", "retryable": False}}
@@ -108,16 +139,11 @@ def espeak_voice(voice: str, language: str) -> str:
     return base
 
 
-async def script_for(prompt: str) -> Script:
-    """Our stored Topic whose persona is the prompt (its FAQ and phrases), else a generic one."""
-    try:
-        from sessions.models import Topic
-
-        topic = await Topic.objects.filter(persona=prompt).afirst()
-    except Exception:  # no database here (sandbox run alone, tests without one): generic it is
-        topic = None
-    if topic is not None:
-        return topic.to_script()
+async def script_for(scripts: Scripts | None, prompt: str) -> Script:
+    """The site's script whose persona is the prompt (its FAQ and phrases), else a generic one."""
+    script = await find_script(scripts, lambda script, _options: script.persona == prompt)
+    if script is not None:
+        return script
     return Script(slug="lokutor-sandbox", title="Lokutor sandbox", persona=prompt,
                   greeting="Hello! How can I help you today?", faq=GENERIC_FAQ)  # fmt: skip
 
@@ -125,9 +151,9 @@ async def script_for(prompt: str) -> Script:
 class Call:
     """One agent socket: configuration, the offline agent, and the generation counter."""
 
-    def __init__(self, websocket: WebSocket, *, errors: str, audio: str, agent_options: dict):
-        self.ws = websocket
-        self.errors, self.audio_carriage, self.agent_options = errors, audio, agent_options
+    def __init__(self, websocket: WebSocket, state: State):
+        self.ws, self.scripts = websocket, state.scripts
+        self.errors, self.audio_carriage, self.agent_options = state.errors, state.audio, state.agent_options
         self.prompt: str | None = None
         self.voice, self.language = "F1", "en"
         self.input_rate = INPUT_RATE
@@ -203,10 +229,10 @@ class Call:
         self._apply_voice()
 
     async def _on_rates(self, message: dict) -> None:
-        rate_in, playback = message.get("input"), message.get("playback", OUTPUT_RATE)
-        if rate_in not in RATES or playback not in RATES:
-            await self.error(BAD_FORMAT,
-                             f"'rates' needs 'input' and 'playback' among {sorted(RATES)}.")  # fmt: skip
+        body = message["data"] if isinstance(message.get("data"), dict) else message  # either carriage
+        rate_in, playback = body.get("input"), body.get("playback", OUTPUT_RATE)
+        if not (_rate(rate_in) and _rate(playback)):
+            await self.error(BAD_FORMAT, f"'rates' needs 'input' and 'playback' among {sorted(RATES)}.")
             return
         self.input_rate = rate_in
         self._to_agent = Resampler(rate_in, AGENT_RATE)
@@ -263,7 +289,8 @@ class Call:
         async with self._starting:  # the settle timer and the first audio frame may race here
             if self.agent is not None:
                 return
-            script = await script_for(self.prompt if self.prompt is not None else DEFAULT_PROMPT)
+            prompt = self.prompt if self.prompt is not None else DEFAULT_PROMPT
+            script = await script_for(self.scripts, prompt)
             voice = espeak_voice(self.voice, self.language)
             agent = self.agent = Agent(script, voice=voice, language=self.language, **self.agent_options)
             self._pump = asyncio.create_task(self._forward(agent))
@@ -299,7 +326,7 @@ class Call:
                 await self._interrupted()
             case Transcript(final=True, text=text, role=role) if text.strip():
                 await self.send({"type": "transcript", "data": text, "role": role})
-            case Error(message=message):
+            case Failure(message=message):
                 await self.error("agent.provider_error", message)
 
     async def _new_reply(self) -> None:
@@ -351,6 +378,10 @@ class Call:
             await self.send({"type": "error", "data": data})
 
 
+def _rate(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value in RATES
+
+
 async def _cancel(task: asyncio.Task | None) -> None:
     if task is None or task.done():
         return
@@ -358,5 +389,3 @@ async def _cancel(task: asyncio.Task | None) -> None:
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
 
-
-app = make_app()

@@ -17,10 +17,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from playground.engine import events as engine
 from playground.engine import tts
 from playground.engine.agent import Agent
 
-from .base import Capabilities, Client, Event, Session, UpstreamError
+from .base import (
+    Audio,
+    Capabilities,
+    Client,
+    Error,
+    Event,
+    Interrupted,
+    Session,
+    Status,
+    Transcript,
+    UpstreamError,
+)
 
 LANGUAGES: dict[str, str] = dict(tts.LANGUAGES)
 _AGENT_OPTIONS = ("hangover_ms", "start_threshold", "lead_ms", "words_per_minute")
@@ -59,8 +71,9 @@ class LocalAgent(Client):
     async def send_text(self, text: str) -> None:
         await self.agent.send_text(text)
 
-    def events(self) -> AsyncIterator[Event]:
-        return self.agent.events()
+    async def events(self) -> AsyncIterator[Event]:
+        async for event in self.agent.events():
+            yield to_upstream(event)
 
     async def close(self) -> None:
         await self.agent.close()
@@ -69,3 +82,20 @@ class LocalAgent(Client):
     def last_timings(self) -> dict[str, float]:
         """Latency breakdown of the last answered turn (see Agent._record)."""
         return self.agent.last_timings
+
+
+def to_upstream(event: engine.AgentEvent) -> Event:
+    """The engine's event in the relay's vocabulary (sessions.upstreams.base)."""
+    match event:
+        case engine.Transcript():
+            return Transcript(event.role, event.text, event.final, event.id, event.start_ms, event.end_ms,
+                              event.interrupted)  # fmt: skip
+        case engine.Audio():
+            return Audio(event.pcm, event.rate)
+        case engine.Status():
+            return Status(event.state)
+        case engine.Interrupted():
+            return Interrupted()
+        case engine.Failure():
+            return Error(f"local.{event.where}", event.message)  # <provider>.<reason>, as every client
+    raise TypeError(f"unknown engine event {event!r}")

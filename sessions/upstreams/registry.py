@@ -205,7 +205,7 @@ def upstream_config(key: str) -> dict:
         return {**config, "sandbox": False}
     module = importlib.import_module(provider.sandbox)
     base = f"{settings.SANDBOX_BASE_URL}/sandbox/{key}"
-    return {**config, **module.client_config(base), "sandbox": True}
+    return {**config, **module.client_config(base, settings.SECRET_KEY), "sandbox": True}
 
 
 def offered() -> list[Provider]:

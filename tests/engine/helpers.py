@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from sessions.upstreams.base import Event
-
 FRAME = 640  # 20 ms of s16le at 16 kHz, what the relay sends
 
 
@@ -14,7 +12,7 @@ class Events:
     """Reads an agent's (or upstream's) events in the background and lets a test wait for one."""
 
     def __init__(self, source):
-        self.seen: list[Event] = []
+        self.seen: list = []
         self._changed = asyncio.Event()
         self._task = asyncio.create_task(self._read(source))
 
@@ -23,7 +21,7 @@ class Events:
             self.seen.append(event)
             self._changed.set()
 
-    async def wait_for(self, predicate: Callable[[Event], bool], start: int = 0, within: float = 10.0):
+    async def wait_for(self, predicate: Callable[[object], bool], start: int = 0, within: float = 10.0):
         """The first event from index `start` on that matches, waiting up to `within` seconds."""
         async with asyncio.timeout(within):
             while True:

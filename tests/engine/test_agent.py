@@ -5,8 +5,8 @@ import asyncio
 import pytest
 
 from playground.engine.agent import Agent
+from playground.engine.events import Audio, Interrupted, Status, Transcript
 from playground.engine.text import word_error_rate
-from sessions.upstreams.base import Audio, Interrupted, Status, Transcript
 
 from .helpers import Events, feed
 from .speech import noise, silence

@@ -15,10 +15,11 @@ import pytest
 import socketio
 from asgiref.sync import sync_to_async
 
-from playground.sandbox.aivoco import KEY, POOR_KEY, client_config, make_app
+from playground.sandbox import aivoco as aivoco_sandbox
 from sessions import functions
 from sessions.models import Conversation, Topic, Turn
 from sessions.relay import Relay
+from sessions.sandbox_scripts import topic_scripts
 from sessions.upstreams import aivoco
 from sessions.upstreams.aivoco import AivocoUpstream
 from sessions.upstreams.base import Session
@@ -30,6 +31,9 @@ from tests.server import call
 
 FRAME = 640  # 20 ms at 16 kHz, what the browser sends
 BAD_KEY = "aivoco-wrong-key-5521"
+DEPLOYMENT = "aivoco-test-deployment-secret"  # what the sandbox's keys derive from
+KEY = aivoco_sandbox.api_key(DEPLOYMENT)
+POOR_KEY = aivoco_sandbox.poor_key(DEPLOYMENT)
 OPEN_ANSWER = (
     "We open every day at eight in the morning and close at six in the evening. On Sundays we "
     "close a little earlier, at four in the afternoon, so please come early."
@@ -74,12 +78,16 @@ def conversation(user, cafe):
     )
 
 
+def client_config(url: str) -> dict:
+    return aivoco_sandbox.client_config(url, DEPLOYMENT)
+
+
 @contextlib.asynccontextmanager
 async def sandbox():
     """A fresh sandbox (its own credit balances) on loopback: (base URL, the sandbox)."""
-    app = make_app()
+    app = aivoco_sandbox.make_app(DEPLOYMENT, scripts=topic_scripts)
     async with serving(app) as url:
-        yield url, app.sandbox
+        yield url, app.state
 
 
 class Proxy:
@@ -316,10 +324,17 @@ async def test_sandbox_rejects_a_malformed_start_call():
         await client.sio.emit("start_call", {**start_call(), "voice_choice": "en-us+f3"})
         assert "voice_choice" in (await client.wait("error"))["message"]
         client.events.clear()
-        bad_function = {"name": "x", "description": "", "parameters": [{"name": "a", "type": "object"}]}
+        bad_function = {"name": "x", "description": "", "parameters": [{"name": "a", "type": "banana"}]}
         await client.sio.emit("start_call", {**start_call(), "custom_functions": [bad_function]})
         assert "custom_functions" in (await client.wait("error"))["message"]
         assert "session_ready" not in client.names()
+
+
+@pytest.mark.parametrize("voice,kind", [("Girl", "integer"), ("MALE", "int"), ("alloy", "bool")])
+def test_sandbox_accepts_every_spelling_the_vendor_sources_use(voice, kind):
+    """Where the seed's sources disagree the sandbox takes them all, so it cannot hide our client's guess."""
+    function = {"name": "x", "description": "", "parameters": [{"name": "a", "type": kind, "required": True}]}
+    assert aivoco_sandbox.start_problem({"voice_choice": voice, "custom_functions": [function]}) == ""
 
 
 @pytest.mark.slow
@@ -602,4 +617,7 @@ def test_end_to_end_over_daphne_with_the_mounted_sandbox(server, speech):
     assert seen[-1] == {"type": "ended", "reason": "stopped by the user"}
     page = server.client().get(f"/history/{conv['id']}/").text
     assert "check_availability" in page and "table for 2" in page
-    assert KEY not in page and KEY not in json.dumps(seen)
+    code = "from django.conf import settings; from playground.sandbox import aivoco; " \
+           "print(aivoco.api_key(settings.SECRET_KEY))"  # fmt: skip
+    key = server.manage("shell", "-c", code).strip().splitlines()[-1]
+    assert key not in page and key not in json.dumps(seen)

@@ -15,6 +15,7 @@ from asgiref.sync import sync_to_async
 from playground.sandbox import liku as sandbox
 from sessions.models import Conversation, Topic, TranscriptSave, Turn
 from sessions.relay import Relay
+from sessions.sandbox_scripts import topic_scripts
 from sessions.upstreams import liku
 from sessions.upstreams.base import Error, Session, Transcript
 from tests.browser_double import BrowserPeer
@@ -23,6 +24,8 @@ from tests.peers import finish, stream
 from tests.server import call
 
 FRAME = 640  # 20 ms at 16 kHz
+SECRET = "liku-test-deployment-secret"
+PASSWORD = sandbox.password(SECRET)
 SENTENCE = "I would like to book a table"
 LONG_GREETING = ("Welcome to the Bella Vista booking line. I can book a table for you, change a booking, "
                  "or tell you about our set menu and our opening hours.")  # fmt: skip
@@ -32,10 +35,15 @@ LONG_GREETING = ("Welcome to the Bella Vista booking line. I can book a table fo
 
 
 @pytest.fixture
-async def base_url():
+def box():
+    """A fresh Liku sandbox (its state: `box.state`), acting out our topics."""
+    return sandbox.make_app(SECRET, scripts=topic_scripts)
+
+
+@pytest.fixture
+async def base_url(box):
     """The Liku sandbox served by uvicorn on 127.0.0.1:<free port>, in this event loop."""
-    sandbox.reset()
-    server = uvicorn.Server(uvicorn.Config(sandbox.app, host="127.0.0.1", port=0, log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(box, host="127.0.0.1", port=0, log_level="warning",
                                            lifespan="off", timeout_graceful_shutdown=1))  # fmt: skip
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -44,7 +52,6 @@ async def base_url():
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await asyncio.wait_for(task, 5)
-    sandbox.reset()
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +75,7 @@ def conversation(user, liku_topic):
 
 
 def client_config(base_url, **extra):
-    return {**sandbox.client_config(base_url), "sandbox": True, "reconnect_delay": 0.05, **extra}
+    return {**sandbox.client_config(base_url, SECRET), "sandbox": True, "reconnect_delay": 0.05, **extra}
 
 
 def start(conversation, config, options=None):
@@ -101,7 +108,7 @@ def saves(conversation):
 # ---- the sandbox, checked with clients we did not write --------------------------------------
 
 
-async def login(http, base_url, password=sandbox.PASSWORD):
+async def login(http, base_url, password=PASSWORD):
     return await http.post(f"{base_url}/api/liku/authentication/",
                            json={"email": sandbox.EMAIL, "password": password})  # fmt: skip
 
@@ -179,7 +186,7 @@ async def test_sandbox_chat_stream_confirms_then_greets_at_24khz(base_url, liku_
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
-async def test_spoken_turn_is_answered_stored_and_saved(base_url, conversation, speech):
+async def test_spoken_turn_is_answered_stored_and_saved(box, base_url, conversation, speech):
     relay, browser, task = start(conversation, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)  # the greeting
     await stream(relay, silence(300) + speech.pcm(SENTENCE) + silence(1200))
@@ -196,13 +203,13 @@ async def test_spoken_turn_is_answered_stored_and_saved(base_url, conversation, 
     ]
     [save] = await saves(conversation)
     assert save["status"] == "saved" and save["response"]["conversation_id"] == str(conversation.id)
-    [kept] = sandbox.SAVED
+    [kept] = box.state.saved
     assert (kept["conversation_id"], kept["topic_id"]) == (str(conversation.id), "77")
     refs = (await Conversation.objects.aget(id=conversation.id)).provider_refs
     assert (refs["topic_id"], refs["conversation_id"]) == ("77", str(conversation.id))
     assert refs["connection_data"]  # kept server side for re-saving
     assert [m["text"] for m in kept["messages"]][-1] == "For how many people?"
-    [chat] = sandbox.STATE.chats.values()
+    [chat] = box.state.chats.values()
     assert chat.frame_sizes == {4096}  # the guide's recommended chunk
     assert browser.of_type("ended")[-1]["reason"] == "test over"
 
@@ -227,24 +234,24 @@ async def test_bad_credentials_are_a_clear_permanent_error(base_url, conversatio
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
-async def test_topic_without_liku_topic_id_is_refused_before_calling(base_url, conversation):
+async def test_topic_without_liku_topic_id_is_refused_before_calling(box, base_url, conversation):
     _relay, browser, task = start(conversation, client_config(base_url), options={})
     await asyncio.wait_for(task, 10)
     assert "no Liku topic_id" in browser.of_type("error")[0]["message"]
     assert browser.of_type("error")[0]["code"] == "liku.config"
-    assert sandbox.STATE.inits == []
+    assert box.state.inits == []
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
 async def test_upstream_dying_mid_turn_ends_with_an_error_and_keeps_what_was_said(
-    base_url, conversation, speech
+    box, base_url, conversation, speech
 ):
     relay, browser, task = start(conversation, client_config(base_url, reconnect_attempts=3))
     await browser.message("transcript", role="agent", final=True, timeout=15)
     pcm = silence(200) + speech.pcm(SENTENCE)
     await stream(relay, pcm[: len(pcm) // 2])  # the user is half way through the sentence
-    await sandbox.outage()
+    await box.state.outage()
     await stream(relay, pcm[len(pcm) // 2 :])
     await asyncio.wait_for(task, 10)
     notices = browser.of_type("error")
@@ -267,17 +274,17 @@ async def test_upstream_dying_mid_turn_ends_with_an_error_and_keeps_what_was_sai
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
-async def test_a_dropped_socket_reconnects_and_the_conversation_goes_on(base_url, conversation, speech):
+async def test_a_dropped_socket_reconnects_and_the_conversation_goes_on(box, base_url, conversation, speech):
     relay, browser, task = start(conversation, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)
-    await sandbox.drop_all()
+    await box.state.drop_all()
     notice = await browser.message("error", code="liku.reconnecting")
     assert not notice["fatal"] and "1011" in notice["message"]
-    await browser.wait_for(lambda b: sandbox.STATE.sockets, 5)  # back on the same connection data
+    await browser.wait_for(lambda b: box.state.sockets, 5)  # back on the same connection data
     await stream(relay, silence(300) + speech.pcm(SENTENCE) + silence(1200))
     answer = await browser.wait_for(lambda b: len(finals(b, "agent")) >= 2 and finals(b, "agent")[1], 10)
     assert answer["text"] == "For how many people?"
-    assert len(sandbox.STATE.inits) == 1 and len(browser.of_type("ready")) == 1
+    assert len(box.state.inits) == 1 and len(browser.of_type("ready")) == 1
     await finish(relay, task)
     assert [t[0] for t in await stored(conversation)] == ["agent", "user", "agent"]  # no second greeting
     assert (await Conversation.objects.aget(id=conversation.id)).status == "ended"
@@ -285,15 +292,15 @@ async def test_a_dropped_socket_reconnects_and_the_conversation_goes_on(base_url
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
-async def test_close_4000_is_reported_and_followed_by_a_fresh_init(base_url, conversation):
+async def test_close_4000_is_reported_and_followed_by_a_fresh_init(box, base_url, conversation):
     relay, browser, task = start(conversation, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)
-    await sandbox.expire_all()
+    await box.state.expire_all()
     notice = await browser.message("error", code="liku.connection_data")
     assert "invalid connection data (4000)" in notice["message"] and not notice["fatal"]
     # A new chat on new connection data: Liku greets again.
     await browser.wait_for(lambda b: len(finals(b, "agent")) >= 2, 15)
-    assert len(sandbox.STATE.inits) == 2
+    assert len(box.state.inits) == 2
     await finish(relay, task)
     [save] = await saves(conversation)
     assert save["status"] == "saved"  # with the new connection data
@@ -320,12 +327,12 @@ async def test_talking_over_the_agent_clears_the_browser(base_url, user, speech)
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
-async def test_malformed_messages_are_errors_and_the_call_goes_on(base_url, conversation):
+async def test_malformed_messages_are_errors_and_the_call_goes_on(box, base_url, conversation):
     relay, browser, task = start(conversation, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)
-    await sandbox.send_raw("this is not json")
-    await sandbox.send_raw(json.dumps({"type": "user_transcript", "message_id": "m1"}))  # no text
-    await sandbox.send_raw(
+    await box.state.send_raw("this is not json")
+    await box.state.send_raw(json.dumps({"type": "user_transcript", "message_id": "m1"}))  # no text
+    await box.state.send_raw(
         json.dumps({"type": "assistant_message", "text": "Still here", "message_id": "m2"})
     )
     await browser.message("transcript", role="agent", text="Still here")
@@ -339,17 +346,17 @@ async def test_malformed_messages_are_errors_and_the_call_goes_on(base_url, conv
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
-async def test_save_api_down_records_a_failed_save(base_url, conversation):
+async def test_save_api_down_records_a_failed_save(box, base_url, conversation):
     relay, browser, task = start(conversation, client_config(base_url))
     await browser.message("ready", timeout=15)
-    sandbox.save_outage()
+    box.state.save_outage()
     await finish(relay, task)
     [save] = await saves(conversation)
     assert save["status"] == "failed"
     assert (
         save["last_error"] == "Liku did not save the transcript (HTTP 503: Transcript service unavailable.)."
     )
-    assert sandbox.SAVED == []
+    assert box.state.saved == []
 
 
 IN_PROGRESS = {"type": "user_transcript", "text": "h", "message_id": "m1", "status": "in_progress"}
@@ -399,7 +406,7 @@ def liku_login(settings, base_url):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
 async def test_liku_login_keeps_the_token_server_side_and_calls_run_on_it(
-    liku_login, liku_topic, async_client
+    box, liku_login, liku_topic, async_client
 ):
     from channels.testing import WebsocketCommunicator
 
@@ -407,9 +414,9 @@ async def test_liku_login_keeps_the_token_server_side_and_calls_run_on_it(
 
     refused = await async_client.post("/login/", {"username": sandbox.EMAIL, "password": "wrong"})
     assert refused.status_code == 200 and "didn't match" in refused.content.decode()
-    response = await async_client.post("/login/", {"username": sandbox.EMAIL, "password": sandbox.PASSWORD})
+    response = await async_client.post("/login/", {"username": sandbox.EMAIL, "password": PASSWORD})
     assert response.status_code == 302
-    [token] = sandbox.STATE.tokens
+    [token] = box.state.tokens
     page = (await async_client.get("/talk/")).content.decode()
     assert "sandbox@liku.test" in page and token not in page
     user = await sync_to_async(lambda: Conversation.user.field.related_model.objects.get(
@@ -429,7 +436,7 @@ async def test_liku_login_keeps_the_token_server_side_and_calls_run_on_it(
             seen.append(json.loads(raw))
             assert seen[-1]["type"] != "error", seen[-1]
     # The user's own token opened the chat (there is no service account configured).
-    assert sandbox.STATE.inits == [{"email": sandbox.EMAIL, "topic_id": "77", "face_id": "1", "liku_id": "33",
+    assert box.state.inits == [{"email": sandbox.EMAIL, "topic_id": "77", "face_id": "1", "liku_id": "33",
                                     "language": "ko"}]  # fmt: skip
     await ws.send_to(text_data=json.dumps({"type": "stop"}))
     while (await ws.receive_output(10))["type"] != "websocket.close":
@@ -476,9 +483,10 @@ def test_end_to_end_over_daphne_with_the_sandbox_mounted(server, speech):
     page = server.client().get(f"/history/{conv['id']}/").text
     assert user[0]["text"] in page and "how many people" in page
     api = f"{server.url}/sandbox/liku/api"
-    # The sandbox password derives from the server's SECRET_KEY (its own, not this process's).
-    password = server.manage("shell", "-c", "from playground.sandbox.liku import PASSWORD; print(PASSWORD)")
-    account = {"email": sandbox.EMAIL, "password": password.strip().splitlines()[-1]}
+    code = "from django.conf import settings; from playground.sandbox import liku; " \
+           "print(liku.password(settings.SECRET_KEY))"  # fmt: skip
+    password = server.manage("shell", "-c", code).strip().splitlines()[-1]
+    account = {"email": sandbox.EMAIL, "password": password}
     login = httpx.post(f"{api}/liku/authentication/", json=account)
     token = login.json()["token_key"]
     saved = httpx.get(f"{api}/_sandbox/saved", headers={"Authorization": f"Token {token}"}).json()

@@ -16,9 +16,10 @@ import pytest
 import websockets
 from asgiref.sync import sync_to_async
 
-from playground.sandbox.lokutor import SANDBOX_KEY, client_config, make_app
+from playground.sandbox import lokutor as sandbox
 from sessions.models import Conversation, Topic, Turn
 from sessions.relay import Relay
+from sessions.sandbox_scripts import topic_scripts
 from sessions.upstreams.base import Error, Interrupted, Session, Status, ToolCall, Transcript
 from sessions.upstreams.lokutor import Fatal, Generation, LokutorUpstream, Malformed, endpoint, parse_text
 from tests.browser_double import BrowserPeer
@@ -28,6 +29,8 @@ from tests.server import Call, call
 
 FRAME = 640  # 20 ms at 16 kHz, what the browser sends
 SECRET = "lk-secret-9f8e7d"
+DEPLOYMENT = "lokutor-test-deployment-secret"  # what the sandbox's key derives from
+SANDBOX_KEY = sandbox.api_key(DEPLOYMENT)
 LONG_GREETING = ("Hello and welcome. I am going to keep talking for quite a while, so that you have "
                  "plenty of time to interrupt me whenever you like, at any moment at all.")  # fmt: skip
 
@@ -104,6 +107,15 @@ def peak(frames: list[bytes]) -> int:
     if not frames:
         return 0
     return int(np.abs(np.frombuffer(b"".join(frames), dtype="<i2").astype(np.int32)).max())
+
+
+def make_app(**options):
+    """A fresh Lokutor sandbox of the test deployment, acting out our topics."""
+    return sandbox.make_app(DEPLOYMENT, scripts=topic_scripts, **options)
+
+
+def client_config(base: str) -> dict:
+    return sandbox.client_config(base, DEPLOYMENT)
 
 
 def sandbox_url(base: str, key: str = SANDBOX_KEY) -> str:
@@ -468,18 +480,26 @@ async def talk_over_daphne(server, ws_path: str, pcm: bytes) -> tuple[list[dict]
     return c.seen, c.audio
 
 
+def server_key(server) -> str:
+    """The sandbox key of that server's deployment (derived from its SECRET_KEY)."""
+    code = "from django.conf import settings; from playground.sandbox import lokutor; " \
+           "print(lokutor.api_key(settings.SECRET_KEY))"  # fmt: skip
+    return server.manage("shell", "-c", code).strip().splitlines()[-1]
+
+
 @pytest.mark.slow
 def test_over_daphne_the_pick_page_talk_page_and_stored_turns_work_for_lokutor(server, speech):
     client = server.client()
     pick = client.get("/talk/").text
-    assert "Lokutor" in pick and "sandbox-lokutor-key" not in pick
+    key = server_key(server)
+    assert "Lokutor" in pick and key not in pick
     topic = re.search(r'<option value="(\d+)"[^>]*>Restaurant booking', pick).group(1)
     form = {"provider": "lokutor", "topic": topic, "voice": "F2", "language": "en"}
     picked = client.post("/talk/", data=form, headers={"X-CSRFToken": client.cookies["csrftoken"]})
     assert picked.status_code == 302, picked.text
     talk_page = client.get(picked.headers["location"])
     assert talk_page.status_code == 200 and "Lokutor" in talk_page.text
-    assert "sandbox-lokutor-key" not in talk_page.text
+    assert key not in talk_page.text
     ws_path = re.search(r"/ws/conversations/[0-9a-f-]+/", talk_page.text).group(0)
     sentence = speech.pcm("I would like to book a table for two")
     seen, audio = asyncio.run(talk_over_daphne(server, ws_path, sentence))
@@ -490,7 +510,7 @@ def test_over_daphne_the_pick_page_talk_page_and_stored_turns_work_for_lokutor(s
     assert "how many people" in transcripts[-1]["text"]  # the topic's FAQ, found by its persona
     assert audio > 24000 * 2 * 2  # more than two seconds of agent speech at the browser's 24 kHz
     assert seen[-1] == {"type": "ended", "reason": "stopped by the user"}
-    assert "sandbox-lokutor-key" not in json.dumps(seen)
+    assert key not in json.dumps(seen)
     page = client.get(f"/history/{ws_path.split('/')[-2]}/").text
     assert user["text"] in page and "how many people" in page and "Bella Vista" in page
 
