@@ -7,3 +7,10 @@ class VoiceSessionsConfig(AppConfig):
     label = "voice_sessions"
     verbose_name = "Voice sessions"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        # Under `daphne` the reactor exists by now: heartbeat and sweep from startup, and end live
+        # calls cleanly on SIGTERM (sessions/liveness.py). Elsewhere this does nothing.
+        from sessions.liveness import liveness
+
+        liveness.attach_to_daphne()
