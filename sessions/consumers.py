@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 NOT_LOGGED_IN, FORBIDDEN, NOT_FOUND, CONFLICT, GONE, UNAVAILABLE = 4401, 4403, 4404, 4409, 4410, 4503
 PROTOCOL_ERROR = 4400
 FLOOD_REASON = "closed: audio arrived far faster than real time"
+# Received messages queued for this socket and not yet handled: 10 s of 20 ms frames. A flood is
+# read off the network faster than a consumer handles frames, so it shows here first (see dispatch).
+FLOOD_BACKLOG = 500
 LIVE = (Conversation.Status.CONNECTING, Conversation.Status.ACTIVE)
 
 
@@ -154,7 +157,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             if self.flooded:  # closing: drop the queued flood at once, not frame by frame
                 self._discard_backlog()
                 return
-            if self._flood.add(len(message.get("bytes") or message.get("text") or "")):
+            # Measured at the handler a flood arrives only as fast as frames are handled (about 200 a
+            # second when the same event loop spends the rest parsing the flood), so the backlog
+            # waiting in the server's queue counts too.
+            size = len(message.get("bytes") or message.get("text") or "")
+            if self._flood.add(size) or self._backlog() > FLOOD_BACKLOG:
                 self._on_flood()
                 return
             # Channels closes stale database connections before every message, through a hop to a
@@ -179,12 +186,21 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await self._end_relay(FLOOD_REASON)  # the relay's end sends `ended` and closes (_ended)
         await self.close(PROTOCOL_ERROR)  # in case it had ended already; a second close is a no-op
 
+    def _queue(self) -> asyncio.Queue | None:
+        """Daphne's (and Channels' test communicator's) queue of this socket's incoming messages."""
+        queue = getattr(self._receive, "__self__", None)
+        return queue if isinstance(queue, asyncio.Queue) else None
+
+    def _backlog(self) -> int:
+        queue = self._queue()
+        return queue.qsize() if queue is not None else 0
+
     def _discard_backlog(self) -> None:
         """Daphne queues each message a socket receives in an unbounded asyncio.Queue (ASGI has no
         back-pressure). Once a flooding socket is being closed, the frames queued behind are dropped
         in one go; a queued disconnect stays. Under another server, frames are dropped one by one."""
-        queue = getattr(self._receive, "__self__", None)
-        if not isinstance(queue, asyncio.Queue):
+        queue = self._queue()
+        if queue is None:
             return
         kept = []
         while not queue.empty():
