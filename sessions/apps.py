@@ -9,8 +9,9 @@ class VoiceSessionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        # Under `daphne` the reactor exists by now: heartbeat and sweep from startup, and end live
-        # calls cleanly on SIGTERM (sessions/liveness.py). Elsewhere this does nothing.
+        # Under `daphne` its reactor exists by now (under `runserver` not yet: playground/asgi.py
+        # attaches then): heartbeat and sweep from startup, end live calls cleanly on SIGTERM
+        # (sessions/liveness.py). Elsewhere this does nothing.
         from sessions.liveness import liveness
 
         liveness.attach_to_daphne()

@@ -66,7 +66,8 @@ class Liveness:
 
     def __init__(self):
         self.calls: dict[object, Callable[[str], Awaitable[None]]] = {}  # socket -> end(reason)
-        self.daphne = False  # attached to Daphne's reactor: the task runs for the process lifetime
+        self.daphne = False  # Daphne's reactor runs: the task runs for the process lifetime
+        self._attached = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._worker: asyncio.Future | None = None  # resolves to the Worker id once registered
@@ -162,24 +163,32 @@ class Liveness:
     def attach_to_daphne(self) -> None:
         """Under Daphne: run from reactor start to shutdown, and end calls cleanly on SIGTERM.
 
-        Daphne handles SIGTERM by stopping the Twisted reactor; before it stops, it cancels every
-        application instance (our consumers) and waits for them, then drops the sockets. A
-        "before shutdown" trigger that returns a Deferred holds the reactor until our calls ended."""
+        Daphne installs Twisted's asyncio reactor when it is imported, which Channels' test helpers
+        also do; so the decision waits until the reactor actually runs."""
         reactor = sys.modules.get("twisted.internet.reactor")
-        if self.daphne or reactor is None or "daphne.server" not in sys.modules:
+        if self._attached or reactor is None or "daphne.server" not in sys.modules:
             return
-        from twisted.internet import asyncioreactor, defer
+        from twisted.internet import asyncioreactor
 
         if not isinstance(reactor, asyncioreactor.AsyncioSelectorReactor):
             return
+        self._attached = True
+        if reactor.running:
+            self._serve_with(reactor)
+        else:
+            reactor.callWhenRunning(self._serve_with, reactor)
+
+    def _serve_with(self, reactor) -> None:
+        """Daphne handles SIGTERM by stopping the reactor; before it stops, it cancels every
+        application instance (our consumers, not their relay tasks) and waits for them, then drops
+        the sockets. A "before shutdown" trigger that returns a Deferred holds the reactor until our
+        calls have ended."""
+        from twisted.internet import defer
+
         self.daphne = True
         loop = reactor._asyncioEventloop
-        if reactor.running:
-            self.start(loop)
-        else:
-            reactor.callWhenRunning(self.start, loop)
+        self.start(loop)
         shut_down = lambda: defer.Deferred.fromFuture(asyncio.ensure_future(self.shutdown(), loop=loop))  # noqa: E731
         reactor.addSystemEventTrigger("before", "shutdown", shut_down)
-
 
 liveness = Liveness()

@@ -189,3 +189,17 @@ def test_sockets_racing_for_one_new_conversation_are_told_it_is_live(server):
         return len(winners), sorted(r for r in results if isinstance(r, int))
 
     assert asyncio.run(race()) == (1, [4409] * 19)
+
+
+def test_heartbeat_settings_are_checked():
+    from django.core.exceptions import ImproperlyConfigured
+
+    from playground.config import heartbeat
+
+    assert heartbeat({}) == (5, 15)
+    assert heartbeat({"HEARTBEAT_INTERVAL": "2"}) == (2, 6)
+    assert heartbeat({"HEARTBEAT_INTERVAL": "1", "HEARTBEAT_TIMEOUT": "3"}) == (1, 3)
+    with pytest.raises(ImproperlyConfigured, match="HEARTBEAT_TIMEOUT"):
+        heartbeat({"HEARTBEAT_INTERVAL": "5", "HEARTBEAT_TIMEOUT": "6"})
+    with pytest.raises(ImproperlyConfigured, match="HEARTBEAT_INTERVAL"):
+        heartbeat({"HEARTBEAT_INTERVAL": "0"})
