@@ -35,7 +35,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     relay: Relay | None = None
     task: asyncio.Task | None = None
     closer: asyncio.Task | None = None  # ends a flooding call (_close_flood)
-    close_code: int | None = None  # overrides the relay's close code (flood, shutdown)
+    close_code: int | None = None  # overrides the close code the relay asks for (4400 after a flood)
 
     async def __call__(self, scope, receive, send):
         self._receive = receive  # Daphne's per-connection queue.get: see _discard_backlog
@@ -151,6 +151,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         """This process is shutting down (SIGTERM): `ended` with the reason, then close 1000.
         (Not 1001 "going away": Autobahn, under Daphne, sends only 1000 and 3000-4999.)"""
         await self._end_relay(reason)
+        if self.closer is not None:
+            await self.closer
 
     async def dispatch(self, message):
         if message["type"] == "websocket.receive":
