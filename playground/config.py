@@ -73,6 +73,19 @@ def env_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], default
     return raw.rstrip("/")
 
 
+def heartbeat(env: Mapping[str, str]) -> tuple[int, int]:
+    """(HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT) in seconds: how often a process heartbeats and sweeps,
+    and how long a silent owner's calls stay live before the sweep fails them."""
+    interval = env_int(env, "HEARTBEAT_INTERVAL", 5, lo=1, hi=300)
+    timeout = env_int(env, "HEARTBEAT_TIMEOUT", 3 * interval, lo=2, hi=3600)
+    if timeout < 2 * interval:
+        raise ImproperlyConfigured(
+            f"HEARTBEAT_TIMEOUT ({timeout}) must be at least twice HEARTBEAT_INTERVAL ({interval}), "
+            "or one late heartbeat fails live calls"
+        )
+    return interval, timeout
+
+
 def database(env: Mapping[str, str], sqlite_path: str) -> dict:
     raw = env.get("DATABASE_URL", "").strip()
     if not raw:

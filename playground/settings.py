@@ -151,6 +151,11 @@ SANDBOX_BASE_URL = config.env_url(env, "SANDBOX_BASE_URL", ("http", "https"), "h
 PLAYBACK_RATE = config.env_int(env, "PLAYBACK_RATE", 24000, lo=8000, hi=48000)
 PLAYBACK_START_MS = config.env_int(env, "PLAYBACK_START_MS", 80, lo=0, hi=2000)
 UPSTREAM_CLOSE_TIMEOUT = 2.0
+# Each process heartbeats every HEARTBEAT_INTERVAL s; calls of a process silent for HEARTBEAT_TIMEOUT s
+# are failed by the sweep ("server stopped"). See sessions/liveness.py.
+HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT = config.heartbeat(env)
+# SIGTERM: how long live calls get to end (ended message, close frame) before the process exits.
+SHUTDOWN_TIMEOUT = 5.0
 
 # Limits per user (sessions/limits.py; README "Limits"; docs/protocol.md for the socket ones).
 CONVERSATIONS_PER_MINUTE = config.env_int(env, "CONVERSATIONS_PER_MINUTE", 30, lo=1, hi=100_000)

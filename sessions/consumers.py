@@ -10,8 +10,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from sessions import limits
+from sessions.liveness import liveness
 from sessions.models import Conversation
-from sessions.relay import MAX_FRAME_BYTES, Browser, Relay
+from sessions.relay import FLOOD_BYTES_PER_S, MAX_FRAME_BYTES, Browser, FloodMeter, Relay
 from sessions.upstreams import registry
 from sessions.upstreams.base import Session
 
@@ -20,6 +21,11 @@ log = logging.getLogger(__name__)
 # Close codes (4xxx: ours; see docs/protocol.md).
 NOT_LOGGED_IN, FORBIDDEN, NOT_FOUND, CONFLICT, GONE, UNAVAILABLE = 4401, 4403, 4404, 4409, 4410, 4503
 TOO_MANY_CALLS = 4429
+PROTOCOL_ERROR = 4400
+FLOOD_REASON = "closed: audio arrived far faster than real time"
+# Received messages queued for this socket and not yet handled: 10 s of 20 ms frames. A flood is
+# read off the network faster than a consumer handles frames, so it shows here first (see dispatch).
+FLOOD_BACKLOG = 500
 LIVE = (Conversation.Status.CONNECTING, Conversation.Status.ACTIVE)
 
 
@@ -31,10 +37,20 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     relay: Relay | None = None
     task: asyncio.Task | None = None
     text_turns: limits.TurnRate | None = None
+    closer: asyncio.Task | None = None  # ends a flooding call (_close_flood)
+    close_code: int | None = None  # overrides the close code the relay asks for (4400 after a flood)
+
+    async def __call__(self, scope, receive, send):
+        self._receive = receive  # Daphne's per-connection queue.get: see _discard_backlog
+        self._flood = FloodMeter()
+        self.flooded = False
+        return await super().__call__(scope, receive, send)
 
     async def connect(self):
         # Accept first: a close code can only reach the browser on an open socket.
         await self.accept()
+        liveness.attach_to_daphne()  # under `runserver` Daphne loads after our AppConfig
+        self.worker_id = await liveness.enlist(self, self._shut_down)
         code = await self._claim()
         if code:
             await self.close(code)
@@ -70,12 +86,13 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return NOT_FOUND
         if conversation.user_id != user.pk:
             return FORBIDDEN
-        # A conditional update is the lock: it succeeds for one socket only, across processes.
+        # A conditional update is the lock: it succeeds for one socket only, across processes. It
+        # records this process as the call's owner, for the liveness sweep (sessions/liveness.py).
         claimed = await Conversation.objects.filter(
             id=conversation.id, status=Conversation.Status.CREATED
-        ).aupdate(status=Conversation.Status.CONNECTING)
+        ).aupdate(status=Conversation.Status.CONNECTING, worker_id=self.worker_id)
         if not claimed:
-            return CONFLICT if conversation.status in LIVE else GONE
+            return await self._lost_claim(conversation.id)
         self.conversation = conversation
         return await self._live_call_limit(user)
 
@@ -86,6 +103,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return 0
         await self.send_json({"type": "error", "code": "too_many_calls", "message": reason, "fatal": True})
         return TOO_MANY_CALLS
+
+    async def _lost_claim(self, conversation_id) -> int:
+        # Read the status again: the one read before the update predates the socket that won.
+        now = Conversation.objects.filter(id=conversation_id).values_list("status", flat=True)
+        status = await now.afirst()
+        return CONFLICT if status in LIVE else GONE
 
     async def _session(self) -> Session:
         conv = self.conversation
@@ -111,10 +134,19 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         )
 
     async def disconnect(self, code):
+        try:
+            await self._end_relay("browser disconnected")
+            if self.closer is not None:
+                await self.closer
+        finally:
+            await liveness.release(self)
+
+    async def _end_relay(self, reason: str) -> None:
+        """Stop the relay (bounded) and await its task."""
         if self.task is None:
             return
         if not self.task.done():
-            await self.relay.stop("browser disconnected")
+            await self.relay.stop(reason)
             try:
                 await asyncio.wait_for(asyncio.shield(self.task), settings.UPSTREAM_CLOSE_TIMEOUT + 1)
             except TimeoutError:
@@ -126,13 +158,70 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         except Exception:
             log.exception("relay of %s failed", self.conversation.id)
 
+    async def _shut_down(self, reason: str) -> None:
+        """This process is shutting down (SIGTERM): `ended` with the reason, then close 1000.
+        (Not 1001 "going away": Autobahn, under Daphne, sends only 1000 and 3000-4999.)"""
+        await self._end_relay(reason)
+        if self.closer is not None:
+            await self.closer
+
     async def dispatch(self, message):
-        # Channels closes stale database connections before every message, through a hop to a
-        # worker thread; at 50 audio frames a second per call that hop was most of the relay's
-        # cost (bench/relay_overhead.py). Audio frames touch no database: straight to the handler.
-        if message["type"] == "websocket.receive" and message.get("bytes") is not None:
-            return await self.websocket_receive(message)
+        if message["type"] == "websocket.receive":
+            if self.flooded:  # closing: drop the queued flood at once, not frame by frame
+                self._discard_backlog()
+                return
+            # Measured at the handler a flood arrives only as fast as frames are handled (about 200 a
+            # second when the same event loop spends the rest parsing the flood), so the backlog
+            # waiting in the server's queue counts too.
+            size = len(message.get("bytes") or message.get("text") or "")
+            if self._flood.add(size) or self._backlog() > FLOOD_BACKLOG:
+                self._on_flood()
+                return
+            # Channels closes stale database connections before every message, through a hop to a
+            # worker thread; at 50 audio frames a second per call that hop was most of the relay's
+            # cost (bench/relay_overhead.py). Audio frames touch no database: straight to the handler.
+            if message.get("bytes") is not None:
+                return await self.websocket_receive(message)
         return await super().dispatch(message)
+
+    def _on_flood(self) -> None:
+        self.flooded = True
+        self._discard_backlog()
+        self.closer = asyncio.create_task(self._close_flood(), name="flood-close")
+
+    async def _close_flood(self) -> None:
+        """`error` flood (fatal), end the call (its turns are stored as they came), close 4400."""
+        limit = FLOOD_BYTES_PER_S // 1000
+        await self.send_json({"type": "error", "code": "flood", "fatal": True,
+                              "message": f"Audio arrived far faster than real time (over {limit} kB/s, "
+                                         "sustained); the server closed the call."})  # fmt: skip
+        self.close_code = PROTOCOL_ERROR
+        await self._end_relay(FLOOD_REASON)  # the relay's end sends `ended` and closes (_ended)
+        await self.close(PROTOCOL_ERROR)  # in case it had ended already; a second close is a no-op
+
+    def _queue(self) -> asyncio.Queue | None:
+        """Daphne's (and Channels' test communicator's) queue of this socket's incoming messages."""
+        queue = getattr(self._receive, "__self__", None)
+        return queue if isinstance(queue, asyncio.Queue) else None
+
+    def _backlog(self) -> int:
+        queue = self._queue()
+        return queue.qsize() if queue is not None else 0
+
+    def _discard_backlog(self) -> None:
+        """Daphne queues each message a socket receives in an unbounded asyncio.Queue (ASGI has no
+        back-pressure). Once a flooding socket is being closed, the frames queued behind are dropped
+        in one go; a queued disconnect stays. Under another server, frames are dropped one by one."""
+        queue = self._queue()
+        if queue is None:
+            return
+        kept = []
+        while not queue.empty():
+            message = queue.get_nowait()
+            if message["type"] != "websocket.receive":
+                kept.append(message)
+        for message in kept:
+            queue.put_nowait(message)
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.relay is None or self.relay.ended:
@@ -192,4 +281,4 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps(message))
 
     async def _ended(self, code: int) -> None:
-        await self.close(code)
+        await self.close(self.close_code or code)

@@ -61,7 +61,7 @@ async def over_live_call_limit(user_id: int, conversation_id) -> str:
     if live <= limit:
         return ""
     await Conversation.objects.filter(id=conversation_id, status=Conversation.Status.CONNECTING).aupdate(
-        status=Conversation.Status.CREATED
+        status=Conversation.Status.CREATED, worker=None
     )
     return f"Too many live calls: at most {limit} at a time per user. End another call first."
 

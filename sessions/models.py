@@ -158,6 +158,20 @@ def _faq_problem(faq) -> str:
     return ""
 
 
+class Worker(models.Model):
+    """A server process that owns live calls. It heartbeats while it lives; a call whose owner
+    stopped heartbeating is swept as failed (sessions/liveness.py). Times are the database's clock,
+    so processes on hosts with skewed clocks agree."""
+
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid}"
+
+
 class Conversation(models.Model):
     class Status(models.TextChoices):
         CREATED = "created", "Created"
@@ -179,6 +193,10 @@ class Conversation(models.Model):
     end_reason = models.CharField(max_length=200, blank=True)
     provider_refs = models.JSONField(default=dict, blank=True, help_text="Connection data, call ids, …")
     metrics = models.JSONField(default=dict, blank=True)
+    worker = models.ForeignKey(
+        Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls",
+        help_text="The server process that claimed the call (sessions/liveness.py).",
+    )  # fmt: skip
 
     class Meta:
         ordering = ["-created_at"]

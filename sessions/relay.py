@@ -43,6 +43,12 @@ CONNECT_TIMEOUT = 20.0  # the offline agent loads its models on first connect
 INTERNAL_MESSAGE = "Something went wrong on our side; the conversation was ended."
 SAVE_TIMEOUT = 5.0
 BYTES_PER_SECOND = INPUT_RATE * 2
+# A socket that sends more than this over FLOOD_WINDOW_S is closed (4400): 4x real time leaves room for
+# a backlog after a network stall (up to about 9 s of audio at once), and 250 messages a second for
+# frames as short as 4 ms. docs/protocol.md states the rule.
+FLOOD_WINDOW_S = 3.0
+FLOOD_BYTES_PER_S = 4 * BYTES_PER_SECOND
+FLOOD_MESSAGES_PER_S = 250
 
 
 @dataclass
@@ -66,6 +72,30 @@ class TokenBucket:
             return False
         self.tokens -= amount
         return True
+
+
+class FloodMeter:
+    """What a socket received over the last `window` seconds, to tell a flood from a burst.
+
+    Below the limits the token bucket above drops the excess (a `flood` warning); over them the
+    consumer closes the socket, because Daphne queues every received message without bound and a
+    flood outruns any per-frame handling. Holds at most about `window * messages_per_s` entries."""
+
+    def __init__(self, window=FLOOD_WINDOW_S, bytes_per_s=FLOOD_BYTES_PER_S,
+                 messages_per_s=FLOOD_MESSAGES_PER_S, clock=time.monotonic):  # fmt: skip
+        self.window, self.clock = window, clock
+        self.max_bytes, self.max_messages = bytes_per_s * window, messages_per_s * window
+        self._log: deque = deque()  # (arrival, bytes)
+        self._bytes = 0
+
+    def add(self, nbytes: int) -> bool:
+        """Count one message; True when the window now holds more than the limits allow."""
+        now = self.clock()
+        self._log.append((now, nbytes))
+        self._bytes += nbytes
+        while self._log[0][0] < now - self.window:
+            self._bytes -= self._log.popleft()[1]
+        return self._bytes > self.max_bytes or len(self._log) > self.max_messages
 
 
 @dataclass

@@ -27,7 +27,7 @@ const STATE_LABELS = {
 };
 
 export const CLOSE_MESSAGES = {
-  4400: 'The server stopped the call after a protocol error.',
+  4400: 'The server stopped the call: audio arrived far faster than real time, or another protocol error.',
   4401: 'You are signed out. Sign in again to talk.',
   4403: 'This conversation belongs to another user.',
   4404: 'This conversation does not exist.',

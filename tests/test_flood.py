@@ -1,0 +1,72 @@
+"""An audio flood over a real Daphne: the flooding socket is closed 4400 within seconds, with an
+error first and its turns kept; another call on the same server goes on."""
+
+import asyncio
+import contextlib
+import json
+import time
+
+import pytest
+import websockets
+
+from sessions.relay import FloodMeter
+from tests.server import call
+
+pytestmark = pytest.mark.slow
+
+
+def test_flood_meter_tells_a_flood_from_real_time_and_a_burst():
+    now = [0.0]
+    meter = FloodMeter(window=3.0, bytes_per_s=128000, messages_per_s=250, clock=lambda: now[0])
+    for _ in range(50 * 20):  # 20 s of 20 ms frames in real time
+        now[0] += 0.02
+        assert not meter.add(640)
+    assert not meter.add(640 * 50 * 8)  # 8 s of audio at once, after a network stall
+    now[0] += 3.1
+    tripped = [meter.add(640) for _ in range(800)]  # 800 frames in no time
+    assert tripped[-1] and tripped.index(True) > 400
+
+
+async def flood(c, frame_bytes: int, seconds: float) -> tuple[int, float]:
+    """Send frames as fast as the socket takes them, reading meanwhile; (frames, time to close)."""
+    reader = asyncio.create_task(c.until(lambda _: False, seconds + 10))
+    frame, sent, start = b"\x01\x00" * (frame_bytes // 2), 0, time.monotonic()
+    with contextlib.suppress(websockets.ConnectionClosed):
+        while time.monotonic() - start < seconds:
+            await c.ws.send(frame)
+            sent += 1
+    with contextlib.suppress(websockets.ConnectionClosed):
+        await reader
+    return sent, time.monotonic() - start
+
+
+@pytest.mark.parametrize("frame_bytes", [640, 65536])  # the page's 20 ms frames; the largest allowed
+def test_a_flooding_socket_is_closed_and_another_call_goes_on(server, frame_bytes):
+    calm_conv, flood_conv = server.conversation(), server.conversation()
+
+    async def scenario():
+        async with call(server, calm_conv["ws_path"]) as calm, call(server, flood_conv["ws_path"]) as flooder:
+            await calm.until(lambda c: c.finals("agent"), 60)
+            await flooder.until(lambda c: c.finals("agent"), 60)  # the greeting is stored
+            sent, closed_after = await flood(flooder, frame_bytes, 10)
+            # the other call still answers, promptly
+            asked = time.monotonic()
+            await calm.ws.send(json.dumps({"type": "text", "text": "I would like to book a table"}))
+            await calm.until(lambda c: "how many people" in c.finals("agent")[-1]["text"], 20)
+            answered_after = time.monotonic() - asked
+            await calm.stop()
+        return flooder, sent, closed_after, answered_after, calm
+
+    flooder, sent, closed_after, answered_after, calm = asyncio.run(scenario())
+    assert sent * frame_bytes > 2_000_000  # it did flood: over a minute of audio
+    assert closed_after < 5, closed_after
+    assert flooder.ws.close_code == 4400
+    error = [m for m in flooder.of("error") if m.get("fatal")]
+    assert error and error[0]["code"] == "flood" and "faster than real time" in error[0]["message"]
+    ended = flooder.of("ended")
+    assert ended and "faster than real time" in ended[0]["reason"]
+    assert flooder.seen.index(error[0]) < flooder.seen.index(ended[0])  # the error comes first
+    assert answered_after < 10
+    assert calm.seen[-1] == {"type": "ended", "reason": "stopped by the user"}
+    text = server.client().get(f"/history/{flood_conv['id']}/").text
+    assert "Hello, this is Bella Vista" in text and "faster than real time" in text  # turns stay
