@@ -472,12 +472,16 @@ async def test_a_client_crashing_in_send_audio_fails_the_call_as_internal(conver
 # ---- over a real Daphne: a provider's code reaches the browser as it is ------------------------
 
 
+SANDBOX_SECRET = "contract-test-sandbox-secret"  # what the lone sandbox's key derives from
+
+
 @contextlib.contextmanager
 def lokutor_sandbox_alone():
     """The Lokutor sandbox in its own process on a loopback port (python -m playground.sandbox)."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "playground.sandbox", "lokutor", "--port", str(port)],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    command = [sys.executable, "-m", "playground.sandbox", "lokutor", "--port", str(port),
+               "--secret", SANDBOX_SECRET]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         while True:
