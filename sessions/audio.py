@@ -8,51 +8,15 @@ output and no clicks appear at chunk borders.
 from __future__ import annotations
 
 import numpy as np
-import soxr
+
+# The engine's resampler is the one of the whole project (the relay's converters use it here).
+from playground.engine.resample import Resampler, to_float, to_pcm  # noqa: F401
 
 BYTES_PER_SAMPLE = 2
 
 
 def frame_bytes(rate: int, ms: int = 20) -> int:
     return rate * ms // 1000 * BYTES_PER_SAMPLE
-
-
-def to_float(pcm: bytes) -> np.ndarray:
-    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-
-
-def to_pcm(samples: np.ndarray) -> bytes:
-    return np.clip(np.rint(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
-
-
-class Resampler:
-    """A streaming soxr resampler for s16le bytes; a no-op when the rates match."""
-
-    def __init__(self, in_rate: int, out_rate: int, quality: str = "HQ"):
-        self.in_rate, self.out_rate = in_rate, out_rate
-        self._stream = None
-        if in_rate != out_rate:
-            # float32, not int16: soxr's int16 output dithers per call, so streamed output
-            # would differ from one-shot output; float32 is bit-exact however it is chunked.
-            self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
-
-    def process(self, pcm: bytes) -> bytes:
-        if self._stream is None:
-            return pcm
-        return to_pcm(self._stream.resample_chunk(to_float(pcm)))
-
-    def flush(self) -> bytes:
-        """Drain the filter's delay line at the end of a stretch of audio; ready for more after."""
-        if self._stream is None:
-            return b""
-        tail = to_pcm(self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
-        self._stream.clear()
-        return tail
-
-    def reset(self) -> None:
-        """Forget buffered audio (after barge-in nothing old may come out)."""
-        if self._stream is not None:
-            self._stream.clear()
 
 
 class Rechunker:

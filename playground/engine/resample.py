@@ -1,4 +1,5 @@
-"""Streaming sample-rate conversion for s16le mono (soxr), for the agent's users (the sandboxes)."""
+"""Streaming sample-rate conversion for s16le mono (soxr): the one resampler of the project, used by
+the sandboxes and, through sessions/audio.py, by the relay."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import numpy as np
 import soxr
 
 
-def _to_float(pcm: bytes) -> np.ndarray:
+def to_float(pcm: bytes) -> np.ndarray:
     return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
 
 
-def _to_pcm(samples: np.ndarray) -> bytes:
+def to_pcm(samples: np.ndarray) -> bytes:
     return np.clip(np.rint(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
 
 
@@ -27,13 +28,13 @@ class Resampler:
     def process(self, pcm: bytes) -> bytes:
         if self._stream is None:
             return pcm
-        return _to_pcm(self._stream.resample_chunk(_to_float(pcm)))
+        return to_pcm(self._stream.resample_chunk(to_float(pcm)))
 
     def flush(self) -> bytes:
         """Drain the filter's delay line at the end of a stretch of audio; ready for more after."""
         if self._stream is None:
             return b""
-        tail = _to_pcm(self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+        tail = to_pcm(self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
         self._stream.clear()
         return tail
 
