@@ -9,7 +9,10 @@ What it does, event by event (Socket.IO v4, default namespace):
   unknown key gets ``auth_failed {message, credits: 0}``, as does a key with no
   credits left; a malformed payload gets ``error {message}``. Otherwise
   ``auth_success {credits}``, the agent starts, then ``session_ready {message,
-  credits_available, cost_per_minute, functions_loaded}``.
+  credits_available, cost_per_minute, functions_loaded}``. ``voice_choice`` is the seed's
+  ``'female'`` or ``'male'`` and nothing else (missing or otherwise spelled: ``error
+  {message}``), unless the ``voices="any"`` variant accepts the spellings of the vendor's
+  other sources too (Demo ``Girl``/``Boy``, CLI ``alloy``, any case, missing = female).
 * ``audio_data``: dropped silently before ``session_ready`` (the vendor's clients
   gate the microphone on it) and when malformed; otherwise fed to the agent.
   ``has_audio``/``max_amplitude`` must be present with the right types; how well
@@ -27,16 +30,29 @@ What it does, event by event (Socket.IO v4, default namespace):
 * Credits: per minute of session, metered while the call runs; when the key's
   credits are used up: ``session_ended {reason: "insufficient_user_credits",
   ...}``. Balances are kept per app instance (tests make their own).
-* ``stop_call``: ``session_ended {message: "Call stopped by user",
-  total_credits_used, remaining_credits}``; the socket stays connected.
+* ``stop_call``: ``session_ended {reason: "stopped_by_user", message: "Call stopped by user",
+  total_credits_used, remaining_credits}`` (the seed's client reads ``reason`` and the credits;
+  the vendor's Demo the message); the socket stays connected.
+* Typed errors, the seed's three: ``error {type, message}`` with ``type``
+  ``insufficient_credits``, ``invalid_api_key`` or ``rate_limit_exceeded``. The seed's client
+  ends the call on every ``error``, so the sandbox releases the call it sends one to (without
+  ``session_ended``). When: more than ``calls_per_minute`` start_calls of a key within a minute
+  (variant) get ``rate_limit_exceeded``; with ``typed_start_errors=True`` an unknown key or
+  one without credits gets ``invalid_api_key`` / ``insufficient_credits`` after its
+  ``auth_failed``; and the fault control ``await app.state.send_error(type)`` sends one to
+  every live call.
 
-Where the seed's sources disagree, every spelling is accepted: voices (``female``/``male``,
-``Girl``/``Boy``, ``alloy``, in any case) and parameter types (JSON Schema's and Python's names).
+The seed has no language parameter: the agent speaks the language of the topic whose persona
+is the ``system_message`` (the site's topics in their default language), else English.
+Where the seed is silent, every plausible variant is accepted: parameter types (JSON Schema's
+and Python's names).
 
-`make_app(secret, scripts=None, cost_per_minute=)` builds a fresh sandbox (its own balances);
-its ASGI app serves ``socketio_path="socket.io"`` (under our server:
-``/sandbox/aivoco/socket.io``), and `app.state` is the `AivocoSandbox` (calls, accounts, stats).
-Calls are released when they end or their socket disconnects.
+`make_app(secret, scripts=None, cost_per_minute=, voices=, calls_per_minute=,
+typed_start_errors=)` builds a fresh sandbox (its own balances); its ASGI app serves
+``socketio_path="socket.io"`` (under our server: ``/sandbox/aivoco/socket.io``), and
+`app.state` is the `AivocoSandbox` (calls, accounts, stats, and the fault controls
+`send_error`, `end_sessions` and `start_gate`). Calls are released when they end or their
+socket disconnects.
 """
 
 from __future__ import annotations
@@ -52,12 +68,14 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import socketio
 
+from playground.engine import tts
 from playground.engine.agent import Agent
 from playground.engine.events import Audio, Interrupted, Transcript
 from playground.engine.resample import Resampler
@@ -72,8 +90,17 @@ COST_PER_MINUTE = 1.0
 FUNCTION_COST = 0.05  # admin units per function call (vendor Demo's billing text)
 FUNCTION_TIMEOUT = 10.0
 OUTPUT_RATE = 24000
-# The spellings the vendor's sources use (README, Demo, CLI), as espeak-ng voices; matched in any case.
-VOICES = {"female": "en-us+f3", "male": "en-us", "girl": "en-us+f3", "boy": "en-us", "alloy": "en-us+f3"}
+# voice_choice -> the voice's gender. The seed's spellings, exactly; with the `voices="any"` variant
+# also those of the vendor's Demo (Girl/Boy) and CLI (alloy), in any case.
+SEED_VOICES = {"female": "female", "male": "male"}
+ANY_VOICES = {"female": "female", "male": "male", "girl": "female", "boy": "male", "alloy": "female"}
+VOICE_VARIANTS = ("seed", "any")
+# The seed's typed errors (its `error` handler's cases), with the message the sandbox sends.
+ERROR_TYPES = {
+    "insufficient_credits": "Insufficient credits",
+    "invalid_api_key": "Invalid API key",
+    "rate_limit_exceeded": "Rate limit exceeded",
+}
 # The seed shows string/number/boolean; JSON Schema's and Python's other names are accepted too.
 PARAM_TYPES = ("string", "number", "integer", "boolean", "object", "array", "str", "int", "float", "bool")
 
@@ -99,9 +126,19 @@ def accounts(secret: str) -> dict[str, Account]:
     return {api_key(secret): Account(credits=100_000.0), poor_key(secret): poor}
 
 
-def voice_of(choice) -> str | None:
-    """The espeak-ng voice for a voice_choice in any of the vendor's spellings, or None."""
-    return VOICES.get(choice.lower()) if isinstance(choice, str) else None
+def voice_of(choice, voices: str = "seed") -> str | None:
+    """The gender ("female" | "male") a voice_choice names, or None when the variant refuses it."""
+    if voices == "any" and choice is None:
+        return "female"
+    if not isinstance(choice, str):
+        return None
+    return ANY_VOICES.get(choice.lower()) if voices == "any" else SEED_VOICES.get(choice)
+
+
+def espeak_voice(gender: str, language: str) -> str:
+    """The offline agent's espeak-ng voice of `gender` for `language` (English when it has none)."""
+    base = next((key for key, _ in tts.voices_for(language)), "en-us")
+    return base + ("+f3" if gender == "female" else "")
 
 
 def client_config(base_url: str, secret: str) -> dict:
@@ -201,8 +238,10 @@ async def script_for(scripts: Scripts | None, system_message: str) -> Script:
     and answers in demos), else a generic one; trigger phrases always in its vocabulary."""
     found = await find_script(scripts, lambda script, _options: script.persona == system_message)
     base = found or Script("aivoco-sandbox", "Aivoco sandbox", system_message, "")
-    return Script(base.slug, base.title, system_message, "", "en", faq=base.faq + GENERIC_FAQ,
-                  phrases=base.phrases + TRIGGER_PHRASES)  # fmt: skip
+    # No language in the protocol: the topic's own (its default language), its FAQ and fallback.
+    generic = GENERIC_FAQ if base.language == "en" else ()
+    return Script(base.slug, base.title, system_message, "", base.language, faq=base.faq + generic,
+                  phrases=base.phrases + TRIGGER_PHRASES, fallback=base.fallback)  # fmt: skip
 
 
 class FunctionResponder:
@@ -294,13 +333,15 @@ class Call:
 # ---- the server ---------------------------------------------------------------------------
 
 
-def start_problem(data: dict) -> str:
+def start_problem(data: dict, voices: str = "seed") -> str:
     """Why a start_call payload (past the key check) is unusable, or ""."""
     if not isinstance(data.get("system_message", ""), str):
         return "system_message must be a string"
-    voice = data.get("voice_choice", "female")
-    if voice_of(voice) is None:
-        return f"Unsupported voice_choice {voice!r}"
+    voice = data.get("voice_choice")
+    if voice_of(voice, voices) is None:
+        if "voice_choice" not in data:
+            return "voice_choice is required: 'female' or 'male'"
+        return f"Unsupported voice_choice {voice!r}: use 'female' or 'male'"
     defs = data.get("custom_functions", [])
     if not isinstance(defs, list):
         return "custom_functions must be a list"
@@ -354,14 +395,23 @@ def decode_audio(data: Any, stats: Stats) -> bytes | None:
 
 
 class AivocoSandbox:
-    """One Aivoco sandbox: the state object (accounts, live calls, stats) and its Socket.IO server."""
+    """One Aivoco sandbox: the state object (accounts, live calls, stats, fault controls) and its
+    Socket.IO server. Variants: see `make_app`."""
 
     def __init__(self, secret: str, *, scripts: Scripts | None = None,
-                 cost_per_minute: float = COST_PER_MINUTE):  # fmt: skip
-        self.cost_per_minute, self.scripts = cost_per_minute, scripts
+                 cost_per_minute: float = COST_PER_MINUTE, voices: str = "seed",
+                 calls_per_minute: int | None = None, typed_start_errors: bool = False):  # fmt: skip
+        if voices not in VOICE_VARIANTS:
+            raise ValueError(f"voices must be one of {VOICE_VARIANTS}")
+        self.cost_per_minute, self.scripts, self.voices = cost_per_minute, scripts, voices
+        self.calls_per_minute, self.typed_start_errors = calls_per_minute, typed_start_errors
         self.accounts = accounts(secret)
         self.calls: dict[str, Call] = {}
         self.stats = Stats()
+        self._starts: dict[str, deque[float]] = {}  # key -> recent start_call times (rate limit)
+        # Fault control: when set, a call's session_ready waits until it is (tests make "audio
+        # before session_ready" happen for sure, whatever the machine's load).
+        self.start_gate: asyncio.Event | None = None
         self.sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*")
         for name in ("start_call", "audio_data", "function_response", "stop_call", "disconnect"):
             self.sio.on(name, getattr(self, f"on_{name}"))
@@ -376,16 +426,35 @@ class AivocoSandbox:
         key = data.get("auth_key")
         account = self._account(key)
         if account is None or account.credits <= 0:
-            message = "Invalid API key" if account is None else "Insufficient credits"
-            return await self.emit("auth_failed", {"message": message, "credits": 0}, sid)
-        problem = start_problem(data)
+            kind = "invalid_api_key" if account is None else "insufficient_credits"
+            await self.emit("auth_failed", {"message": ERROR_TYPES[kind], "credits": 0}, sid)
+            if self.typed_start_errors:
+                await self.emit("error", {"type": kind, "message": ERROR_TYPES[kind]}, sid)
+            return None
+        if self._rate_limited(key):
+            message = f"Rate limit exceeded: at most {self.calls_per_minute} calls a minute"
+            return await self.emit("error", {"type": "rate_limit_exceeded", "message": message}, sid)
+        problem = start_problem(data, self.voices)
         if problem:
             return await self.emit("error", {"message": problem}, sid)
         defs = {d["name"]: d for d in data.get("custom_functions", [])}
         call = self.calls[sid] = Call(self, sid, account, defs)
         await self.emit("auth_success", {"credits": round(account.credits, 4)}, sid)
         await self._start(call, data.get("system_message") or "You are a helpful AI assistant.",
-                          voice_of(data.get("voice_choice", "female")))  # fmt: skip
+                          voice_of(data.get("voice_choice"), self.voices))  # fmt: skip
+
+    def _rate_limited(self, key: str) -> bool:
+        """Whether this start_call is one too many for the key in the last minute (variant)."""
+        if self.calls_per_minute is None:
+            return False
+        now = time.monotonic()
+        recent = self._starts.setdefault(key, deque(maxlen=self.calls_per_minute + 1))
+        while recent and now - recent[0] > 60:
+            recent.popleft()
+        if len(recent) >= self.calls_per_minute:
+            return True
+        recent.append(now)
+        return False
 
     def _account(self, key) -> Account | None:
         if not isinstance(key, str):
@@ -393,12 +462,16 @@ class AivocoSandbox:
         found = [a for k, a in self.accounts.items() if hmac.compare_digest(k.encode(), key.encode())]
         return found[0] if found else None
 
-    async def _start(self, call: Call, system_message: str, voice: str) -> None:
+    async def _start(self, call: Call, system_message: str, gender: str) -> None:
         script = await script_for(self.scripts, system_message)
         responder = FunctionResponder(call, Responder(script, None))
-        agent = call.agent = Agent(script, voice=voice, language="en", greet=False, responder=responder)
+        voice = espeak_voice(gender, script.language)
+        agent = call.agent = Agent(script, voice=voice, language=script.language, greet=False,
+                                   responder=responder)  # fmt: skip
         try:
             await agent.start()
+            if self.start_gate is not None:
+                await self.start_gate.wait()
         except Exception:
             log.exception("aivoco sandbox: the agent did not start")
             await self._end(call, emit=False)
@@ -437,12 +510,32 @@ class AivocoSandbox:
     async def on_stop_call(self, sid, data=None) -> None:
         call = self.calls.get(sid)
         if call is not None:
-            await self._end(call, message="Call stopped by user")
+            await self._end(call, reason="stopped_by_user", message="Call stopped by user")
 
     async def on_disconnect(self, sid, reason=None) -> None:
         call = self.calls.get(sid)
         if call is not None:
             await self._end(call, emit=False)
+
+    # ---- fault controls (tests)
+
+    async def send_error(self, kind: str, message: str | None = None) -> int:
+        """Send every live call the typed `error {type, message}` and release it, as a service that
+        ends the call on it would; the number of calls it reached."""
+        if kind not in ERROR_TYPES:
+            raise ValueError(f"the seed's error types are {', '.join(ERROR_TYPES)}")
+        calls = list(self.calls.values())
+        for call in calls:
+            await self.emit("error", {"type": kind, "message": message or ERROR_TYPES[kind]}, call.sid)
+            await self._end(call, emit=False)
+        return len(calls)
+
+    async def end_sessions(self, reason: str, message: str = "") -> int:
+        """End every live call from the service's side: `session_ended {reason, ...}`."""
+        calls = list(self.calls.values())
+        for call in calls:
+            await self._end(call, reason=reason, **({"message": message} if message else {}))
+        return len(calls)
 
     async def _end(self, call: Call, emit: bool = True, **payload) -> None:
         if self.calls.get(call.sid) is not call:
@@ -479,8 +572,16 @@ class AivocoSandbox:
                 await self.emit("text_response", {"text": event.text}, call.sid)
 
 
-def make_app(secret: str, *, scripts: Scripts | None = None,
-             cost_per_minute: float = COST_PER_MINUTE) -> SandboxApp:  # fmt: skip
-    """A fresh sandbox (its own balances) whose keys derive from `secret`; state: `app.state`."""
-    sandbox = AivocoSandbox(secret, scripts=scripts, cost_per_minute=cost_per_minute)
+def make_app(secret: str, *, scripts: Scripts | None = None, cost_per_minute: float = COST_PER_MINUTE,
+             voices: str = "seed", calls_per_minute: int | None = None,
+             typed_start_errors: bool = False) -> SandboxApp:  # fmt: skip
+    """A fresh sandbox (its own balances) whose keys derive from `secret`; state: `app.state`.
+
+    Variants: `voices` "seed" (``female``/``male`` only, required) or "any" (also the Demo's and
+    CLI's spellings, in any case; missing = female); `calls_per_minute`: start_calls a key may
+    make in a minute before ``error {type: "rate_limit_exceeded"}`` (None: no limit);
+    `typed_start_errors`: an unknown key or one without credits also gets the typed ``error``
+    after its ``auth_failed``."""
+    sandbox = AivocoSandbox(secret, scripts=scripts, cost_per_minute=cost_per_minute, voices=voices,
+                            calls_per_minute=calls_per_minute, typed_start_errors=typed_start_errors)
     return SandboxApp(socketio.ASGIApp(sandbox.sio, socketio_path="socket.io"), sandbox)

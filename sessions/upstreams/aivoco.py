@@ -37,9 +37,19 @@ Decisions:
   (only the topic's own) and answers ``function_response``; failures are a
   result ``{error, status: "failed"}`` as the vendor's client sends, never an
   exception. Each call becomes a ``ToolCall`` with its result.
-* A malformed message is reported as a (non-fatal) ``Error`` and skipped;
-  ``error`` events end the call (all the vendor's clients treat them so):
-  `events()` raises them as ``UpstreamError`` (codes ``aivoco.<type>``).
+* A malformed message is reported as a (non-fatal) ``Error`` and skipped.
+* ``error`` events end the call: the seed's handler resets the call state and
+  stops the audio after every one of them, typed or not, so none is
+  recoverable. `events()` (or, before ``session_ready``, ``connect()``) raises
+  each as ``UpstreamError``: the seed's types as ``aivoco.insufficient_credits``,
+  ``aivoco.invalid_api_key`` and ``aivoco.rate_limit_exceeded`` with a message
+  saying what to do; any other as ``aivoco.error`` with Aivoco's own words.
+  No ``stop_call`` follows (the seed's client sends none either).
+* ``session_ended`` is the service ending the call: an ``Ended`` whose reason
+  is worded for people (``insufficient_user_credits`` -> "Aivoco ended the call:
+  the account ran out of credits (used 0.03, 0 left).", an unknown
+  ``some_reason`` -> "Aivoco ended the call: some reason."). After our own
+  ``stop_call`` it only confirms the stop (the relay's reason stands).
 """
 
 from __future__ import annotations
@@ -97,6 +107,7 @@ ERROR_MESSAGES = {
 ENDED_REASONS = {
     "insufficient_user_credits": "Aivoco ended the call: the account ran out of credits",
     "insufficient_admin_units": "Aivoco ended the call: the account ran out of function-call units",
+    "stopped_by_user": "Aivoco says the call was stopped",
 }
 _CLOSED = object()
 
@@ -200,14 +211,18 @@ def _credits(data: dict) -> str:
 
 
 def ended_event(data: Any) -> Ended:
+    """A `session_ended` as an end reason people can read: the seed's `reason` (a code such as
+    ``insufficient_user_credits``) in words, else the Demo's `message`, with the credits used."""
     data = data if isinstance(data, dict) else {}
-    reason, message = str(data.get("reason") or ""), str(data.get("message") or "")
+    reason, message = str(data.get("reason") or "").strip(), str(data.get("message") or "").strip()
     if reason in ENDED_REASONS:
         return Ended(ENDED_REASONS[reason] + _credits(data) + ".")
-    if "stopped by user" in message.lower():
-        return Ended("the call was stopped")
-    detail = reason or message
-    return Ended(f"Aivoco ended the call: {detail}" if detail else "Aivoco ended the call")
+    if not reason and "stopped by user" in message.lower():
+        return Ended(ENDED_REASONS["stopped_by_user"] + _credits(data) + ".")
+    detail = reason.replace("_", " ") if reason else message.rstrip(".")
+    if not detail:
+        return Ended("Aivoco ended the call" + _credits(data) + ".")
+    return Ended(f"Aivoco ended the call: {detail}" + _credits(data) + ".")
 
 
 def error_event(data: Any) -> UpstreamError:
@@ -215,7 +230,9 @@ def error_event(data: Any) -> UpstreamError:
     data = data if isinstance(data, dict) else {"message": str(data)}
     kind = str(data.get("type") or "")
     if kind in ERROR_MESSAGES:
-        return UpstreamError(ERROR_MESSAGES[kind], permanent=True, code=f"aivoco.{kind}")
+        said = str(data.get("message") or "").strip().rstrip(".")
+        detail = f" (Aivoco said: {said})" if said else ""
+        return UpstreamError(ERROR_MESSAGES[kind] + detail, permanent=True, code=f"aivoco.{kind}")
     message = str(data.get("message") or "no details")
     if kind:  # a type the seed does not list: shown, not made into a code
         message = f"{kind}: {message}"

@@ -8,26 +8,23 @@ import base64
 import contextlib
 import json
 import re
-import shutil
 
 import numpy as np
 import pytest
 import socketio
-from asgiref.sync import sync_to_async
 
+from playground.engine.script import Script
 from playground.sandbox import aivoco as aivoco_sandbox
 from sessions import functions
-from sessions.models import Conversation, Topic, Turn
-from sessions.relay import Relay
+from sessions.models import Conversation, Topic
 from sessions.sandbox_scripts import topic_scripts
 from sessions.upstreams import aivoco
 from sessions.upstreams.aivoco import AivocoUpstream
-from sessions.upstreams.base import Session
-from tests.browser_double import BrowserPeer
-from tests.engine.speech import Speech, silence
+from tests.engine.speech import silence
 from tests.peers import finish, serving
 from tests.peers import stream as talk
 from tests.server import call
+from tests.vendors.helpers import astored, start
 
 FRAME = 640  # 20 ms at 16 kHz, what the browser sends
 BAD_KEY = "aivoco-wrong-key-5521"
@@ -40,14 +37,7 @@ OPEN_ANSWER = (
 )
 
 
-# ---- fixtures and helpers ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory) -> Speech:
-    if not (shutil.which("flite") and shutil.which("sox")):
-        pytest.skip("flite and sox are needed to make test speech")
-    return Speech(tmp_path_factory.mktemp("speech"))
+# ---- fixtures and helpers (the `speech` fixture is tests/vendors/conftest.py's) ---------------
 
 
 @pytest.fixture
@@ -83,9 +73,9 @@ def client_config(url: str) -> dict:
 
 
 @contextlib.asynccontextmanager
-async def sandbox():
+async def sandbox(**variants):
     """A fresh sandbox (its own credit balances) on loopback: (base URL, the sandbox)."""
-    app = aivoco_sandbox.make_app(DEPLOYMENT, scripts=topic_scripts)
+    app = aivoco_sandbox.make_app(DEPLOYMENT, scripts=topic_scripts, **variants)
     async with serving(app) as url:
         yield url, app.state
 
@@ -170,30 +160,6 @@ class ScriptedAivoco:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-def start(conversation, config: dict):
-    browser = BrowserPeer()
-    topic = conversation.topic.to_script()
-    session = Session(
-        str(conversation.id),
-        topic=topic,
-        voice="female",
-        language="en",
-        options=conversation.topic.options_for("aivoco"),
-        config=config,
-    )
-    upstream = AivocoUpstream(session)
-    relay = Relay(conversation.id, upstream, browser.browser, provider="aivoco", on_end=browser.on_end)
-    return relay, browser, asyncio.create_task(relay.run())
-
-
-def stored(conversation):
-    return list(
-        Turn.objects.filter(conversation=conversation).values(
-            "role", "text", "final", "interrupted", "latency_ms", "data"
-        )
-    )
-
-
 def tone(ms: int, rate: int = 24000) -> bytes:
     t = np.arange(rate * ms // 1000) / rate
     return (np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2").tobytes()
@@ -228,6 +194,20 @@ def test_audio_payload_measures_the_samples():
 def test_voice_spelling_follows_the_seed_and_the_others_are_a_setting():
     assert aivoco.voice_choice("male") == "male" and aivoco.voice_choice("female") == "female"
     assert aivoco.voice_choice("male", "demo") == "Boy" and aivoco.voice_choice("female", "cli") == "alloy"
+
+
+def test_session_ended_and_error_events_are_worded():
+    stopped = {"reason": "stopped_by_user", "total_credits_used": 0.5, "remaining_credits": 9}
+    assert aivoco.ended_event(stopped).reason == "Aivoco says the call was stopped (used 0.5, 9 left)."
+    demo_stop = aivoco.ended_event({"message": "Call stopped by user"})
+    assert demo_stop.reason == "Aivoco says the call was stopped."
+    assert aivoco.ended_event({"reason": "idle_timeout"}).reason == "Aivoco ended the call: idle timeout."
+    assert aivoco.ended_event(None).reason == "Aivoco ended the call."
+    for kind in ("insufficient_credits", "invalid_api_key", "rate_limit_exceeded"):
+        error = aivoco.error_event({"type": kind, "message": "x"})
+        assert error.code == f"aivoco.{kind}" and error.message.endswith("(Aivoco said: x)")
+    untyped = aivoco.error_event({"type": "cosmic_rays", "message": "bit flip"})
+    assert untyped.code == "aivoco.error" and "cosmic_rays: bit flip" in untyped.message
 
 
 def test_function_definitions_use_the_flat_parameter_list():
@@ -307,16 +287,34 @@ async def test_sandbox_refuses_an_unknown_key_with_auth_failed_only():
     assert client.names() == ["auth_failed"]
 
 
+async def until(condition, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
 async def test_sandbox_reports_session_ready_and_ignores_audio_sent_before_it():
+    # python-socketio handles each event in its own task, so under load audio emitted "before"
+    # session_ready may be handled after it: the sandbox holds session_ready until the audio
+    # has been handled, which makes "before" certain instead of likely.
     async with sandbox() as (url, box), listener(url) as client:
-        await client.sio.emit("start_call", start_call(functions_=["current_time", "check_availability"]))
-        for _ in range(10):  # the microphone opened too early
+        box.start_gate = asyncio.Event()
+        for _ in range(3):  # the microphone opened before the call was even started
             await client.sio.emit("audio_data", aivoco.audio_payload(tone(20, 16000)))
+        await client.sio.emit("start_call", start_call(functions_=["current_time", "check_availability"]))
+        await client.wait("auth_success")
+        for _ in range(7):  # ... and while it is starting
+            await client.sio.emit("audio_data", aivoco.audio_payload(tone(20, 16000)))
+        await until(lambda: box.stats.dropped == 10)
+        box.start_gate.set()
         ready = await client.wait("session_ready")
         assert client.names()[:2] == ["auth_success", "session_ready"]
         assert ready["functions_loaded"] == 2 and ready["cost_per_minute"] > 0
         assert ready["credits_available"] > 0 and ready["message"]
         assert box.stats.dropped == 10 and box.stats.chunks == 0
+        await client.sio.emit("audio_data", aivoco.audio_payload(tone(20, 16000)))  # now it is taken
+        await until(lambda: box.stats.chunks == 1)
+        assert box.stats.dropped == 10
 
 
 async def test_sandbox_rejects_a_malformed_start_call():
@@ -330,11 +328,86 @@ async def test_sandbox_rejects_a_malformed_start_call():
         assert "session_ready" not in client.names()
 
 
-@pytest.mark.parametrize("voice,kind", [("Girl", "integer"), ("MALE", "int"), ("alloy", "bool")])
-def test_sandbox_accepts_every_spelling_the_vendor_sources_use(voice, kind):
-    """Where the seed's sources disagree the sandbox takes them all, so it cannot hide our client's guess."""
+@pytest.mark.parametrize("kind", ["integer", "int", "bool"])
+def test_sandbox_accepts_every_parameter_type_spelling(kind):
+    """The seed is silent on parameter types: the sandbox takes them all, so it cannot hide our
+    client's guess."""
     function = {"name": "x", "description": "", "parameters": [{"name": "a", "type": kind, "required": True}]}
-    assert aivoco_sandbox.start_problem({"voice_choice": voice, "custom_functions": [function]}) == ""
+    assert aivoco_sandbox.start_problem({"voice_choice": "male", "custom_functions": [function]}) == ""
+
+
+@pytest.mark.parametrize("voice", ["Girl", "Boy", "alloy", "MALE", "Female", None])
+async def test_sandbox_takes_the_seeds_voices_only_unless_a_variant_says_so(voice):
+    """The seed says 'female' or 'male' and always sends one; the Demo's and CLI's spellings, other
+    cases and a missing voice_choice are refused, unless the `voices="any"` variant accepts them."""
+    payload = start_call(voice=voice)
+    if voice is None:
+        del payload["voice_choice"]
+    async with sandbox() as (url, box), listener(url) as client:
+        await client.sio.emit("start_call", payload)
+        refused = await client.wait("error")
+        await asyncio.sleep(0.2)
+        assert "voice_choice" in refused["message"] and "'female' or 'male'" in refused["message"]
+        assert "type" not in refused  # not one of the seed's typed errors
+        assert client.names() == ["error"] and not box.calls
+    async with sandbox(voices="any") as (url, _), listener(url) as client:
+        await client.sio.emit("start_call", payload)
+        await client.wait("session_ready")
+        assert client.names() == ["auth_success", "session_ready"]
+
+
+@pytest.mark.parametrize("voice", ["female", "male"])
+async def test_sandbox_takes_the_seeds_voices(voice):
+    async with sandbox() as (url, _), listener(url) as client:
+        await client.sio.emit("start_call", start_call(voice=voice))
+        await client.wait("session_ready")
+        assert client.names() == ["auth_success", "session_ready"]
+
+
+async def test_sandbox_speaks_the_topics_default_language():
+    """The seed has no language parameter: a topic's persona brings the topic's language with it."""
+    spanish = Script("cafe", "Cafe", "Eres Rita.", "Hola", "es", faq=(), fallback="Perdone.")
+    found = await aivoco_sandbox.script_for(lambda: [(spanish, {})], "Eres Rita.")
+    assert (found.language, found.fallback) == ("es", "Perdone.")
+    assert aivoco_sandbox.espeak_voice("female", "es") == "es+f3"
+    assert aivoco_sandbox.espeak_voice("male", "es") == "es"
+    generic = await aivoco_sandbox.script_for(lambda: [(spanish, {})], "You are someone else.")
+    assert generic.language == "en" and aivoco_sandbox.espeak_voice("female", "en") == "en-us+f3"
+
+
+async def test_sandbox_rate_limits_start_calls_with_the_typed_error():
+    async with sandbox(calls_per_minute=1) as (url, box), listener(url) as client:
+        await client.sio.emit("start_call", start_call())
+        await client.wait("session_ready")
+        await client.sio.emit("stop_call")
+        await client.wait("session_ended")
+        client.events.clear()
+        await client.sio.emit("start_call", start_call())
+        error = await client.wait("error")
+        await asyncio.sleep(0.2)
+    assert error["type"] == "rate_limit_exceeded" and "Rate limit exceeded" in error["message"]
+    assert client.names() == ["error"] and not box.calls
+
+
+@pytest.mark.parametrize("key,kind", [(BAD_KEY, "invalid_api_key"), ("drained", "insufficient_credits")])
+async def test_sandbox_variant_sends_the_typed_error_after_auth_failed(key, kind):
+    async with sandbox(typed_start_errors=True) as (url, box), listener(url) as client:
+        if key == "drained":
+            key = POOR_KEY
+            box.accounts[POOR_KEY].credits = 0
+        await client.sio.emit("start_call", start_call(key=key))
+        error = await client.wait("error")
+    assert client.names() == ["auth_failed", "error"] and error["type"] == kind and error["message"]
+
+
+@pytest.mark.parametrize("kind", list(aivoco_sandbox.ERROR_TYPES))
+async def test_sandbox_sends_each_typed_error_mid_call_and_releases_the_call(kind):
+    async with sandbox() as (url, box), listener(url) as client:
+        await client.sio.emit("start_call", start_call())
+        await client.wait("session_ready")
+        assert await box.send_error(kind) == 1
+        error = await client.wait("error")
+        assert error == {"type": kind, "message": aivoco_sandbox.ERROR_TYPES[kind]} and not box.calls
 
 
 @pytest.mark.slow
@@ -374,7 +447,7 @@ async def test_sandbox_stop_call_ends_the_session_and_the_socket_can_start_again
         await asyncio.sleep(0.3)
         await client.sio.emit("stop_call")
         ended = await client.wait("session_ended")
-        assert ended["message"] == "Call stopped by user"
+        assert ended["reason"] == "stopped_by_user" and ended["message"] == "Call stopped by user"
         assert ended["total_credits_used"] > 0 and ended["remaining_credits"] < 100_000
         client.events.clear()
         await client.sio.emit("start_call", start_call())
@@ -389,7 +462,7 @@ async def test_sandbox_stop_call_ends_the_session_and_the_socket_can_start_again
 @pytest.mark.slow
 async def test_happy_path_agent_audio_and_transcript_are_stored(conversation, speech):
     async with sandbox() as (url, box):
-        relay, browser, task = start(conversation, client_config(url))
+        relay, browser, task = start(conversation, AivocoUpstream, client_config(url))
         ready = await browser.message("ready", timeout=15)
         assert ready["user_transcripts"] is False and ready["accepts_text"] is False
         await talk(relay, silence(300) + speech.pcm("is there parking") + silence(800))
@@ -400,18 +473,21 @@ async def test_happy_path_agent_audio_and_transcript_are_stored(conversation, sp
         await browser.message("metrics")  # latency measured from the end of the user's speech
         await finish(relay, task)
         assert box.stats.voiced > 0 and box.stats.flag_mismatches == 0
-    turns = await sync_to_async(stored)(conversation)
-    assert [(t["role"], t["final"]) for t in turns] == [("agent", True)]
-    assert "free parking" in turns[0]["text"] and turns[0]["latency_ms"] > 0
+    fields = ("role", "final", "text", "latency_ms")
+    ((role, is_final, text, latency_ms),) = await astored(conversation, fields)
+    assert (role, is_final) == ("agent", True)
+    assert "free parking" in text and latency_ms > 0
     conv = await Conversation.objects.aget(id=conversation.id)
     assert (conv.status, conv.end_reason) == ("ended", "test over")
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
-async def test_bad_credentials_are_a_clear_permanent_error_without_the_key(conversation):
-    async with sandbox() as (url, _):
-        _relay, browser, task = start(conversation, {"url": url, "api_key": BAD_KEY})
+@pytest.mark.parametrize("typed", [False, True])
+async def test_bad_credentials_are_a_clear_permanent_error_without_the_key(conversation, typed):
+    """Also when the service follows auth_failed with `error {type: "invalid_api_key"}`: one error."""
+    async with sandbox(typed_start_errors=typed) as (url, _):
+        _relay, browser, task = start(conversation, AivocoUpstream, {"url": url, "api_key": BAD_KEY})
         await asyncio.wait_for(task, 10)
     (error,) = browser.of_type("error")
     assert error["code"] == "aivoco.auth_failed"
@@ -427,7 +503,7 @@ async def test_bad_credentials_are_a_clear_permanent_error_without_the_key(conve
 @pytest.mark.usefixtures("close_thread_connections")
 async def test_running_out_of_credits_ends_the_call_with_a_clear_reason(conversation):
     async with sandbox() as (url, _):
-        relay, browser, task = start(conversation, {"url": url, "api_key": POOR_KEY})
+        relay, browser, task = start(conversation, AivocoUpstream, {"url": url, "api_key": POOR_KEY})
         await browser.message("ready", timeout=15)
         for _ in range(150):  # the user keeps the microphone open
             if task.done():
@@ -443,10 +519,71 @@ async def test_running_out_of_credits_ends_the_call_with_a_clear_reason(conversa
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
+@pytest.mark.parametrize("kind", list(aivoco_sandbox.ERROR_TYPES))
+async def test_each_typed_error_mid_call_ends_the_call_with_its_own_code(conversation, kind):
+    """The seed's client ends the call on every `error`: each type reaches the page as its own
+    fatal `aivoco.<type>`, and the conversation is failed with the worded message."""
+    async with sandbox() as (url, box):
+        relay, browser, task = start(conversation, AivocoUpstream, client_config(url))
+        await browser.message("ready", timeout=15)
+        await relay.feed_audio(silence(20))
+        assert await box.send_error(kind) == 1
+        await asyncio.wait_for(task, 5)
+    (error,) = browser.of_type("error")
+    assert error["code"] == f"aivoco.{kind}" and error["fatal"] is True
+    assert error["message"].startswith(aivoco.ERROR_MESSAGES[kind])
+    assert f"Aivoco said: {aivoco_sandbox.ERROR_TYPES[kind]}" in error["message"]
+    assert browser.of_type("ended") and browser.closed_with == 4500
+    conv = await Conversation.objects.aget(id=conversation.id)
+    assert (conv.status, conv.end_reason) == ("failed", error["message"])
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_a_rate_limited_start_is_a_clear_fatal_error(conversation):
+    async with sandbox(calls_per_minute=1) as (url, _):
+        async with listener(url) as other:  # another call with the same key this minute
+            await other.sio.emit("start_call", start_call())
+            await other.wait("session_ready")
+        _relay, browser, task = start(conversation, AivocoUpstream, client_config(url))
+        await asyncio.wait_for(task, 10)
+    (error,) = browser.of_type("error")
+    assert error["code"] == "aivoco.rate_limit_exceeded" and error["fatal"] is True
+    assert "Wait a minute" in error["message"] and "at most 1 calls a minute" in error["message"]
+    assert browser.of_type("ready") == []
+    assert (await Conversation.objects.aget(id=conversation.id)).status == "failed"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+@pytest.mark.parametrize(
+    "reason,worded",
+    [
+        ("stopped_by_user", "Aivoco says the call was stopped (used "),
+        ("insufficient_admin_units", "Aivoco ended the call: the account ran out of function-call units"),
+        ("maintenance_window", "Aivoco ended the call: maintenance window (used "),
+    ],
+)
+async def test_the_service_ending_the_session_is_a_worded_end_reason(conversation, reason, worded):
+    async with sandbox() as (url, box):
+        relay, browser, task = start(conversation, AivocoUpstream, client_config(url))
+        await browser.message("ready", timeout=15)
+        await relay.feed_audio(silence(20))
+        assert await box.end_sessions(reason) == 1
+        await asyncio.wait_for(task, 5)
+    (ended,) = browser.of_type("ended")
+    assert ended["reason"].startswith(worded) and ended["reason"].endswith(" left).")
+    assert not browser.of_type("error") and browser.closed_with == 1000
+    conv = await Conversation.objects.aget(id=conversation.id)
+    assert (conv.status, conv.end_reason) == ("ended", ended["reason"])
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
 @pytest.mark.slow
 async def test_function_round_trip_is_stored_and_shown(conversation, speech):
     async with sandbox() as (url, _):
-        relay, browser, task = start(conversation, client_config(url))
+        relay, browser, task = start(conversation, AivocoUpstream, client_config(url))
         await browser.message("ready", timeout=15)
         await talk(relay, silence(300) + speech.pcm("I would like to book a table for two") + silence(800))
         call = await browser.message("tool_call", timeout=10)
@@ -460,9 +597,10 @@ async def test_function_round_trip_is_stored_and_shown(conversation, speech):
         final = await browser.message("transcript", role="agent", final=True, timeout=10)
         assert "table for 2" in final["text"]
         await finish(relay, task)
-    turns = await sync_to_async(stored)(conversation)
-    assert [t["role"] for t in turns] == ["tool", "agent"]
-    assert turns[0]["data"]["result"] == call["result"] and turns[0]["data"]["id"] == call["id"]
+    turns = await astored(conversation, ("role", "data"))
+    assert [role for role, _ in turns] == ["tool", "agent"]
+    tool = turns[0][1]
+    assert tool["result"] == call["result"] and tool["id"] == call["id"]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -470,7 +608,7 @@ async def test_function_round_trip_is_stored_and_shown(conversation, speech):
 @pytest.mark.slow
 async def test_upstream_dying_mid_turn_is_an_error_and_keeps_what_was_stored(conversation, speech):
     async with sandbox() as (url, _), Proxy(int(url.rsplit(":", 1)[1])) as proxy:
-        relay, browser, task = start(conversation, client_config(f"http://127.0.0.1:{proxy.port}"))
+        relay, browser, task = start(conversation, AivocoUpstream, client_config(f"http://127.0.0.1:{proxy.port}"))
         await browser.message("ready", timeout=15)
         await talk(relay, silence(300) + speech.pcm("I would like to book a table for two") + silence(1000))
         await browser.message("tool_call", timeout=10)
@@ -481,8 +619,7 @@ async def test_upstream_dying_mid_turn_is_an_error_and_keeps_what_was_stored(con
     error = browser.of_type("error")[-1]
     assert error["fatal"] and "dropped" in error["message"] and error["code"] == "aivoco.closed"
     assert browser.of_type("ended")
-    turns = await sync_to_async(stored)(conversation)
-    assert [t["role"] for t in turns] == ["tool"]  # the call made before the drop is kept
+    assert await astored(conversation, ("role",)) == [("tool",)]  # the call made before the drop is kept
     assert (await Conversation.objects.aget(id=conversation.id)).status == "failed"
 
 
@@ -491,7 +628,7 @@ async def test_upstream_dying_mid_turn_is_an_error_and_keeps_what_was_stored(con
 @pytest.mark.slow
 async def test_barge_in_clears_the_browser_and_the_next_reply_plays(conversation, speech):
     async with sandbox() as (url, _):
-        relay, browser, task = start(conversation, client_config(url))
+        relay, browser, task = start(conversation, AivocoUpstream, client_config(url))
         await browser.message("ready", timeout=15)
         await talk(relay, silence(300) + speech.pcm("what time do you open") + silence(600))
         await browser.wait_for(lambda b: len(b.audio) > 50, timeout=10)  # a second of the long answer played
@@ -505,8 +642,8 @@ async def test_barge_in_clears_the_browser_and_the_next_reply_plays(conversation
         frames = len(browser.audio)
         await browser.wait_for(lambda b: len(b.audio) > frames + 25, timeout=10)  # the next reply is heard
         await finish(relay, task)
-    turns = await sync_to_async(stored)(conversation)
-    assert turns[0]["interrupted"] is True
+    turns = await astored(conversation, ("role", "interrupted"))
+    assert turns[0] == ("agent", True)
     assert not [m for m in browser.of_type("transcript") if m["id"] != cut["id"] and m["interrupted"]]
 
 
@@ -524,7 +661,7 @@ async def test_malformed_messages_are_clear_errors_and_the_call_goes_on(conversa
 
     peer = ScriptedAivoco(script)
     async with serving(peer.app) as url:
-        relay, browser, task = start(conversation, {"url": url, "api_key": KEY})
+        relay, browser, task = start(conversation, AivocoUpstream, {"url": url, "api_key": KEY})
         final = await browser.message("transcript", role="agent", final=True)
         errors = browser.of_type("error")
         assert [e["code"] for e in errors] == ["aivoco.bad_message", "aivoco.bad_message"]
@@ -536,7 +673,7 @@ async def test_malformed_messages_are_clear_errors_and_the_call_goes_on(conversa
     assert peer.of("stop_call") == [None]  # close() ended the call properly
     conv = await Conversation.objects.aget(id=conversation.id)
     assert conv.status == "ended"
-    assert [t["text"] for t in await sync_to_async(stored)(conversation)] == ["Still here."]
+    assert await astored(conversation, ("text",)) == [("Still here.",)]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -555,7 +692,7 @@ async def test_unknown_functions_and_bad_arguments_get_failed_results(conversati
 
     peer = ScriptedAivoco(script)
     async with serving(peer.app) as url:
-        relay, browser, task = start(conversation, {"url": url, "api_key": KEY})
+        relay, browser, task = start(conversation, AivocoUpstream, {"url": url, "api_key": KEY})
         await browser.wait_for(lambda b: len(b.of_type("tool_call")) == 3)
         await browser.wait_for(lambda b: len(peer.of("function_response")) == 3)
         await finish(relay, task)
@@ -571,9 +708,9 @@ async def test_unknown_functions_and_bad_arguments_get_failed_results(conversati
         responses["c2"]["result"]["status"] == "failed" and "party_size" in responses["c2"]["result"]["error"]
     )
     assert "time" in responses["c3"]["result"] and responses["c3"]["function_name"] == "current_time"
-    turns = await sync_to_async(stored)(conversation)
-    assert [(t["role"], t["data"]["id"]) for t in turns] == [("tool", "c1"), ("tool", "c2"), ("tool", "c3")]
-    assert turns[0]["data"]["result"]["status"] == "failed"
+    turns = await astored(conversation, ("role", "data"))
+    assert [(role, data["id"]) for role, data in turns] == [("tool", "c1"), ("tool", "c2"), ("tool", "c3")]
+    assert turns[0][1]["result"]["status"] == "failed"
     assert [m["result"] for m in browser.of_type("tool_call")] == [
         responses[c]["result"] for c in ("c1", "c2", "c3")
     ]

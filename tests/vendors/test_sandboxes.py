@@ -207,7 +207,8 @@ async def test_lokutor_and_aivoco_release_a_call_when_its_socket_closes():
         ready = asyncio.get_running_loop().create_future()
         client.on("session_ready", lambda data: ready.done() or ready.set_result(data))
         await client.connect(base, socketio_path="/socket.io", transports=["websocket"])
-        await client.emit("start_call", {"auth_key": aivoco.api_key(SECRET), "system_message": "Hi."})
+        await client.emit("start_call", {"auth_key": aivoco.api_key(SECRET), "system_message": "Hi.",
+                                         "voice_choice": "female"})  # fmt: skip
         await asyncio.wait_for(ready, 15)
         assert len(box.state.calls) == 1
         await client.disconnect()
