@@ -11,7 +11,10 @@ from playground.engine.script import Script
 from .models import Topic
 
 
-def topic_scripts() -> list[tuple[Script, dict]]:
-    """Every active topic, as a script and its provider options (a database read)."""
+def topic_scripts(*, language: str = "") -> list[tuple[Script, dict]]:
+    """Every active topic, as a script and its provider options (a database read).
+
+    `language`: each topic's script in that language where the topic has it (`Topic.to_script`),
+    its default language otherwise; unset, every topic in its default language."""
     topics = Topic.objects.filter(is_active=True)
-    return [(topic.to_script(), dict(topic.provider_options or {})) for topic in topics]
+    return [(topic.to_script(language), dict(topic.provider_options or {})) for topic in topics]

@@ -29,6 +29,9 @@ _ESPEAK: dict[str, tuple[tuple[str, str], ...]] = {
     "es": (("es", "Spanish (Spain)"), ("es-419", "Spanish (Latin America)")),
     "fr": (("fr-fr", "French (France)"), ("fr-be", "French (Belgium)")),
     "de": (("de", "German"),),
+    # Not offered for the offline agent (LANGUAGES), but the Lokutor sandbox speaks them.
+    "pt": (("pt-br", "Portuguese (Brazil)"), ("pt", "Portuguese (Portugal)")),
+    "ko": (("ko", "Korean"),),
 }
 _VARIANTS = (("", "male"), ("+f3", "female"), ("+f1", "female 2"))
 _SILENCE = 200  # |sample| below this counts as silence when trimming clause tails

@@ -5,14 +5,19 @@ notes in shared/protocols.md section 3; it shares no code with our client.
 
 * ``/ws/agent?api_key=<key>``: a missing or wrong key fails the upgrade with HTTP 401 and a
   JSON body (servers without the denial-response extension, like Daphne, answer 403 instead);
-* text frames ``{"type": ..., "data": ...}``, in any order and at any time: ``prompt``,
-  ``voice`` (F1-F5, M1-M5), ``language``, ``visemes``, ``tools``, and the SDK's
-  ``{"type": "rates", "playback": n, "input": n}``; bad values are answered with
-  ``{"type": "error", "data": {"code": "validation.invalid_voice", "message": ...}}`` (or,
-  in the docs' flavour, ``"data": "<message>"``) and the socket stays open;
+* configuration (the seed's "Initialization"): ``prompt``, ``voice`` (F1-F5, M1-M5) and
+  ``language`` (en, es, fr, pt, ko: what the docs and SDK list; the engine's de, it, ja, zh
+  are refused), one JSON text frame each, in any order; also ``visemes``, ``tools`` and the
+  SDK's ``{"type": "rates", "playback": n, "input": n}``. A bad value is answered with an
+  error and leaves the default (F1, en) in place; the socket stays open;
+* errors as the seed writes them, ``{"type": "error", "data": "<message>"}``, or with
+  ``errors="object"`` as the SDK reads them, ``"data": {"code": "validation.invalid_voice",
+  "message": ...}``;
 * binary frames: microphone audio, s16le mono at 44.1 kHz (the docs) unless ``rates`` said
   otherwise (any standard rate, 8 to 96 kHz, at the top level or under ``data``: the seed
-  names no list); it is resampled to 16 kHz for the agent;
+  names no list); it is resampled to 16 kHz for the agent. Audio before the configuration
+  (before prompt, voice and language have each been sent) is refused: one error, and the
+  frames are dropped until it is complete;
 * out: ``status`` (``thinking``/``speaking`` with the reply's ``generation``, ``listening``,
   ``interrupted``), final ``transcript`` with ``role`` ``user`` or ``agent``, and the agent's
   speech as binary s16le mono 44.1 kHz frames, paced at real time by the agent (or as JSON
@@ -23,9 +28,11 @@ greeting too); barge-in (the user speaking over the agent) stops the reply's aud
 once, sends ``status: interrupted`` and moves the counter on, so the next reply has a
 higher number than the interrupted one.
 
-The agent starts once the configuration has settled (``SETTLE_S`` after the last config
-message) or at the first audio frame. Its topic is ours when the prompt is a stored
-Topic's persona (so it knows the FAQ and phrases), else the prompt with a generic FAQ.
+The agent starts once the configuration is complete and has settled (``SETTLE_S`` after the
+last config message). It speaks the chosen language with that language's espeak-ng voice
+(its speech recognition stays English only). Its topic is ours when the prompt is a stored
+Topic's persona in that language (so it knows the greeting, FAQ and phrases), else the prompt
+with a generic FAQ and a greeting in the language.
 
 `make_app(secret, scripts=None, errors=, audio=, agent_options=)`: the key is derived from
 `secret` (`api_key`); the state object `app.state` (`State`) holds the live calls, each
@@ -37,6 +44,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
+import inspect
 import json
 import logging
 import secrets
@@ -57,8 +66,10 @@ from playground.sandbox import SandboxApp, Scripts, derive, find_script
 log = logging.getLogger(__name__)
 
 VOICES = frozenset(f"{g}{n}" for g in "FM" for n in range(1, 6))
-# The docs and SDK list en, es, fr, pt, ko; the open-source engine also knows de, it, ja, zh.
-LANGUAGES = frozenset({"en", "es", "fr", "pt", "ko", "de", "it", "ja", "zh"})
+# What the docs and SDK list. The open-source engine also knows de, it, ja, zh; the hosted
+# agent is not documented to speak them, so they are refused like any other code.
+LANGUAGES = ("en", "es", "fr", "pt", "ko")
+CONFIGURATION = ("prompt", "voice", "language")  # the seed's "Initialization" messages
 # The seed names no list: every standard PCM rate is accepted, whatever our client picks.
 RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000})
 INPUT_RATE = 44100  # "Sample Rate 44,100 Hz" in the docs, for the stream both ways
@@ -67,6 +78,17 @@ AGENT_RATE = 16000
 SETTLE_S = 0.3
 BAD_FORMAT = "validation.invalid_request_format"
 DEFAULT_PROMPT = "You are a helpful assistant. Be concise."
+# The generic agent's greeting and fallback per language, for a prompt that is none of our topics.
+GENERIC_LINES = {
+    "en": ("Hello! How can I help you today?",
+           "Sorry, I did not catch that. Could you say it another way?"),
+    "es": ("¡Hola! ¿En qué puedo ayudarle hoy?",
+           "Perdone, no le he entendido. ¿Puede decirlo de otra manera?"),
+    "fr": ("Bonjour ! Comment puis-je vous aider ?",
+           "Pardon, je n'ai pas compris. Pouvez-vous le dire autrement ?"),
+    "pt": ("Olá! Como posso ajudar hoje?", "Desculpe, não entendi. Pode dizer de outra forma?"),
+    "ko": ("안녕하세요! 무엇을 도와드릴까요?", "죄송합니다, 잘 못 들었어요. 다시 말씀해 주시겠어요?"),
+}  # fmt: skip
 GENERIC_FAQ = (
     FAQ("What can you do", "I can answer short questions and keep you company.", ("help", "what", "can")),
     FAQ("Who are you", "I am a voice assistant in the Lokutor sandbox.", ("who", "name")),
@@ -90,16 +112,16 @@ class State:
     """One Lokutor sandbox: its key, its options, and the live calls (released when they close)."""
 
     key: str
-    errors: str = "object"
+    errors: str = "string"
     audio: str = "binary"
     agent_options: dict = field(default_factory=dict)
     scripts: Scripts | None = None
     calls: set = field(default_factory=set)
 
 
-def make_app(secret: str, *, scripts: Scripts | None = None, errors: str = "object", audio: str = "binary",
+def make_app(secret: str, *, scripts: Scripts | None = None, errors: str = "string", audio: str = "binary",
              agent_options: dict | None = None) -> SandboxApp:  # fmt: skip
-    """A fresh sandbox. `errors`: "object" (SDK) or "string" (docs); `audio`: "binary" or "json"."""
+    """A fresh sandbox. `errors`: "string" (the seed) or "object" (SDK); `audio`: "binary" or "json"."""
     state = State(api_key(secret), errors, audio, dict(agent_options or {}), scripts)
 
     async def agent_socket(websocket: WebSocket) -> None:
@@ -139,13 +161,29 @@ def espeak_voice(voice: str, language: str) -> str:
     return base
 
 
-async def script_for(scripts: Scripts | None, prompt: str) -> Script:
-    """The site's script whose persona is the prompt (its FAQ and phrases), else a generic one."""
-    script = await find_script(scripts, lambda script, _options: script.persona == prompt)
-    if script is not None:
-        return script
-    return Script(slug="lokutor-sandbox", title="Lokutor sandbox", persona=prompt,
-                  greeting="Hello! How can I help you today?", faq=GENERIC_FAQ)  # fmt: skip
+async def script_for(scripts: Scripts | None, prompt: str, language: str) -> Script:
+    """The site's script in `language` whose persona is the prompt (its greeting, FAQ and phrases),
+    else a generic one that greets in `language`."""
+    ours = await find_script(in_language(scripts, language), lambda script, _opts: script.persona == prompt)
+    if ours is not None:
+        return ours
+    greeting, fallback = GENERIC_LINES[language]
+    return Script(slug="lokutor-sandbox", title="Lokutor sandbox", persona=prompt, greeting=greeting,
+                  language=language, faq=GENERIC_FAQ, fallback=fallback)  # fmt: skip
+
+
+def in_language(scripts: Scripts | None, language: str) -> Scripts | None:
+    """`scripts` asked for `language` where it takes a `language=` keyword (the site's does);
+    a catalogue without one is used as it is."""
+    if scripts is None:
+        return None
+    try:
+        parameters = inspect.signature(scripts).parameters.values()
+    except (TypeError, ValueError):
+        return scripts
+    if any(p.name == "language" or p.kind is p.VAR_KEYWORD for p in parameters):
+        return functools.partial(scripts, language=language)
+    return scripts
 
 
 class Call:
@@ -155,7 +193,9 @@ class Call:
         self.ws, self.scripts = websocket, state.scripts
         self.errors, self.audio_carriage, self.agent_options = state.errors, state.audio, state.agent_options
         self.prompt: str | None = None
-        self.voice, self.language = "F1", "en"
+        self.voice, self.language = "F1", "en"  # the SDK's defaults, kept when a value is refused
+        self.received: set[str] = set()  # which of the CONFIGURATION messages came
+        self._refused_audio = False  # audio before the configuration was answered (once)
         self.input_rate = INPUT_RATE
         self.generation = 0
         self._in_reply = False  # between a reply's thinking/speaking and the next listening
@@ -209,24 +249,26 @@ class Call:
             return
         if self.agent is None:  # changes after the start are accepted but the agent keeps its topic
             self.prompt = data
-            self._configured()
+        self._configured("prompt")
 
     async def _on_voice(self, message: dict) -> None:
         data = message.get("data")
-        if data not in VOICES:
+        if data in VOICES:
+            self.voice = data
+            self._apply_voice()
+        else:
             await self.error("validation.invalid_voice", f"Invalid voice {data!r}: use F1-F5 or M1-M5.")
-            return
-        self.voice = data
-        self._apply_voice()
+        self._configured("voice")
 
     async def _on_language(self, message: dict) -> None:
         data = message.get("data")
-        if data not in LANGUAGES:
-            supported = ", ".join(sorted(LANGUAGES))
-            await self.error("validation.invalid_language", f"Unsupported language {data!r} ({supported}).")
-            return
-        self.language = data
-        self._apply_voice()
+        if data in LANGUAGES:
+            if self.agent is None:  # the agent keeps the language it started in
+                self.language = data
+        else:
+            known = ", ".join(LANGUAGES)
+            await self.error("validation.invalid_language", f"Unsupported language {data!r}: use {known}.")
+        self._configured("language")
 
     async def _on_rates(self, message: dict) -> None:
         body = message["data"] if isinstance(message.get("data"), dict) else message  # either carriage
@@ -251,20 +293,28 @@ class Call:
             await self.error(BAD_FORMAT,
                              "'tools' needs a list of {type: function, function: {name, ...}}.")  # fmt: skip
 
-    def _configured(self) -> None:
+    def _configured(self, kind: str) -> None:
+        """A configuration message came: once all have, the agent starts when they settle."""
+        self.received.add(kind)
+        if not self.complete:
+            return
         self._reconfigured.set()
         if self._starter is None:
             self._starter = asyncio.create_task(self._start_when_settled())
 
+    @property
+    def complete(self) -> bool:
+        return self.received.issuperset(CONFIGURATION)
+
     def _apply_voice(self) -> None:
-        if self.agent is None:
-            if self.prompt is not None:
-                self._configured()
-            return
-        language = self.agent.language
-        self.agent.voice = tts.resolve_voice(language, espeak_voice(self.voice, language))
+        if self.agent is not None:
+            language = self.agent.language
+            self.agent.voice = tts.resolve_voice(language, espeak_voice(self.voice, language))
 
     async def on_audio(self, data: bytes) -> None:
+        if not self.complete:
+            await self._refuse_audio()
+            return
         if self.agent is None:
             await self._start()  # audio means the client is done configuring
         pcm = self._odd + data
@@ -272,6 +322,13 @@ class Call:
         pcm = pcm[: len(pcm) - len(pcm) % 2]
         if self.agent is not None and pcm:
             self.agent.feed(self._to_agent.process(pcm))
+
+    async def _refuse_audio(self) -> None:
+        """Audio before the configuration is dropped; said once, not for every frame."""
+        if not self._refused_audio:
+            self._refused_audio = True
+            missing = ", ".join(kind for kind in CONFIGURATION if kind not in self.received)
+            await self.error(BAD_FORMAT, f"Audio before configuration: send {missing} first.")
 
     # ---- the agent --------------------------------------------------------------------------
 
@@ -290,7 +347,7 @@ class Call:
             if self.agent is not None:
                 return
             prompt = self.prompt if self.prompt is not None else DEFAULT_PROMPT
-            script = await script_for(self.scripts, prompt)
+            script = await script_for(self.scripts, prompt, self.language)
             voice = espeak_voice(self.voice, self.language)
             agent = self.agent = Agent(script, voice=voice, language=self.language, **self.agent_options)
             self._pump = asyncio.create_task(self._forward(agent))

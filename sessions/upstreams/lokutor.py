@@ -18,6 +18,11 @@ Wire protocol, client side:
   interrupted, ``generation`` with thinking), ``transcript`` (``data`` text, ``role``),
   ``error`` (``data`` a string, or ``{code, message, detail?, retryable?}``), ``tool_call``.
 
+Errors, by the contract's rule (sessions/upstreams/base.py): the seed's string errors
+(code ``lokutor.error``) and the SDK's object errors are `Error` events and the call goes on,
+validation errors (``lokutor.validation.invalid_language`` ...) included; the SDK's ``auth.*``
+and ``internal.cancelled`` end the call (`UpstreamError` with that code).
+
 Options (``Topic.provider_options["lokutor"]``, or the same keys in the provider config):
 
 * ``"tools"``: OpenAI-style tool definitions, sent as the ``tools`` message;
@@ -68,9 +73,13 @@ OUTPUT_RATE = 44100
 RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 OPEN_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 2.0
-# The SDK's catalogue: auth and validation errors and internal.cancelled end the session.
-FATAL_PREFIXES = ("auth.", "validation.")
+# What ends the call: the SDK's auth errors and internal.cancelled (the session is gone). The SDK
+# also counts validation errors as fatal, but the seed's errors are reports "in the pipeline"
+# and the socket stays open: a refused voice or language leaves the service's default in place,
+# so the call goes on and the user is told (an `Error` event).
+FATAL_PREFIXES = ("auth.",)
 FATAL_CODES = frozenset({"internal.cancelled"})
+STRING_ERROR = "error"  # the seed's form, `data` a bare string, names no reason
 STATES = frozenset({"listening", "thinking", "speaking"})
 
 
@@ -165,8 +174,8 @@ def _error(message: dict) -> list:
     if isinstance(data, dict):  # the SDK's structured form (SDK >= 1.1.18)
         code = str(data.get("code") or "internal.error")
         text = str(data.get("message") or data.get("detail") or code)
-    elif isinstance(data, str) and data:  # the docs' form: just a string
-        code, text = "internal.error", data
+    elif isinstance(data, str) and data:  # the seed's form: just a string, recoverable
+        code, text = STRING_ERROR, data
     else:
         raise Malformed("an error without a message")
     fatal = code.startswith(FATAL_PREFIXES) or code in FATAL_CODES

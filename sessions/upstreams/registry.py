@@ -89,7 +89,7 @@ PROVIDERS: dict[str, Provider] = {
             "Lokutor",
             "sessions.upstreams.lokutor.LokutorUpstream",
             {f"{g}{n}": f"{'Female' if g == 'F' else 'Male'} {n}" for g in "FM" for n in range(1, 6)},
-            ("en", "es", "fr", "de", "it", "pt"),
+            ("en", "es", "fr", "pt", "ko"),
             credentials=("LOKUTOR_API_KEY",),
             option_keys=frozenset({"tools", "rates"}),
             sandbox="playground.sandbox.lokutor",

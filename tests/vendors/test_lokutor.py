@@ -8,7 +8,6 @@ import base64
 import contextlib
 import json
 import re
-import shutil
 import time
 
 import numpy as np
@@ -17,15 +16,15 @@ import websockets
 from asgiref.sync import sync_to_async
 
 from playground.sandbox import lokutor as sandbox
-from sessions.models import Conversation, Topic, Turn
-from sessions.relay import Relay
+from sessions.models import Conversation, Topic
 from sessions.sandbox_scripts import topic_scripts
-from sessions.upstreams.base import Error, Interrupted, Session, Status, ToolCall, Transcript
+from sessions.upstreams.base import Error, Interrupted, Status, ToolCall, Transcript
 from sessions.upstreams.lokutor import Fatal, Generation, LokutorUpstream, Malformed, endpoint, parse_text
 from tests.browser_double import BrowserPeer
-from tests.engine.speech import Speech, silence
+from tests.engine.speech import silence
 from tests.peers import EchoPeer, finish, serving, stream
 from tests.server import Call, call
+from tests.vendors.helpers import astored, start
 
 FRAME = 640  # 20 ms at 16 kHz, what the browser sends
 SECRET = "lk-secret-9f8e7d"
@@ -36,13 +35,6 @@ LONG_GREETING = ("Hello and welcome. I am going to keep talking for quite a whil
 
 
 # ---- fixtures and helpers ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory) -> Speech:
-    if not (shutil.which("flite") and shutil.which("sox")):
-        pytest.skip("flite and sox are needed to make test speech")
-    return Speech(tmp_path_factory.mktemp("speech"))
 
 
 class Browser(BrowserPeer):
@@ -73,22 +65,8 @@ def make_conversation(topic=None, **fields) -> Conversation:
                                           phrases=["I would like to book a table"],
                                           faq=[{"question": "book a table", "answer": "For how many people?",
                                                 "keywords": ["book"]}])  # fmt: skip
-    return Conversation.objects.create(user=user, provider="lokutor", topic=topic, voice="F1", language="en",
-                                       status="connecting", **fields)  # fmt: skip
-
-
-def start(conversation: Conversation, config: dict, options: dict | None = None):
-    browser = Browser()
-    session = Session(str(conversation.id), topic=conversation.topic.to_script(), voice=conversation.voice,
-                      language=conversation.language, options=options or {}, config=config)  # fmt: skip
-    relay = Relay(conversation.id, LokutorUpstream(session), browser.browser, provider="lokutor",
-                  on_end=browser.on_end)  # fmt: skip
-    return relay, browser, asyncio.create_task(relay.run())
-
-
-def stored(conversation):
-    return list(Turn.objects.filter(conversation=conversation).order_by("sequence")
-                .values_list("role", "text", "final", "interrupted"))  # fmt: skip
+    fields = {"voice": "F1", "language": "en", "status": "connecting", **fields}
+    return Conversation.objects.create(user=user, provider="lokutor", topic=topic, **fields)
 
 
 def final(role):
@@ -118,6 +96,11 @@ def client_config(base: str) -> dict:
     return sandbox.client_config(base, DEPLOYMENT)
 
 
+def peer_config(peer) -> dict:
+    """Our client's settings for a scripted Lokutor peer."""
+    return {"url": peer.url, "api_key": SECRET}
+
+
 def sandbox_url(base: str, key: str = SANDBOX_KEY) -> str:
     return f"{client_config(base)['url']}/ws/agent?api_key={key}"
 
@@ -132,7 +115,7 @@ async def test_a_spoken_sentence_gets_audio_and_transcripts_and_is_stored(speech
     """Happy path at the docs' rates: 44.1 kHz up, 44.1 kHz down, the sandbox's agent answers."""
     conversation = await sync_to_async(make_conversation)()
     async with serving(make_app()) as base:
-        relay, browser, task = start(conversation, client_config(base))
+        relay, browser, task = start(conversation, LokutorUpstream, client_config(base), browser=Browser())
         ready = await browser.message("ready", timeout=20)
         assert relay.upstream.input_rate == 44100 and ready["output_rate"] == 24000
         greeting = (await browser.wait_for(final("agent"), timeout=15))[0]
@@ -145,7 +128,7 @@ async def test_a_spoken_sentence_gets_audio_and_transcripts_and_is_stored(speech
         assert len(browser.audio) > 50 and {len(f) for f in browser.audio} == {960}  # 20 ms at 24 kHz
         assert [m["state"] for m in browser.of_type("status")][:3] == ["listening", "thinking", "speaking"]
         await finish(relay, task)
-    turns = await sync_to_async(stored)(conversation)
+    turns = await astored(conversation)
     assert turns == [("agent", "Hello, how can I help?", True, False), ("user", user["text"], True, False),
                      ("agent", "For how many people?", True, False)]  # fmt: skip
     assert (await Conversation.objects.aget(id=conversation.id)).status == "ended"
@@ -158,7 +141,7 @@ async def test_barge_in_clears_the_browser_at_once_and_the_old_reply_stays_silen
     talker = await Topic.objects.acreate(title="Talker", slug="talk", persona="Talk.", greeting=LONG_GREETING)
     conversation = await sync_to_async(make_conversation)(topic=talker)
     async with serving(make_app()) as base:
-        relay, browser, task = start(conversation, client_config(base))
+        relay, browser, task = start(conversation, LokutorUpstream, client_config(base), browser=Browser())
         await browser.message("ready", timeout=20)
         await browser.message("status", state="speaking", timeout=10)
         await browser.wait_for(lambda b: len(b.audio) > 25)  # half a second of greeting has played
@@ -178,7 +161,7 @@ async def test_barge_in_clears_the_browser_at_once_and_the_old_reply_stays_silen
     after = log[at_clear:]
     next_reply = next(i for i, m in enumerate(after) if m == {"type": "status", "state": "thinking"})
     assert not [m for m in after[:next_reply] if isinstance(m, bytes)]  # nothing of the cut reply played
-    turns = await sync_to_async(stored)(conversation)
+    turns = await astored(conversation)
     assert turns[0][0] == "agent" and turns[0][3] is True  # stored as interrupted
 
 
@@ -187,7 +170,8 @@ async def test_barge_in_clears_the_browser_at_once_and_the_old_reply_stays_silen
 async def test_a_wrong_api_key_is_a_clear_permanent_error_without_the_key():
     conversation = await sync_to_async(make_conversation)()
     async with serving(make_app()) as base:
-        _relay, browser, task = start(conversation, {**client_config(base), "api_key": SECRET})
+        wrong_key = {**client_config(base), "api_key": SECRET}
+        _relay, browser, task = start(conversation, LokutorUpstream, wrong_key, browser=Browser())
         await asyncio.wait_for(task, 10)
     error = browser.of_type("error")[0]
     assert error["fatal"] and "refused the API key (HTTP 401)" in error["message"]
@@ -202,7 +186,7 @@ async def test_audio_sent_as_json_with_generations_plays_too():
     """The SDK's other carriage: base64 `audio` messages carrying their generation."""
     conversation = await sync_to_async(make_conversation)()
     async with serving(make_app(audio="json")) as base:
-        relay, browser, task = start(conversation, client_config(base))
+        relay, browser, task = start(conversation, LokutorUpstream, client_config(base), browser=Browser())
         await browser.wait_for(final("agent"), timeout=20)
         await browser.message("status", state="listening")
         assert len(browser.audio) > 40  # the greeting, over a second at 24 kHz
@@ -219,7 +203,8 @@ async def test_the_sdk_rates_variant_announces_16k_input():
             peer.received.append(message)
 
     async with EchoPeer(script) as peer:
-        relay, browser, task = start(conversation, {"url": peer.url, "api_key": SECRET}, {"rates": True})
+        relay, browser, task = start(conversation, LokutorUpstream, peer_config(peer),
+                                     options={"rates": True}, browser=Browser())
         await browser.message("ready")
         assert relay.upstream.input_rate == 16000
         await relay.feed_audio(bytes(FRAME) * 5)
@@ -253,13 +238,13 @@ async def test_upstream_dying_mid_turn_is_an_error_and_keeps_what_was_said():
         ws.transport.abort()  # no close frame: the connection just dies
 
     async with EchoPeer(script) as peer:
-        _relay, browser, task = start(conversation, {"url": peer.url, "api_key": SECRET})
+        _relay, browser, task = start(conversation, LokutorUpstream, peer_config(peer), browser=Browser())
         await asyncio.wait_for(task, 5)
     error = browser.of_type("error")[-1]
     assert error["fatal"] and "Lokutor dropped the connection (code 1006" in error["message"]
     assert error["code"] == "lokutor.closed"
     assert browser.audio and browser.of_type("ended") and SECRET not in browser.texts()
-    assert await sync_to_async(stored)(conversation) == [("user", "where do I park", True, False)]
+    assert await astored(conversation) == [("user", "where do I park", True, False)]
     assert (await Conversation.objects.aget(id=conversation.id)).status == "failed"
 
 
@@ -286,7 +271,7 @@ async def test_interrupted_clears_at_once_and_late_audio_of_the_old_generation_i
         await ws.wait_closed()
 
     async with EchoPeer(script) as peer:
-        relay, browser, task = start(conversation, {"url": peer.url, "api_key": SECRET})
+        relay, browser, task = start(conversation, LokutorUpstream, peer_config(peer), browser=Browser())
         await browser.message("status", state="listening")
         await finish(relay, task)
     log = browser.log
@@ -295,7 +280,7 @@ async def test_interrupted_clears_at_once_and_late_audio_of_the_old_generation_i
                 if isinstance(m, bytes)]  # fmt: skip
     assert peak(browser.audio) < 1500  # none of the loud late audio reached the browser
     assert 0.35 <= sum(map(len, browser.audio)) / 48000 <= 0.55  # 0.2 s (less what clear dropped) + 0.3 s
-    turns = await sync_to_async(stored)(conversation)
+    turns = await astored(conversation)
     assert turns == [("agent", "We open at", True, True), ("user", "what time", True, False),
                      ("agent", "At noon.", True, False)]  # fmt: skip
 
@@ -314,7 +299,7 @@ async def test_malformed_messages_are_clear_errors_and_the_call_goes_on():
         await ws.wait_closed()
 
     async with EchoPeer(script) as peer:
-        relay, browser, task = start(conversation, {"url": peer.url, "api_key": SECRET})
+        relay, browser, task = start(conversation, LokutorUpstream, peer_config(peer), browser=Browser())
         await browser.wait_for(final("user"))
         errors = browser.of_type("error")
         assert [e["code"] for e in errors] == ["lokutor.malformed"] * 5
@@ -322,31 +307,35 @@ async def test_malformed_messages_are_clear_errors_and_the_call_goes_on():
         assert "not JSON" in errors[0]["message"] and "even count" in errors[4]["message"]
         assert not task.done()
         await finish(relay, task)
-    assert await sync_to_async(stored)(conversation) == [("user", "still here", True, False)]
+    assert await astored(conversation) == [("user", "still here", True, False)]
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
 async def test_errors_as_string_and_as_object_fatal_codes_end_the_call():
+    """The seed's string errors and the SDK's object errors, validation ones included, are reported
+    and the call goes on; the SDK's auth errors end it."""
     conversation = await sync_to_async(make_conversation)()
 
     async def script(peer, ws):
         await ws.send(msg("transcript", "hello", role="user"))
-        await ws.send(msg("error", f"LLM timeout for api_key={SECRET}"))  # the docs' flavour
+        await ws.send(msg("error", f"LLM timeout for api_key={SECRET}"))  # the seed's form
         await ws.send(msg("error", {"code": "agent.provider_error", "message": "TTS hiccup"}))
+        await ws.send(msg("error", {"code": "validation.invalid_voice", "message": "Invalid voice 'F9'"}))
         await asyncio.sleep(0.2)
         await ws.send(msg("error", {"code": "auth.time_limited", "message": "Session time limit reached"}))
         await ws.wait_closed()
 
     async with EchoPeer(script) as peer:
-        _relay, browser, task = start(conversation, {"url": peer.url, "api_key": SECRET})
+        _relay, browser, task = start(conversation, LokutorUpstream, peer_config(peer), browser=Browser())
         await asyncio.wait_for(task, 5)
     errors = [(e["code"], e["message"], e["fatal"]) for e in browser.of_type("error")]
-    assert errors == [("lokutor.internal.error", "Lokutor: LLM timeout for api_key=***", False),
+    assert errors == [("lokutor.error", "Lokutor: LLM timeout for api_key=***", False),
                       ("lokutor.agent.provider_error", "Lokutor: TTS hiccup", False),
+                      ("lokutor.validation.invalid_voice", "Lokutor: Invalid voice 'F9'", False),
                       ("lokutor.auth.time_limited", "Lokutor: Session time limit reached", True)]  # fmt: skip
     assert browser.of_type("ended")[0]["reason"] == "Lokutor: Session time limit reached"
-    assert await sync_to_async(stored)(conversation) == [("user", "hello", True, False)]
+    assert await astored(conversation) == [("user", "hello", True, False)]
     assert (await Conversation.objects.aget(id=conversation.id)).status == "failed"
 
 
@@ -355,9 +344,11 @@ async def test_errors_as_string_and_as_object_fatal_codes_end_the_call():
     ({"type": "status", "data": "interrupted"}, [Interrupted()]),
     ({"type": "status", "data": "prompt_set"}, []),
     ({"type": "transcript", "data": "Hi", "role": "assistant"}, [Transcript("agent", "Hi", True)]),
-    ({"type": "error", "data": "boom"}, [Error("lokutor.internal.error", "Lokutor: boom")]),
+    ({"type": "error", "data": "boom"}, [Error("lokutor.error", "Lokutor: boom")]),
     ({"type": "error", "data": {"code": "validation.invalid_voice", "message": "bad voice"}},
-     [Fatal("lokutor.validation.invalid_voice", "Lokutor: bad voice")]),
+     [Error("lokutor.validation.invalid_voice", "Lokutor: bad voice")]),
+    ({"type": "error", "data": {"code": "auth.rate_limited", "message": "slow down"}},
+     [Fatal("lokutor.auth.rate_limited", "Lokutor: slow down")]),
     ({"type": "error", "data": {"code": "internal.cancelled", "message": "gone"}},
      [Fatal("lokutor.internal.cancelled", "Lokutor: gone")]),
     ({"type": "tool_call", "name": "book", "arguments": '{"people": 2}'},
@@ -402,7 +393,7 @@ async def recv_json(ws, timeout: float = 5.0) -> dict:
 
 
 async def test_sandbox_answers_bad_voices_languages_and_messages_with_validation_errors():
-    async with serving(make_app()) as base, websockets.connect(sandbox_url(base)) as ws:
+    async with serving(make_app(errors="object")) as base, websockets.connect(sandbox_url(base)) as ws:
         await ws.send(msg("voice", "F9"))
         assert (await recv_json(ws))["data"]["code"] == "validation.invalid_voice"
         await ws.send(msg("language", "xx"))
@@ -414,10 +405,9 @@ async def test_sandbox_answers_bad_voices_languages_and_messages_with_validation
         await ws.send(msg("voice", "M3"))  # the socket stays open and good values pass quietly
         with pytest.raises(TimeoutError):
             await recv_json(ws, timeout=0.2)
-    async with serving(make_app(errors="string")) as base, websockets.connect(sandbox_url(base)) as ws:
+    async with serving(make_app()) as base, websockets.connect(sandbox_url(base)) as ws:  # the seed's form
         await ws.send(msg("voice", "Bella"))
-        error = await recv_json(ws)
-        assert error["type"] == "error" and isinstance(error["data"], str) and "Bella" in error["data"]
+        assert await recv_json(ws) == {"type": "error", "data": "Invalid voice 'Bella': use F1-F5 or M1-M5."}
 
 
 @pytest.mark.slow
@@ -465,6 +455,123 @@ async def test_sandbox_counts_generations_and_interrupts_on_barge_in(speech):
     assert sum(len(m) for m in log[:cut] if isinstance(m, bytes)) > 44100 * 2 * 0.3  # at 44.1 kHz
     roles = [m["role"] for m in log if isinstance(m, dict) and m["type"] == "transcript"]
     assert roles[:2] == ["agent", "user"]  # the heard part of the greeting, then the user
+
+
+# ---- languages -----------------------------------------------------------------------------------
+
+SEED_LANGUAGES = ("en", "es", "fr", "pt", "ko")  # what the docs and the SDK list
+ENGINE_ONLY = ("de", "it", "ja", "zh")  # the open-source engine's extras, not the hosted agent's
+
+
+def test_the_pick_page_offers_exactly_the_languages_lokutor_lists():
+    from playground.views import provider_catalogue
+    from sessions.upstreams import registry
+
+    assert registry.get("lokutor").languages == SEED_LANGUAGES
+    row = next(row for row in provider_catalogue() if row["key"] == "lokutor")
+    assert [code for code, _name in row["languages"]] == list(SEED_LANGUAGES)
+    assert ("ko", "Korean") in row["languages"]
+    assert set(row["voicesByLanguage"]) == set(SEED_LANGUAGES)
+
+
+async def test_sandbox_refuses_the_engines_extra_languages_and_keeps_english():
+    async with serving(make_app()) as base, websockets.connect(sandbox_url(base)) as ws:
+        for code in ENGINE_ONLY:
+            await ws.send(msg("language", code))
+            assert await recv_json(ws) == {
+                "type": "error", "data": f"Unsupported language '{code}': use en, es, fr, pt, ko."}
+        for code in SEED_LANGUAGES:  # accepted quietly
+            await ws.send(msg("language", code))
+        with pytest.raises(TimeoutError):
+            await recv_json(ws, timeout=0.3)
+    async with serving(make_app(errors="object")) as base, websockets.connect(sandbox_url(base)) as ws:
+        await ws.send(msg("language", "de"))
+        refused = {"code": "validation.invalid_language",
+                   "message": "Unsupported language 'de': use en, es, fr, pt, ko."}  # fmt: skip
+        assert (await recv_json(ws))["data"] == refused
+
+
+@pytest.mark.parametrize("errors, code", [("string", "lokutor.error"),
+                                          ("object", "lokutor.validation.invalid_language")])
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_a_refused_language_reaches_the_browser_as_a_clear_error_and_the_call_goes_on(errors, code):
+    """A conversation in German (made before Lokutor stopped offering it): the sandbox refuses the
+    language in either error form, the browser is told in plain words, and the agent speaks English."""
+    conversation = await sync_to_async(make_conversation)(language="de")
+    async with serving(make_app(errors=errors)) as base:
+        relay, browser, task = start(conversation, LokutorUpstream, client_config(base), browser=Browser())
+        error = await browser.message("error", timeout=10)
+        assert error == {"type": "error", "code": code, "fatal": False,
+                         "message": "Lokutor: Unsupported language 'de': use en, es, fr, pt, ko."}
+        greeting = (await browser.wait_for(final("agent"), timeout=20))[0]
+        assert greeting["text"] == "Hello, how can I help?" and not task.done()
+        await finish(relay, task)
+    assert (await Conversation.objects.aget(id=conversation.id)).status == "ended"
+
+
+async def test_sandbox_refuses_audio_before_the_configuration():
+    """Audio before prompt, voice and language is dropped with one error; the agent starts only
+    once all three came."""
+    async with serving(make_app()) as base, websockets.connect(sandbox_url(base)) as ws:
+        await ws.send(bytes(3528))  # 20 ms at 44.1 kHz
+        refused = "Audio before configuration: send prompt, voice, language first."
+        assert await recv_json(ws) == {"type": "error", "data": refused}
+        await ws.send(msg("prompt", "You are a helpful assistant."))
+        await ws.send(msg("voice", "F2"))
+        for _ in range(10):
+            await ws.send(bytes(3528))
+        with pytest.raises(TimeoutError):  # no second error, and no agent: nothing at all
+            await recv_json(ws, timeout=sandbox.SETTLE_S + 0.5)
+        await ws.send(msg("language", "en"))
+        assert await recv_json(ws, timeout=15) == {"type": "status", "data": "listening"}
+    async with serving(make_app(errors="object")) as base, websockets.connect(sandbox_url(base)) as ws:
+        await ws.send(msg("language", "fr"))
+        await ws.send(bytes(3528))
+        refused = {"code": "validation.invalid_request_format",
+                   "message": "Audio before configuration: send prompt, voice first."}  # fmt: skip
+        assert (await recv_json(ws))["data"] == refused
+
+
+FRENCH = {"greeting": "Bonjour, ici l'hôte. Que puis-je faire pour vous ?", "persona": "Vous êtes un hôte."}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_a_french_conversation_greets_in_french_with_a_french_voice():
+    """Our client sends the French persona and `language: fr`; the sandbox acts out the topic in
+    French with espeak-ng's French voice (F1 is its female variant)."""
+    host = await Topic.objects.acreate(title="Host", slug="host-fr", persona="You are a host.",
+                                       greeting="Hello, how can I help?",
+                                       translations={"fr": FRENCH})  # fmt: skip
+    conversation = await sync_to_async(make_conversation)(topic=host, language="fr")
+    box = make_app()
+    async with serving(box) as base:
+        relay, browser, task = start(conversation, LokutorUpstream, client_config(base), browser=Browser())
+        greeting = (await browser.wait_for(final("agent"), timeout=20))[0]
+        assert greeting["text"] == FRENCH["greeting"]
+        (call,) = box.state.calls
+        assert (call.language, call.agent.language, call.agent.voice) == ("fr", "fr", "fr-fr+f3")
+        assert len(browser.audio) > 25 and not browser.of_type("error")
+        await finish(relay, task)
+
+
+async def test_sandbox_greets_a_generic_prompt_in_korean_with_the_korean_voice():
+    box = make_app()
+    async with serving(box) as base, websockets.connect(sandbox_url(base)) as ws:
+        for kind, data in [("prompt", "You are a helpful assistant."), ("voice", "M2"), ("language", "ko")]:
+            await ws.send(msg(kind, data))
+        audio = 0
+        async with asyncio.timeout(15):
+            while True:
+                message = await ws.recv()
+                if isinstance(message, bytes):
+                    audio += len(message)
+                elif json.loads(message)["type"] == "transcript":
+                    transcript = json.loads(message)
+                    break
+        assert transcript == {"type": "transcript", "data": sandbox.GENERIC_LINES["ko"][0], "role": "agent"}
+        assert audio > 44100 * 2 * 0.5 and next(iter(box.state.calls)).agent.voice == "ko"
 
 
 # ---- the product over a real Daphne, the sandbox mounted in it ----------------------------------
