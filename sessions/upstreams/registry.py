@@ -105,7 +105,7 @@ class Option:
 
     def problem(self, provider: str, options: dict) -> str:
         value = options.get(self.name)
-        if value is None or (_is_id(value) and str(value).strip() == ""):
+        if value is None or (self.kind in ("id", "text") and _is_id(value) and str(value).strip() == ""):
             return f"Options for {provider} need a {self.name}." if self.required else ""
         check, what = OPTION_KINDS[self.kind]
         return "" if check(value) else f"Option {self.name} for {provider} must be {what}."
