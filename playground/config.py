@@ -203,47 +203,38 @@ def tls_proxy(env: Mapping[str, str]) -> dict:
     return settings
 
 
-def providers(env: Mapping[str, str]) -> dict[str, dict]:
-    """Per provider its credentials and base URL. Empty credentials mean: use the sandbox."""
-    http = ("http", "https")
-    ws = ("ws", "wss")
-    llm_url = env_url(env, "LLM_BASE_URL", http)
-    if llm_url and not env.get("LLM_MODEL", "").strip():
-        raise ImproperlyConfigured("LLM_MODEL must be set when LLM_BASE_URL is set")
-    return {
-        "local": {
-            "llm": {
-                "base_url": llm_url,
-                "model": env.get("LLM_MODEL", "").strip(),
-                "api_key": env.get("LLM_API_KEY", ""),
-            },
-        },
-        "liku": {
-            "api_url": env_url(env, "LIKU_API_URL", http),
-            "chat_url": env_url(env, "LIKU_CHAT_URL", http + ws),
-            "email": env.get("LIKU_EMAIL", ""),
-            "password": env.get("LIKU_PASSWORD", ""),
-            "token": env.get("LIKU_TOKEN", ""),
-        },
-        "flow": {
-            "url": env_url(env, "FLOW_URL", ws + http),
-            "api_key": env.get("SPEECHMATICS_API_KEY", ""),
-            "livekit_url": env_url(env, "LIVEKIT_URL", ws + http),
-            "livekit_api_key": env.get("LIVEKIT_API_KEY", ""),
-            "livekit_api_secret": env.get("LIVEKIT_API_SECRET", ""),
-        },
-        "lokutor": {
-            "url": env_url(env, "LOKUTOR_URL", ws + http),
-            "api_key": env.get("LOKUTOR_API_KEY", ""),
-        },
-        "retell": {
-            "api_url": env_url(env, "RETELL_API_URL", http),
-            "api_key": env.get("RETELL_API_KEY", ""),
-        },
-        "aivoco": {
-            "url": env_url(env, "AIVOCO_URL", http + ws),
-            "api_key": env.get("AIVOCO_API_KEY", ""),
-            "voice_spelling": env_choice(env, "AIVOCO_VOICE_SPELLING", ("seed", "demo", "cli")),
-        },
-        "echo": {"url": env_url(env, "ECHO_URL", ws)},
-    }
+def env_var(env: Mapping[str, str], var) -> str | int | bool:
+    """The value of one provider variable (a `sessions.upstreams.registry.Var`), parsed by its kind."""
+    if var.kind == "url":
+        value = env_url(env, var.name, var.schemes)
+    elif var.kind == "bool":
+        value = env_bool(env, var.name, default=bool(var.default))
+    elif var.kind == "int":
+        value = env_int(env, var.name, int(var.default), lo=var.lo, hi=var.hi)
+    elif var.kind == "choice":
+        value = env_choice(env, var.name, var.choices)
+    elif var.kind == "secret":
+        value = env.get(var.name, "")  # as written: a password may begin or end with a space
+    else:
+        value = env.get(var.name, "").strip()
+    if var.required_with and env.get(var.required_with, "").strip() and not value:
+        raise ImproperlyConfigured(f"{var.name} must be set when {var.required_with} is set")
+    return value
+
+
+def provider_config(env: Mapping[str, str], variables) -> dict:
+    """A provider's config from its variables: each value under its key (a dotted key nests)."""
+    config: dict = {}
+    for var in variables:
+        *path, last = var.key.split(".")
+        target = config
+        for part in path:
+            target = target.setdefault(part, {})
+        target[last] = env_var(env, var)
+    return config
+
+
+def providers(env: Mapping[str, str], variables: Mapping[str, tuple]) -> dict[str, dict]:
+    """Per provider (key -> its variables, from the registry) its config: credentials, URLs and
+    choices. Empty credentials mean: use the sandbox."""
+    return {key: provider_config(env, specs) for key, specs in variables.items()}

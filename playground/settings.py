@@ -7,6 +7,7 @@ from pathlib import Path
 from csp.constants import NONE, SELF
 
 from playground import config
+from sessions.upstreams import registry  # the providers' variables (no settings read at import)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Lowercase, so not a setting: Django's debug page lists every UPPERCASE setting, and would
@@ -128,13 +129,12 @@ CONTENT_SECURITY_POLICY = {
     },
 }
 
-# Per provider its credentials and base URL; empty credentials mean its sandbox.
-PROVIDERS = config.providers(env)
+# Per provider its credentials, URLs and choices, from the variables its registry entry lists;
+# empty credentials mean its sandbox.
+PROVIDERS = config.providers(env, registry.variables())
 # Liku: LIKU_LOGIN=1 checks logins against Liku's authentication API (email as username) and runs
 # each such user's calls on their own Liku token, kept in the server-side session (sessions/auth_liku.py).
-LIKU_LOGIN = config.env_bool(env, "LIKU_LOGIN", default=False)
-PROVIDERS["liku"]["login"] = LIKU_LOGIN
-PROVIDERS["liku"]["chunk_bytes"] = config.env_int(env, "LIKU_CHUNK_BYTES", 4096, lo=2, hi=65536)
+LIKU_LOGIN = PROVIDERS["liku"]["login"]
 # Axes first: a locked-out login is refused before any backend runs, the Liku one (an outbound
 # login to Liku per attempt) included.
 AUTHENTICATION_BACKENDS = [

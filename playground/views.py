@@ -10,10 +10,6 @@ from sessions.limits import conversation_refusal, too_many_page
 from sessions.models import Conversation, Topic
 from sessions.upstreams import registry
 
-# Providers whose speech recognition is our offline engine's, which is English only (pocketsphinx
-# ships en-us). The sandboxes run on it too, but a real service hears every language it offers.
-ENGINE_SPEECH_RECOGNITION = frozenset({"local"})
-
 
 def provider_catalogue() -> list[dict]:
     """What the pick page shows and its script needs: per provider, voices, languages and mode."""
@@ -40,8 +36,9 @@ def topic_languages() -> dict[str, list[str]]:
 
 
 def speech_note(conversation: Conversation) -> str:
-    """Where speech recognition cannot follow the chosen language, what the user should do instead."""
-    if conversation.provider not in ENGINE_SPEECH_RECOGNITION or conversation.language == "en":
+    """Where speech recognition cannot follow the chosen language, what the user should do instead:
+    the provider, as it runs now, hears with our English-only engine (registry: Provider.english_only)."""
+    if conversation.language == "en" or not registry.english_only(conversation.provider):
         return ""
     name = registry.LANGUAGE_NAMES.get(conversation.language, conversation.language)
     return f"Speech recognition is English only here: speak English or type your turns in {name}."

@@ -34,12 +34,7 @@ class TopicAdmin(admin.ModelAdmin):
             "Providers",
             {
                 "fields": ["provider_options"],
-                "description": "Keyed by provider; checked on save. "
-                + "; ".join(
-                    f"{p.key}: {', '.join(sorted(p.option_keys))}"
-                    for p in registry.PROVIDERS.values()
-                    if p.option_keys
-                ),
+                "description": "Keyed by provider; checked on save. " + registry.options_help(),
             },
         ),
     ]

@@ -7,10 +7,10 @@ named after the email (created on first login, without a usable local password).
 
 Liku's `token_key` stays on the server: the backend hangs it on the user object
 and, once Django's `login()` has rotated the session, `keep_token` puts it in the
-server-side session under SESSION_KEY. The conversation consumer reads it from
-there and hands it to the Liku client as `config["user_token"]`, so the user's
-calls run on their own Liku account. It never reaches a page or a script, and
-logging out (which flushes the session) forgets it.
+server-side session under SESSION_KEY (the registry entry's `user_token_key`). The
+conversation consumer reads it from there and hands it to the Liku client as
+`config["user_token"]`, so the user's calls run on their own Liku account. It never
+reaches a page or a script, and logging out (which flushes the session) forgets it.
 
 Only users the Liku login created itself are Liku users: each carries a `LikuAccount`
 mark. A local account whose username is that email and has no such mark is never taken
@@ -36,7 +36,7 @@ from sessions.upstreams.base import UpstreamError
 
 log = logging.getLogger(__name__)
 
-SESSION_KEY = "liku_token"
+SESSION_KEY = registry.get("liku").user_token_key  # where the consumer looks for it
 
 
 class LikuBackend(BaseBackend):

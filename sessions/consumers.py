@@ -122,10 +122,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         )
 
     async def _user_credentials(self) -> dict:
-        """A provider token the login kept in the user's server-side session (Liku: auth_liku.py)."""
+        """A provider token the login kept in the user's server-side session, under the key the
+        provider's registry entry names (Liku: auth_liku.py)."""
         session = self.scope.get("session")
-        key = f"{self.conversation.provider}_token"
-        token = await session.aget(key) if session is not None else None
+        key = registry.get(self.conversation.provider).user_token_key
+        token = await session.aget(key) if key and session is not None else None
         return {"user_token": token} if token else {}
 
     async def _release(self, reason: str) -> None:

@@ -107,7 +107,6 @@ class Topic(models.Model):
             faq=faq,
             phrases=tuple(dict.fromkeys([*own.get("phrases", ()), *self.phrases])),
             fallback=own.get("fallback") or FALLBACKS.get(language, FALLBACKS["en"]),
-            functions=tuple(self.options_for("aivoco").get("functions", ())),
         )
 
 

@@ -185,17 +185,21 @@ def test_a_language_the_provider_lacks_is_reported_once(alice, bilingual):
 # ---- the talk page ---------------------------------------------------------------------------
 
 
+ENGLISH_ONLY = "Speech recognition is English only here: speak English or type your turns in Spanish."
+
+
 @pytest.mark.parametrize(
-    "provider,language,note",
+    "provider,language,api_key,note",
     [
-        ("local", "es", "Speech recognition is English only here: speak English or type your turns in "
-                        "Spanish."),
-        ("local", "en", ""),
-        ("lokutor", "es", ""),  # the real service hears Spanish
+        ("local", "es", "", ENGLISH_ONLY),
+        ("local", "en", "", ""),
+        ("lokutor", "es", "", ENGLISH_ONLY),  # its sandbox hears with our engine
+        ("lokutor", "es", "k-123", ""),  # the real service hears Spanish
     ],
 )
-def test_talk_page_says_where_speech_recognition_is_english_only(alice, user, bilingual, provider, language,
-                                                                 note):
+def test_talk_page_says_where_speech_recognition_is_english_only(alice, user, bilingual, settings, provider,
+                                                                 language, api_key, note):
+    settings.PROVIDERS = {**settings.PROVIDERS, "lokutor": {"url": "", "api_key": api_key}}
     conv = Conversation.objects.create(user=user, provider=provider, topic=bilingual, voice="es",
                                        language=language)
     html = alice.get(reverse("talk", args=[conv.id])).content.decode()

@@ -11,6 +11,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from playground import config
+from sessions.upstreams import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,11 +114,12 @@ def test_bad_boolean_names_the_variable():
 
 
 def test_provider_urls_are_checked():
+    specs = registry.variables()
     with pytest.raises(ImproperlyConfigured, match="LOKUTOR_URL"):
-        config.providers({"LOKUTOR_URL": "not a url"})
+        config.providers({"LOKUTOR_URL": "not a url"}, specs)
     with pytest.raises(ImproperlyConfigured, match="LLM_MODEL"):
-        config.providers({"LLM_BASE_URL": "http://127.0.0.1:9/v1"})
-    providers = config.providers({"LIKU_TOKEN": "t", "AIVOCO_URL": "https://example.test/"})
+        config.providers({"LLM_BASE_URL": "http://127.0.0.1:9/v1"}, specs)
+    providers = config.providers({"LIKU_TOKEN": "t", "AIVOCO_URL": "https://example.test/"}, specs)
     assert providers["liku"]["token"] == "t"
     assert providers["aivoco"]["url"] == "https://example.test"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # What the agent says when no FAQ answer fits, per language (a topic may write its own).
 FALLBACKS: dict[str, str] = {
@@ -30,4 +30,3 @@ class Script:
     faq: tuple[FAQ, ...] = ()
     phrases: tuple[str, ...] = ()  # things users are expected to say (for the language model)
     fallback: str = FALLBACKS["en"]
-    functions: tuple[dict, ...] = field(default_factory=tuple)  # demo function definitions

@@ -8,14 +8,17 @@ Run alone it has no topics of ours: every call gets the sandbox's generic script
 import argparse
 import logging
 import os
+import pkgutil
 
 import uvicorn
 
+from playground import sandbox
 from playground.logfilters import RedactQuery
 from playground.sandbox import load
 
-MODULES = {"liku": "playground.sandbox.liku", "lokutor": "playground.sandbox.lokutor",
-           "aivoco": "playground.sandbox.aivoco"}  # fmt: skip
+# Every vendor module of the package (playground/sandbox/<vendor>.py): a new one needs no entry here.
+MODULES = {m.name: f"playground.sandbox.{m.name}"
+           for m in pkgutil.iter_modules(sandbox.__path__) if not m.name.startswith("_")}  # fmt: skip
 
 
 def main() -> None:

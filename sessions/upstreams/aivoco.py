@@ -262,7 +262,7 @@ class AivocoUpstream(Client):
         self.voice = voice_choice(session.voice, config.get("voice_spelling", "seed"))
         topic = session.topic
         self.system_message = getattr(topic, "persona", "") or "You are a helpful voice assistant."
-        names = getattr(topic, "functions", None) or (session.options or {}).get("functions", ())
+        names = (session.options or {}).get("functions", ())  # the topic's options for Aivoco
         self.functions = function_defs(names)
         self.allowed = frozenset(f["name"] for f in self.functions)
         self.sio = socketio.AsyncClient(reconnection=False, handle_sigint=False)
