@@ -51,3 +51,17 @@ def test_other_port_scheme_or_host_is_refused(server):
                    f"http://evil.example:{port}", "http://play.example.com", "https://play.example.com:8443",
                    "null"]:  # fmt: skip
         assert handshake(server, origin) == 403, origin
+
+
+def test_an_unknown_socket_path_is_refused_cleanly(server):
+    """Not a 500 with a traceback (Channels' router raises for an unknown path): a refused handshake."""
+
+    async def attempt():
+        headers = {"Authorization": f"Token {server.token}"}
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(server.ws_url + "/ws/nothing/", additional_headers=headers,
+                                          origin=server.url):  # fmt: skip
+                pass
+        return refused.value.response.status_code
+
+    assert asyncio.run(attempt()) == 403
