@@ -11,7 +11,8 @@ from playground.engine.script import Script
 from .models import Topic
 
 
-def topic_scripts() -> list[tuple[Script, dict]]:
-    """Every active topic, as a script and its provider options (a database read)."""
+def topic_scripts(language: str = "") -> list[tuple[Script, dict]]:
+    """Every active topic, as a script and its provider options (a database read); the script in
+    `language` where the topic has it, else in the topic's default language (see Topic.to_script)."""
     topics = Topic.objects.filter(is_active=True)
-    return [(topic.to_script(), dict(topic.provider_options or {})) for topic in topics]
+    return [(topic.to_script(language), dict(topic.provider_options or {})) for topic in topics]
