@@ -13,12 +13,20 @@ from sessions.models import LikuAccount
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
 
+SECRET = "liku-accounts-test-secret"
+PASSWORD = sandbox.password(SECRET)
+
 
 @pytest.fixture
-async def liku_login(settings):
+def box():
+    """A fresh Liku sandbox (its state: `box.state`)."""
+    return sandbox.make_app(SECRET)
+
+
+@pytest.fixture
+async def liku_login(settings, box):
     """The Liku sandbox on loopback, and the Liku login switched on against it."""
-    sandbox.reset()
-    server = uvicorn.Server(uvicorn.Config(sandbox.app, host="127.0.0.1", port=0, log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(box, host="127.0.0.1", port=0, log_level="warning",
                                            lifespan="off", timeout_graceful_shutdown=1))  # fmt: skip
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -33,10 +41,9 @@ async def liku_login(settings):
     yield url
     server.should_exit = True
     await asyncio.wait_for(task, 5)
-    sandbox.reset()
 
 
-async def log_in(client, password=sandbox.PASSWORD):
+async def log_in(client, password=PASSWORD):
     return await client.post("/login/", {"username": sandbox.EMAIL, "password": password})
 
 
@@ -44,7 +51,7 @@ async def logged_in(client) -> bool:
     return (await client.get("/talk/")).status_code == 200
 
 
-async def test_a_superuser_made_without_password_is_not_taken_over(liku_login, async_client):
+async def test_a_superuser_made_without_password_is_not_taken_over(liku_login, box, async_client):
     """`createsuperuser --noinput` leaves no usable password; Liku credentials must not open it."""
     await sync_to_async(call_command)("createsuperuser", "--noinput", username=sandbox.EMAIL,
                                       email=sandbox.EMAIL, verbosity=0)  # fmt: skip
@@ -52,7 +59,7 @@ async def test_a_superuser_made_without_password_is_not_taken_over(liku_login, a
     assert response.status_code == 200 and "didn't match" in response.content.decode()
     assert not await logged_in(async_client)
     assert (await async_client.get("/admin/")).status_code == 302  # to the admin's login page
-    assert sandbox.STATE.tokens  # Liku itself did accept the credentials
+    assert box.state.tokens  # Liku itself did accept the credentials
     assert not await LikuAccount.objects.aexists()
 
 
@@ -88,14 +95,14 @@ async def test_a_liku_user_made_staff_is_refused(liku_login, async_client):
     assert not await logged_in(async_client)
 
 
-async def test_a_locked_out_login_never_reaches_liku(liku_login, async_client, settings):
+async def test_a_locked_out_login_never_reaches_liku(liku_login, box, async_client, settings):
     """Axes answers before the Liku backend: no outbound Liku login once locked out."""
     settings.AXES_FAILURE_LIMIT = 3
     statuses = [(await log_in(async_client, password="wrong")).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
     locked = await log_in(async_client)
     assert locked.status_code == 429 and "at most 3 attempts" in locked.content.decode()
-    assert not sandbox.STATE.tokens  # Liku never saw the right password
+    assert not box.state.tokens  # Liku never saw the right password
     assert not await logged_in(async_client)
 
 
