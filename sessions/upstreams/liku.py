@@ -118,8 +118,8 @@ def endpoints(config: dict) -> Endpoints:
 
 
 def status_words(value, default: frozenset[str]) -> frozenset[str]:
-    """A status-word setting: a comma-separated string or a list; unset gives `default`."""
-    if value is None:
+    """A status-word setting: a comma-separated string or a list; unset or empty gives `default`."""
+    if not value:
         return default
     words = value.split(",") if isinstance(value, str) else value
     return frozenset(str(w).strip() for w in words if str(w).strip())

@@ -569,7 +569,7 @@ async def test_a_spanish_conversation_greets_in_spanish_with_a_spanish_voice(box
 
 
 def test_status_words_are_settings():
-    assert liku.status_words(None, liku.PARTIAL) == liku.PARTIAL
+    assert liku.status_words(None, liku.PARTIAL) == liku.status_words("", liku.PARTIAL) == liku.PARTIAL
     assert liku.status_words("streaming, typing", liku.PARTIAL) == {"streaming", "typing"}
     message = {"type": "user_transcript", "text": "h", "message_id": "m1", "status": "typing"}
     assert liku.to_event(message, partial=frozenset({"typing"})) == Transcript("user", "h", False, "m1")
