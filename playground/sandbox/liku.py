@@ -349,14 +349,12 @@ def _field_error(name: str, message: str) -> JSONResponse:
 def _conversation_problem(state: State, chat: Chat, conversation_id: str) -> str:
     """Why `conversation_id` cannot be saved with `chat`'s connection data ("" when it can): it must
     be the chat's own (issued, or bound by an earlier save), and never another chat's."""
-    if chat.conversation_id:
-        if conversation_id == chat.conversation_id:
-            return ""
-        known = any(c.conversation_id == conversation_id for c in state.chats.values())
-        return "Does not match the connection data." if known else "Unknown conversation."
-    if any(c.conversation_id == conversation_id for c in state.chats.values() if c is not chat):
-        return "Does not match the connection data."
-    return ""
+    owner = next((c for c in state.chats.values() if c.conversation_id == conversation_id), None)
+    if owner is chat or (owner is None and not chat.conversation_id):
+        return ""  # its own, or a first save binding a new id ("client")
+    if owner is None and state.conversation_ids == "server":
+        return "Unknown conversation."  # the server issued no such id
+    return "Does not match the connection data."
 
 
 async def saved(request: Request) -> Response:

@@ -283,7 +283,7 @@ class LikuUpstream(Client):
         self._attempts = int(config.get("reconnect_attempts", 5))
         self._delay = float(config.get("reconnect_delay", 0.5))
         self._max_delay = float(config.get("reconnect_max_delay", 8.0))
-        self._confirm_wait = float(config.get("confirm_wait", CONFIRM_WAIT_S))
+        self._confirm_wait = float(config.get("confirm_wait") or CONFIRM_WAIT_S)
         self._partial = status_words(config.get("partial_statuses"), PARTIAL)
         self._cut_short = status_words(config.get("cut_short_statuses"), CUT_SHORT)
         self._http_timeout = float(config.get("http_timeout", 10.0))
