@@ -11,10 +11,8 @@ from playground.engine.script import Script
 from .models import Topic
 
 
-def topic_scripts(*, language: str = "") -> list[tuple[Script, dict]]:
-    """Every active topic, as a script and its provider options (a database read).
-
-    `language`: each topic's script in that language where the topic has it (`Topic.to_script`),
-    its default language otherwise; unset, every topic in its default language."""
+def topic_scripts(language: str = "") -> list[tuple[Script, dict]]:
+    """Every active topic, as a script and its provider options (a database read); the script in
+    `language` where the topic has it, else in the topic's default language (see Topic.to_script)."""
     topics = Topic.objects.filter(is_active=True)
     return [(topic.to_script(language), dict(topic.provider_options or {})) for topic in topics]

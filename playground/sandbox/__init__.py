@@ -35,7 +35,9 @@ from asgiref.sync import sync_to_async
 log = logging.getLogger(__name__)
 
 # (engine Script, the topic's provider_options) for every active topic; supplied by the site.
-Scripts = Callable[[], Iterable[tuple[object, dict]]]
+# Called with no argument: each topic in its default language; with a language code: each topic
+# in that language where it has it (a script's `language` says which it got).
+Scripts = Callable[..., Iterable[tuple[object, dict]]]
 
 
 def derive(secret: str, label: str) -> str:
@@ -48,12 +50,13 @@ def derive(secret: str, label: str) -> str:
     return hmac.new(secret.encode(), f"playground-sandbox:{label}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
-async def find_script(scripts: Scripts | None, match: Callable[[object, dict], bool]):
-    """The first of the site's scripts (a database read, off the event loop) that `match`es, or None."""
+async def find_script(scripts: Scripts | None, match: Callable[[object, dict], bool], language: str = ""):
+    """The first of the site's scripts (a database read, off the event loop) that `match`es, or None;
+    in `language` when given and the topic has it."""
     if scripts is None:
         return None
     try:
-        pairs = await sync_to_async(lambda: list(scripts()))()
+        pairs = await sync_to_async(lambda: list(scripts(language) if language else scripts()))()
     except Exception as exc:  # no database (run alone, not set up): the sandbox's generic script will do
         log.info("sandbox: no topic lookup (%r)", exc)
         return None

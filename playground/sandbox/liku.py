@@ -5,6 +5,9 @@ from our client (sessions/upstreams/liku.py). It is strict where the guide is:
 
 * ``POST /api/liku/authentication/`` ``{"email", "password"}`` -> ``{"token_key": "<40 hex>"}``;
   wrong credentials -> 400 ``{"non_field_errors": [...]}`` (Django REST framework's login).
+  Login and save take JSON only (the guide sends ``Content-Type: application/json``): another
+  content type -> 415 ``{"detail": "Unsupported media type \"…\" in request."}``, as a DRF
+  view with the JSON parser answers; malformed JSON -> 400.
   The one account: ``sandbox@liku.test``, its password derived from the deployment's secret
   (`password`), so it is not computable from public source.
 * ``GET /api/init-websocket?token=&topic_id=[&face_id&liku_id&language]`` -> plain text
@@ -12,24 +15,38 @@ from our client (sessions/upstreams/liku.py). It is strict where the guide is:
   ``topic_id`` -> 400, both as ``{"detail": ...}``.
 * ``WebSocket /chat-stream``: the first frame must be text JSON
   ``{"connection_data": <issued, still valid>}``, else close 4000 (binary first too);
-  then ``{"type": "connection_established"}``; binary s16le 16 kHz of any size in;
+  then ``{"type": "connection_established"}`` (variant ``confirmation="silent"``: no message,
+  and nothing at all until the client's first audio); binary s16le 16 kHz of any size in;
   turn end after 700 ms of silence; per turn ``user_transcript`` (``status``
   ``in_progress`` while speaking, ``completed`` at the end), 24 kHz s16le audio
-  paced at real time, then ``assistant_transcript`` with ``message_id``,
-  ``response_id`` and ``status`` ``completed`` (``incomplete`` when the user cut
-  it short). No barge-in message: the audio just stops.
+  paced at real time, then the reply as the guide shows it: ``assistant_transcript`` with
+  ``message_id``, ``response_id`` and ``status`` ``completed`` (``incomplete`` when the user
+  cut it short), and ``assistant_message`` with the same ``message_id`` (variant
+  ``replies``: "both", the default, "transcript" or "message"). The status words the guide
+  does not show are a variant too (``statuses``; a final of None sends no ``status``).
+  No barge-in message: the audio just stops. The server may end a chat normally with close
+  1000 or 1005 (no status; `end_all`).
 * ``POST /api/save-transcript`` with ``Authorization: Token <key>`` and
   ``{"connection_data", "topic_id", "conversation_id"}``: missing/bad token -> 401;
-  missing fields -> 400. Saves are kept in memory (`State.saved`), re-saving the same
-  conversation replaces it; ``GET /api/_sandbox/saved`` lists the caller's own (sandbox only).
+  missing fields -> 400; connection data unknown or another account's, a ``topic_id`` or
+  ``conversation_id`` that does not match the connection data -> 400 with DRF field errors
+  (``{"conversation_id": ["…"]}``). Where ``conversation_id`` comes from the guide does not
+  say: by default (``conversation_ids="client"``) it is the client's own, bound to the
+  connection data by its first save; with ``"server"`` the sandbox issues one per chat in its
+  confirmation message (``conversation_id``) and only that one is accepted. Saves are kept in
+  memory (`State.saved`), re-saving the same conversation replaces it;
+  ``GET /api/_sandbox/saved`` lists the caller's own (sandbox only).
 
 Connection data stays valid after a socket closes (for CHAT_TTL_S after its last use), so
 a client may reconnect with it and the chat goes on (no second greeting). The topic comes
 from the site's scripts whose ``provider_options.liku.topic_id`` matches (the sandbox stands
-in for Liku's topic configuration), else a generic demo script.
+in for Liku's topic configuration), else a generic demo script; it is spoken in the init's
+``language`` where the topic is written in it (with that language's espeak-ng voice), else in
+the topic's own language.
 
-`make_app(secret, scripts=None)`; the state object is `app.state` (`State`), whose fault
-controls tests use: `outage`, `expire_all`, `drop_all`, `send_raw`, `save_outage`, `reset`.
+`make_app(secret, scripts=None, replies=, confirmation=, conversation_ids=, statuses=)`; the
+state object is `app.state` (`State`), whose fault controls tests use: `outage`, `expire_all`,
+`drop_all`, `end_all`, `send_raw`, `save_outage`, `reset`.
 Everything it keeps is bounded (MAX_* below, oldest first out).
 """
 
@@ -71,6 +88,9 @@ CHAT_TTL_S = 3600.0  # connection data unused this long is forgotten
 MAX_MESSAGES = 500  # per chat
 MAX_INITS = 200
 MAX_SAVED = 200
+NO_STATUS = 1005  # a close frame without a status code
+STATUSES = {"partial": "in_progress", "final": "completed", "cut_short": "incomplete"}
+REPLIES = ("both", "transcript", "message")
 
 GENERIC = Script(
     slug="liku-demo",
@@ -100,6 +120,8 @@ class Chat:
     valid: bool = True
     greeted: bool = False
     used: float = field(default_factory=time.monotonic)
+    conversation_id: str = ""  # issued ("server") or bound by the first save ("client")
+    voice: str = ""  # the espeak-ng voice the agent speaks with, for tests
     messages: list[dict] = field(default_factory=list)
     frame_sizes: set[int] = field(default_factory=set)  # of the audio received, for tests
 
@@ -121,6 +143,11 @@ class State:
     sockets: set = field(default_factory=set)
     down: bool = False
     save_down: bool = False
+    # Variants where the guide is silent (see make_app).
+    replies: str = "both"
+    confirmation: str = "message"
+    conversation_ids: str = "client"
+    statuses: dict = field(default_factory=lambda: dict(STATUSES))
 
     def token_for(self, email: str) -> str:
         token = next((t for t, e in self.tokens.items() if e == email), None) or secrets.token_hex(20)
@@ -168,6 +195,14 @@ class State:
         """The server loses every live chat socket (1011); connection data stays valid."""
         await self._close_all(1011)
 
+    async def end_all(self, code: int = 1000) -> None:
+        """The server ends every live chat normally: 1000, or 1005, a close frame without a status
+        (served by uvicorn; Daphne turns a close without a code into 1000)."""
+        for ws in list(self.sockets):
+            with contextlib.suppress(Exception):
+                await ws.send({"type": "websocket.close", "code": None if code == NO_STATUS else code,
+                               "reason": ""})  # fmt: skip
+
     async def outage(self, down: bool = True) -> None:
         """The chat service goes down (sockets dropped, init and new sockets refused) or comes back."""
         self.down = down
@@ -208,6 +243,14 @@ def _detail(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
+def _not_json(request: Request) -> Response | None:
+    """DRF's answer to a body in another content type than its parser's (JSON): 415."""
+    given = request.headers.get("content-type", "")
+    if given.split(";")[0].strip().lower() == "application/json":
+        return None
+    return _detail(415, f'Unsupported media type "{given}" in request.')
+
+
 async def _json_body(request: Request) -> dict | None:
     try:
         body = await request.json()
@@ -218,6 +261,9 @@ async def _json_body(request: Request) -> dict | None:
 
 async def authentication(request: Request) -> Response:
     state = state_of(request)
+    refused = _not_json(request)
+    if refused is not None:
+        return refused
     body = await _json_body(request)
     if body is None:
         return _detail(400, "JSON parse error.")
@@ -246,7 +292,8 @@ async def init_websocket(request: Request) -> Response:
               if k in request.query_params}  # fmt: skip
     blob = json.dumps({**params, "nonce": secrets.token_hex(16), "issued": int(time.time())})
     data = base64.urlsafe_b64encode(blob.encode()).decode()
-    state.new_chat(data, Chat(email, params))
+    issued = f"conv_{secrets.token_hex(8)}" if state.conversation_ids == "server" else ""
+    state.new_chat(data, Chat(email, params, conversation_id=issued))
     state.record_init({"email": email, **params})
     return PlainTextResponse(data)
 
@@ -269,6 +316,9 @@ async def save_transcript(request: Request) -> Response:
         return _detail(401, "Invalid token.")
     if state.save_down:
         return _detail(503, "Transcript service unavailable.")
+    refused = _not_json(request)
+    if refused is not None:
+        return refused
     body = await _json_body(request)
     if body is None:
         return _detail(400, "JSON parse error.")
@@ -278,14 +328,33 @@ async def save_transcript(request: Request) -> Response:
         return JSONResponse(missing, status_code=400)
     chat = state.chat(body["connection_data"]) if isinstance(body["connection_data"], str) else None
     if chat is None or chat.email != email:
-        return _detail(400, "Invalid connection data.")
+        return _field_error("connection_data", "Invalid connection data.")
     if str(body["topic_id"]) != chat.params["topic_id"]:
-        return _detail(400, "topic_id does not match the connection data.")
-    record = {"conversation_id": str(body["conversation_id"]), "topic_id": chat.params["topic_id"],
+        return _field_error("topic_id", "Does not match the connection data.")
+    problem = _conversation_problem(state, chat, str(body["conversation_id"]))
+    if problem:
+        return _field_error("conversation_id", problem)
+    chat.conversation_id = str(body["conversation_id"])
+    record = {"conversation_id": chat.conversation_id, "topic_id": chat.params["topic_id"],
               "email": email, "messages": list(chat.messages)}  # fmt: skip
     state.save(record)
     return JSONResponse({"status": "saved", "conversation_id": record["conversation_id"],
                          "messages": len(record["messages"])})  # fmt: skip
+
+
+def _field_error(name: str, message: str) -> JSONResponse:
+    return JSONResponse({name: [message]}, status_code=400)
+
+
+def _conversation_problem(state: State, chat: Chat, conversation_id: str) -> str:
+    """Why `conversation_id` cannot be saved with `chat`'s connection data ("" when it can): it must
+    be the chat's own (issued, or bound by an earlier save), and never another chat's."""
+    owner = next((c for c in state.chats.values() if c.conversation_id == conversation_id), None)
+    if owner is chat or (owner is None and not chat.conversation_id):
+        return ""  # its own, or a first save binding a new id ("client")
+    if owner is None and state.conversation_ids == "server":
+        return "Unknown conversation."  # the server issued no such id
+    return "Does not match the connection data."
 
 
 async def saved(request: Request) -> Response:
@@ -309,7 +378,8 @@ async def chat_stream(ws: WebSocket) -> None:
     try:
         chat = await _handshake(ws, state)
         if chat is not None:
-            await ws.send_text(json.dumps({"type": "connection_established"}))
+            if state.confirmation != "silent":
+                await ws.send_text(json.dumps(_confirmation(chat)))
             await _converse(ws, chat, state)
     except WebSocketDisconnect:
         pass
@@ -331,6 +401,13 @@ async def _handshake(ws: WebSocket, state: State) -> Chat | None:
     return chat
 
 
+def _confirmation(chat: Chat) -> dict:
+    message = {"type": "connection_established"}
+    if chat.conversation_id:  # issued by the server ("server" variant): the id to save under
+        message["conversation_id"] = chat.conversation_id
+    return message
+
+
 def _chat_of(text: str | None, state: State) -> Chat | None:
     if text is None:  # binary (audio) before the connection data
         return None
@@ -344,12 +421,14 @@ def _chat_of(text: str | None, state: State) -> Chat | None:
 
 
 async def _converse(ws: WebSocket, chat: Chat, state: State) -> None:
-    script = await _script(state, chat.params["topic_id"])
-    language = chat.params.get("language") or script.language
-    agent = Agent(script, language=language, hangover_ms=TURN_SILENCE_MS, greet=not chat.greeted)
-    chat.greeted = True
-    await agent.start()
-    speaker = asyncio.create_task(_speak(ws, agent, chat))
+    # The topic in the language asked for where it is written in it; the voice follows the script.
+    script = await _script(state, chat.params["topic_id"], chat.params.get("language", ""))
+    agent = Agent(script, language=script.language, hangover_ms=TURN_SILENCE_MS, greet=not chat.greeted)
+    chat.greeted, chat.voice = True, agent.voice
+    started = state.confirmation != "silent"  # a silent server says nothing before it hears audio
+    if started:
+        await agent.start()
+    speaker = asyncio.create_task(_speak(ws, agent, chat, state))
     carry = b""
     try:
         while True:
@@ -361,6 +440,9 @@ async def _converse(ws: WebSocket, chat: Chat, state: State) -> None:
             data = carry + (message.get("bytes") or b"")
             cut = len(data) - len(data) % 2
             data, carry = data[:cut], data[cut:]  # any frame size: whole samples go to the agent
+            if data and not started:
+                started = True
+                await agent.start()
             if data:
                 agent.feed(data)
     finally:
@@ -370,7 +452,7 @@ async def _converse(ws: WebSocket, chat: Chat, state: State) -> None:
             await speaker
 
 
-async def _speak(ws: WebSocket, agent: Agent, chat: Chat) -> None:
+async def _speak(ws: WebSocket, agent: Agent, chat: Chat, state: State) -> None:
     """The agent's events on Liku's wire: transcripts as JSON, audio as 24 kHz binary."""
     resampler: Resampler | None = None
     ids: dict[str, str] = {}
@@ -385,11 +467,11 @@ async def _speak(ws: WebSocket, agent: Agent, chat: Chat) -> None:
             elif isinstance(event, Transcript):
                 if event.role == "agent" and event.final and resampler is not None:
                     await _send_audio(ws, resampler.flush())
-                message = _transcript_message(event, ids)
-                if message is not None:
+                messages = _transcript_messages(event, ids, state)
+                for message in messages:
                     await ws.send_text(json.dumps(message))
-                    if event.final:
-                        chat.add({"role": message["type"], "text": event.text})
+                if messages and event.final:
+                    chat.add({"role": messages[0]["type"], "text": event.text})
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass  # the client went away
 
@@ -399,28 +481,51 @@ async def _send_audio(ws: WebSocket, pcm: bytes) -> None:
         await ws.send_bytes(pcm)
 
 
-def _transcript_message(event: Transcript, ids: dict[str, str]) -> dict | None:
+def _transcript_messages(event: Transcript, ids: dict[str, str], state: State) -> list[dict]:
+    """The guide's messages for one transcript: the user's, or the reply in the chosen forms."""
+    words = state.statuses
     if event.role == "user":
         ident = ids.setdefault(event.id, f"msg_{secrets.token_hex(8)}")
-        status = "completed" if event.final else "in_progress"
-        return {"type": "user_transcript", "text": event.text, "message_id": ident, "status": status}
+        return [_with_status({"type": "user_transcript", "text": event.text, "message_id": ident},
+                             words["final"] if event.final else words["partial"])]  # fmt: skip
     if not event.final:  # the assistant's text comes once, after its audio
-        return None
-    return {"type": "assistant_transcript", "text": event.text, "message_id": f"msg_{secrets.token_hex(8)}",
-            "response_id": ids.setdefault(event.id, f"resp_{secrets.token_hex(8)}"),
-            "status": "incomplete" if event.interrupted else "completed"}  # fmt: skip
+        return []
+    message_id = f"msg_{secrets.token_hex(8)}"
+    response_id = ids.setdefault(event.id, f"resp_{secrets.token_hex(8)}")
+    transcript = {"type": "assistant_transcript", "text": event.text, "message_id": message_id,
+                  "response_id": response_id}  # fmt: skip
+    transcript = _with_status(transcript, words["cut_short"] if event.interrupted else words["final"])
+    message = {"type": "assistant_message", "text": event.text, "message_id": message_id}
+    return {"both": [transcript, message], "transcript": [transcript], "message": [message]}[state.replies]
 
 
-async def _script(state: State, topic_id: str) -> Script:
+def _with_status(message: dict, status: str | None) -> dict:
+    return message if status is None else {**message, "status": status}
+
+
+async def _script(state: State, topic_id: str, language: str = "") -> Script:
     def named(_script, options: dict) -> bool:
         return str((options.get("liku") or {}).get("topic_id", "")).strip() == topic_id
 
-    return await find_script(state.scripts, named) or GENERIC
+    return await find_script(state.scripts, named, language) or GENERIC
 
 
-def make_app(secret: str, *, scripts: Scripts | None = None) -> SandboxApp:
-    """A fresh Liku sandbox whose account password is derived from `secret`; state: `app.state`."""
-    state = State(accounts={EMAIL: password(secret)}, scripts=scripts)
+def make_app(secret: str, *, scripts: Scripts | None = None, replies: str = "both",
+             confirmation: str = "message", conversation_ids: str = "client",
+             statuses: dict | None = None) -> SandboxApp:  # fmt: skip
+    """A fresh Liku sandbox whose account password is derived from `secret`; state: `app.state`.
+
+    Variants where the guide is silent: `replies` "both" (assistant_transcript then
+    assistant_message, as the guide lists them), "transcript" or "message"; `confirmation`
+    "message" ({"type": "connection_established"}) or "silent" (nothing until audio comes);
+    `conversation_ids` "client" or "server" (see the module doc); `statuses` overrides the words
+    of STATUSES ("partial", "final", "cut_short"; a final of None sends no status)."""
+    if replies not in REPLIES or confirmation not in ("message", "silent") or \
+            conversation_ids not in ("client", "server"):  # fmt: skip
+        raise ValueError("unknown Liku sandbox variant")
+    state = State(accounts={EMAIL: password(secret)}, scripts=scripts, replies=replies,
+                  confirmation=confirmation, conversation_ids=conversation_ids,
+                  statuses={**STATUSES, **(statuses or {})})  # fmt: skip
     asgi = Starlette(
         routes=[
             Route("/api/liku/authentication/", authentication, methods=["POST"]),

@@ -44,8 +44,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
-import inspect
 import json
 import logging
 import secrets
@@ -164,26 +162,12 @@ def espeak_voice(voice: str, language: str) -> str:
 async def script_for(scripts: Scripts | None, prompt: str, language: str) -> Script:
     """The site's script in `language` whose persona is the prompt (its greeting, FAQ and phrases),
     else a generic one that greets in `language`."""
-    ours = await find_script(in_language(scripts, language), lambda script, _opts: script.persona == prompt)
+    ours = await find_script(scripts, lambda script, _opts: script.persona == prompt, language)
     if ours is not None:
         return ours
     greeting, fallback = GENERIC_LINES[language]
     return Script(slug="lokutor-sandbox", title="Lokutor sandbox", persona=prompt, greeting=greeting,
                   language=language, faq=GENERIC_FAQ, fallback=fallback)  # fmt: skip
-
-
-def in_language(scripts: Scripts | None, language: str) -> Scripts | None:
-    """`scripts` asked for `language` where it takes a `language=` keyword (the site's does);
-    a catalogue without one is used as it is."""
-    if scripts is None:
-        return None
-    try:
-        parameters = inspect.signature(scripts).parameters.values()
-    except (TypeError, ValueError):
-        return scripts
-    if any(p.name == "language" or p.kind is p.VAR_KEYWORD for p in parameters):
-        return functools.partial(scripts, language=language)
-    return scripts
 
 
 class Call:

@@ -14,7 +14,8 @@ The protocol as we read it:
    answers plain text: the connection data, sent back verbatim (the guide reads
    it with ``response.text()``). REST calls go to the chat host over http(s).
 3. ``ws {chat}/chat-stream``: the first frame is ``{"connection_data": "..."}``;
-   the server confirms (shape undocumented: any first message counts), then
+   the server "confirms connection is established" (no message shown, and the guide's
+   own client never waits for one), then
    binary s16le 16 kHz goes in, in chunks of ``chunk_bytes`` (4096, the guide's
    recommendation), and binary s16le 24 kHz comes out, with JSON text messages
    ``{"type": "user_transcript"|"assistant_transcript"|"assistant_message",
@@ -24,13 +25,21 @@ The protocol as we read it:
 
 Decisions where the guide is silent:
 
-* Finality: a transcript is final when it has no ``status`` or ``"completed"``
-  (the guide's examples); ``"in_progress"`` (and the like) is a partial;
-  ``"incomplete"``, ``"cancelled"`` or ``"interrupted"`` is final and marks the
-  agent turn as cut short. Any other status is taken as final, so nothing said
-  is lost. The agent turn's id is ``response_id`` (else ``message_id``); an
-  ``assistant_message`` repeating the last final agent text with the same id is
-  dropped, so a reply is stored once.
+* Confirmation: after sending the connection data we wait ``confirm_wait`` (1 s) for a
+  frame. Whatever comes is handled (a confirmation, the first audio, a close: 4000 is
+  invalid data); silence counts as confirmed, since a server may say nothing until it
+  hears audio.
+* Finality (the guide's rule): a transcript with no ``status`` or ``"completed"`` is final.
+  The words the guide does not show are settings: ``partial_statuses`` (default
+  ``in_progress``, ``partial``, ``pending``, ``streaming``) mark a partial,
+  ``cut_short_statuses`` (``incomplete``, ``cancelled``, ``interrupted``) a final agent
+  turn cut short. Any other word is taken as final, so nothing said is lost.
+* One reply, one turn: the guide's ``assistant_transcript`` carries ``message_id`` and
+  ``response_id``, its ``assistant_message`` ``message_id``; a reply may come in either
+  form or both. Every id an agent message carries is linked to its reply (the turn's id is
+  the first seen, ``response_id`` before ``message_id``), and a reply already final drops
+  any later form of it; a final repeating the previous reply's text with no user turn in
+  between is the same reply too (ids we cannot link).
 * ``conversation_id`` for save-transcript: the one the server gives in any
   message (``"conversation_id"`` key, e.g. in its confirmation), else our own
   conversation uuid (the guide does not say where it comes from).
@@ -44,7 +53,7 @@ Decisions where the guide is silent:
   connection data) gets a clear error and a FRESH init before the next attempt;
   fresh data refused again, a rejected token, or all attempts failing end the
   call: `events()` raises the ``UpstreamError`` (base.py's rule). A close 1000
-  from the server ends the call.
+  (normal closure) or 1005 (no status), the guide's normal ends, ends the call cleanly.
 * Secrets: no message we raise contains the token, password or a URL with the
   token (httpx errors are reported by type only).
 """
@@ -57,7 +66,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 import websockets
@@ -74,8 +83,11 @@ OUTPUT_RATE = 24000
 CHUNK_BYTES = 4096
 INVALID_CONNECTION_DATA = 4000
 STABLE_S = 10.0  # a connection that lived this long resets the reconnect budget
+CONFIRM_WAIT_S = 1.0  # silence this long after the connection data counts as confirmed
+NORMAL_ENDS = {1000: "Liku ended the conversation", 1005: "Liku ended the conversation (no status)"}
 PARTIAL = frozenset({"in_progress", "partial", "pending", "streaming"})
 CUT_SHORT = frozenset({"incomplete", "cancelled", "interrupted"})
+MAX_REPLY_IDS = 256  # ids of recent agent replies kept for de-duplication
 SPEAKERS = {"user_transcript": "user", "assistant_transcript": "agent", "assistant_message": "agent"}
 
 
@@ -103,6 +115,14 @@ def endpoints(config: dict) -> Endpoints:
         save=f"{http}://{rest}/api/save-transcript",
         stream=f"{ws}://{rest}/chat-stream",
     )
+
+
+def status_words(value, default: frozenset[str]) -> frozenset[str]:
+    """A status-word setting: a comma-separated string or a list; unset or empty gives `default`."""
+    if not value:
+        return default
+    words = value.split(",") if isinstance(value, str) else value
+    return frozenset(str(w).strip() for w in words if str(w).strip())
 
 
 def init_params(session: Session) -> dict[str, str]:
@@ -133,9 +153,11 @@ def decode(text: str) -> dict | Error:
     return data
 
 
-def to_event(message: dict) -> Event | None:
+def to_event(message: dict, partial: frozenset[str] = PARTIAL, cut_short: frozenset[str] = CUT_SHORT
+             ) -> Event | None:  # fmt: skip
     """One JSON message as an event; None for messages that carry nothing for us
-    (the connection confirmation, types we do not know)."""
+    (the connection confirmation, types we do not know). No status or "completed" is final;
+    a word in `partial` is a partial, one in `cut_short` an agent turn cut short."""
     kind = message.get("type")
     if kind == "error":  # not in the guide; shown rather than dropped if it ever comes
         return Error("liku.error", f"Liku reported an error: {str(message.get('message') or '')[:200]}")
@@ -147,8 +169,50 @@ def to_event(message: dict) -> Event | None:
         return Error("liku.bad_message", f"Liku sent {kind} without text.")
     ident = message.get("response_id") if role == "agent" else None
     ident = str(ident or message.get("message_id") or "")
-    final = status not in PARTIAL
-    return Transcript(role, text, final, ident, interrupted=role == "agent" and status in CUT_SHORT)
+    final = status is None or status == "completed" or status not in partial
+    return Transcript(role, text, final, ident, interrupted=role == "agent" and status in cut_short)
+
+
+def reply_ids(message: dict) -> list[str]:
+    """Every id an agent message carries, `response_id` first."""
+    ids = (message.get("response_id"), message.get("message_id"))
+    return [str(i) for i in ids if isinstance(i, str | int) and str(i)]
+
+
+class Replies:
+    """Which agent replies were seen and which are final, under every id they came with, so that
+    one reply sent as assistant_transcript and assistant_message (in any order) is one turn."""
+
+    def __init__(self):
+        self._alias: dict[str, str] = {}  # any id -> the reply's id (the first seen)
+        self._final: set[str] = set()
+        self._last: tuple[str, str] | None = None  # (id, text) of the last final reply, until the user talks
+
+    def boundary(self) -> None:
+        """The user spoke, or a new socket began: the next reply's words are its own."""
+        self._last = None
+
+    def admit(self, event: Transcript, ids: list[str]) -> Transcript | None:
+        """`event` under its reply's id, or None when that reply is already final (a repeat)."""
+        known = next((self._alias[i] for i in ids if i in self._alias), None)
+        if known is None and event.final and self._last and self._last[1] == event.text:
+            known = self._last[0]  # the same words again, ids we cannot link: the same reply
+        reply = known or event.id or (ids[0] if ids else "")
+        for i in ids:
+            self._alias[i] = reply
+        self._trim()
+        if reply and reply in self._final:
+            return None
+        if event.final:
+            self._final.add(reply)
+            self._last = (reply, event.text)
+        return replace(event, id=reply) if reply != event.id else event
+
+    def _trim(self) -> None:
+        while len(self._alias) > MAX_REPLY_IDS:
+            self._alias.pop(next(iter(self._alias)))
+        if len(self._final) > MAX_REPLY_IDS:
+            self._final &= set(self._alias.values())
 
 
 def server_conversation_id(message: dict) -> str:
@@ -219,7 +283,9 @@ class LikuUpstream(Client):
         self._attempts = int(config.get("reconnect_attempts", 5))
         self._delay = float(config.get("reconnect_delay", 0.5))
         self._max_delay = float(config.get("reconnect_max_delay", 8.0))
-        self._confirm_timeout = float(config.get("confirm_timeout", 10.0))
+        self._confirm_wait = float(config.get("confirm_wait") or CONFIRM_WAIT_S)
+        self._partial = status_words(config.get("partial_statuses"), PARTIAL)
+        self._cut_short = status_words(config.get("cut_short_statuses"), CUT_SHORT)
         self._http_timeout = float(config.get("http_timeout", 10.0))
         self._ws = None
         self._first: str | bytes | None = None  # the confirmation, or whatever came first
@@ -227,7 +293,7 @@ class LikuUpstream(Client):
         self._close_code: int | None = None
         self._failures = 0  # reconnect attempts used (see _reconnect)
         self._carry = b""  # an odd byte of agent audio waiting for its pair
-        self._last_final: tuple[str, str] | None = None
+        self._replies = Replies()
         self._closed = asyncio.Event()
 
     # ---- the Upstream interface ------------------------------------------------------
@@ -254,8 +320,8 @@ class LikuUpstream(Client):
                 yield event
             if self._closed.is_set():
                 return
-            if self._close_code == 1000:
-                yield Ended("Liku ended the conversation")
+            if self._close_code in NORMAL_ENDS:  # the guide's normal closures: no reconnecting
+                yield Ended(NORMAL_ENDS[self._close_code])
                 return
             yield self._drop_notice()
             failure = await self._reconnect()
@@ -353,7 +419,8 @@ class LikuUpstream(Client):
         return response.text  # verbatim, as the guide's client sends it back
 
     async def _dial(self):
-        """Open chat-stream, send the connection data, wait for the server's first word."""
+        """Open chat-stream and send the connection data; a frame within `confirm_wait` is kept
+        for the reader (a confirmation, audio, or a close), silence counts as confirmed."""
         try:
             ws = await websockets.connect(self.urls.stream, open_timeout=10, max_size=2**22)
         except (OSError, websockets.WebSocketException, TimeoutError) as exc:
@@ -361,7 +428,7 @@ class LikuUpstream(Client):
                                 code="liku.unreachable") from None  # fmt: skip
         try:
             await ws.send(json.dumps({"connection_data": self._connection_data}))
-            self._first = await asyncio.wait_for(ws.recv(), self._confirm_timeout)
+            self._first = await asyncio.wait_for(ws.recv(), self._confirm_wait)
         except asyncio.CancelledError:
             ws.transport.abort()  # close() came first: drop the half-open socket, no handshake
             raise
@@ -372,9 +439,7 @@ class LikuUpstream(Client):
             raise UpstreamError(f"Liku closed the chat before confirming it ({code}).",
                                 code="liku.unreachable") from None  # fmt: skip
         except TimeoutError:
-            await self._shut(ws)
-            message = "Liku did not confirm the chat connection."
-            raise UpstreamError(message, code="liku.unreachable") from None
+            self._first = None  # silence: the guide shows no confirmation message
         return ws
 
     async def _reconnect(self) -> UpstreamError | None:
@@ -415,6 +480,7 @@ class LikuUpstream(Client):
         ws, self._close_code = self._ws, None
         if ws is None:
             return
+        self._replies.boundary()
         first, self._first = self._first, None
         if first is not None:
             for event in self._translate(first):
@@ -434,10 +500,12 @@ class LikuUpstream(Client):
         if isinstance(data, Error):
             return [data]
         self.server_conversation_id = server_conversation_id(data) or self.server_conversation_id
-        event = to_event(data)
-        if event is None or self._repeated(event):
-            return []
-        return [event]
+        event = to_event(data, self._partial, self._cut_short)
+        if isinstance(event, Transcript) and event.role == "agent":
+            event = self._replies.admit(event, reply_ids(data))
+        elif isinstance(event, Transcript) and event.final:
+            self._replies.boundary()
+        return [] if event is None else [event]
 
     def _audio(self, data: bytes) -> list[Event]:
         """Whole samples only: an odd byte waits for the next frame."""
@@ -445,14 +513,6 @@ class LikuUpstream(Client):
         if len(data) % 2:
             data, self._carry = data[:-1], data[-1:]
         return [Audio(data, OUTPUT_RATE)] if data else []
-
-    def _repeated(self, event: Event) -> bool:
-        """An assistant_message after the assistant_transcript of the same reply is one turn."""
-        if not isinstance(event, Transcript) or event.role != "agent" or not event.final:
-            return False
-        key = (event.id, event.text)
-        repeated, self._last_final = key == self._last_final, key
-        return repeated
 
     # ---- plumbing --------------------------------------------------------------------
 

@@ -13,15 +13,15 @@ import websockets
 from asgiref.sync import sync_to_async
 
 from playground.sandbox import liku as sandbox
-from sessions.models import Conversation, Topic, TranscriptSave, Turn
-from sessions.relay import Relay
+from sessions.models import Conversation, Topic, TranscriptSave
 from sessions.sandbox_scripts import topic_scripts
 from sessions.upstreams import liku
-from sessions.upstreams.base import Error, Session, Transcript
-from tests.browser_double import BrowserPeer
-from tests.engine.speech import Speech, silence
+from sessions.upstreams.base import Error, Transcript
+from sessions.upstreams.liku import LikuUpstream
+from tests.engine.speech import silence
 from tests.peers import finish, stream
 from tests.server import call
+from tests.vendors.helpers import astored, start
 
 FRAME = 640  # 20 ms at 16 kHz
 SECRET = "liku-test-deployment-secret"
@@ -35,16 +35,23 @@ LONG_GREETING = ("Welcome to the Bella Vista booking line. I can book a table fo
 
 
 @pytest.fixture
-def box():
+def variants():
+    """The sandbox's variants (make_app keywords); a test overrides this fixture to pick others."""
+    return {}
+
+
+@pytest.fixture
+def box(variants):
     """A fresh Liku sandbox (its state: `box.state`), acting out our topics."""
-    return sandbox.make_app(SECRET, scripts=topic_scripts)
+    return sandbox.make_app(SECRET, scripts=topic_scripts, **variants)
 
 
 @pytest.fixture
 async def base_url(box):
-    """The Liku sandbox served by uvicorn on 127.0.0.1:<free port>, in this event loop."""
-    server = uvicorn.Server(uvicorn.Config(box, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan="off", timeout_graceful_shutdown=1))  # fmt: skip
+    """The Liku sandbox served by uvicorn on 127.0.0.1:<free port>, in this event loop (uvicorn's
+    websockets-sansio can send a close frame without a status, Liku's 1005)."""
+    server = uvicorn.Server(uvicorn.Config(box, host="127.0.0.1", port=0, log_level="warning", lifespan="off",
+                                           ws="websockets-sansio", timeout_graceful_shutdown=1))  # fmt: skip
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
@@ -52,11 +59,6 @@ async def base_url(box):
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await asyncio.wait_for(task, 5)
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory):
-    return Speech(tmp_path_factory.mktemp("liku-speech"))
 
 
 @pytest.fixture
@@ -78,25 +80,8 @@ def client_config(base_url, **extra):
     return {**sandbox.client_config(base_url, SECRET), "sandbox": True, "reconnect_delay": 0.05, **extra}
 
 
-def start(conversation, config, options=None):
-    browser = BrowserPeer()
-    options = conversation.topic.options_for("liku") if options is None else options
-    session = Session(str(conversation.id), topic=None, voice="default", language="en", options=options,
-                      config=config)  # fmt: skip
-    relay = Relay(conversation.id, liku.LikuUpstream(session), browser.browser, provider="liku",
-                  on_end=browser.on_end)  # fmt: skip
-    return relay, browser, asyncio.create_task(relay.run())
-
-
 def finals(browser, role):
     return [m for m in browser.of_type("transcript") if m["role"] == role and m["final"]]
-
-
-@sync_to_async
-def stored(conversation):
-    return list(
-        Turn.objects.filter(conversation=conversation).values_list("role", "text", "final", "interrupted")
-    )
 
 
 @sync_to_async
@@ -180,6 +165,80 @@ async def test_sandbox_chat_stream_confirms_then_greets_at_24khz(base_url, liku_
         assert 0.5 < seconds and time.monotonic() - t0 > seconds - 0.3  # paced at real time
 
 
+async def init_data(http, base_url, token, topic_id="77") -> str:
+    response = await http.get(f"{base_url}/api/init-websocket", params={"token": token, "topic_id": topic_id})
+    return response.text
+
+
+async def test_sandbox_login_and_save_want_json(base_url):
+    """The guide sends Content-Type: application/json; a DRF view with the JSON parser answers
+    another content type with 415."""
+    async with httpx.AsyncClient() as http:
+        account = json.dumps({"email": sandbox.EMAIL, "password": PASSWORD})
+        url = f"{base_url}/api/liku/authentication/"
+        for kind in (None, "text/plain", "application/x-www-form-urlencoded"):
+            headers = {"Content-Type": kind} if kind else {}
+            refused = await http.post(url, content=account, headers=headers)
+            assert refused.status_code == 415 and "Unsupported media type" in refused.json()["detail"]
+        json_type = {"Content-Type": "application/json; charset=utf-8"}
+        token = (await http.post(url, content=account, headers=json_type)).json()["token_key"]
+        data = await init_data(http, base_url, token)
+        body = json.dumps({"connection_data": data, "topic_id": "77", "conversation_id": "c1"})
+        save, auth = f"{base_url}/api/save-transcript", {"Authorization": f"Token {token}"}
+        refused = await http.post(save, content=body, headers={**auth, "Content-Type": "text/plain"})
+        assert refused.status_code == 415 and refused.json() == {
+            "detail": 'Unsupported media type "text/plain" in request.'}  # fmt: skip
+        assert (await http.post(save, content=body, headers={**auth, "Content-Type": "application/json"})
+                ).status_code == 200  # fmt: skip
+
+
+async def test_sandbox_save_checks_the_conversation_and_the_connection_data(base_url):
+    async with httpx.AsyncClient() as http:
+        token = (await login(http, base_url)).json()["token_key"]
+        auth = {"Authorization": f"Token {token}"}
+
+        async def init():
+            return await init_data(http, base_url, token)
+
+        async def save(data, conversation_id, topic_id="77"):
+            body = {"connection_data": data, "topic_id": topic_id, "conversation_id": conversation_id}
+            return await http.post(f"{base_url}/api/save-transcript", json=body, headers=auth)
+
+        first, second = await init(), await init()
+        assert (await save(first, "c1")).status_code == 200  # the first save binds c1 to this chat
+        assert (await save(first, "c1")).status_code == 200  # saving it again is fine
+        for data, conversation_id in ((first, "c2"), (second, "c1")):  # mismatched either way
+            wrong = await save(data, conversation_id)
+            assert wrong.status_code == 400
+            assert wrong.json() == {"conversation_id": ["Does not match the connection data."]}
+        unknown = await save("bWFkZS11cA==", "c3")
+        assert unknown.status_code == 400
+        assert unknown.json() == {"connection_data": ["Invalid connection data."]}
+        other_topic = await save(second, "c4", topic_id="78")
+        assert other_topic.status_code == 400 and list(other_topic.json()) == ["topic_id"]
+
+
+@pytest.mark.parametrize("variants", [{"conversation_ids": "server"}])
+async def test_sandbox_issuing_conversation_ids_accepts_only_its_own(base_url):
+    async with httpx.AsyncClient() as http:
+        token = (await login(http, base_url)).json()["token_key"]
+        data = await init_data(http, base_url, token)
+        async with websockets.connect(base_url.replace("http", "ws") + "/chat-stream") as ws:
+            await ws.send(json.dumps({"connection_data": data}))
+            confirmation = json.loads(await ws.recv())
+        issued = confirmation["conversation_id"]
+        assert confirmation["type"] == "connection_established" and issued.startswith("conv_")
+
+        async def save(conversation_id):
+            body = {"connection_data": data, "topic_id": "77", "conversation_id": conversation_id}
+            return await http.post(f"{base_url}/api/save-transcript", json=body,
+                                   headers={"Authorization": f"Token {token}"})  # fmt: skip
+
+        unknown = await save("our-own-id")
+        assert unknown.status_code == 400 and unknown.json() == {"conversation_id": ["Unknown conversation."]}
+        assert (await save(issued)).status_code == 200
+
+
 # ---- the client through the relay -------------------------------------------------------------
 
 
@@ -187,7 +246,7 @@ async def test_sandbox_chat_stream_confirms_then_greets_at_24khz(base_url, liku_
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
 async def test_spoken_turn_is_answered_stored_and_saved(box, base_url, conversation, speech):
-    relay, browser, task = start(conversation, client_config(base_url))
+    relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)  # the greeting
     await stream(relay, silence(300) + speech.pcm(SENTENCE) + silence(1200))
     user = await browser.message("transcript", role="user", final=True, timeout=10)
@@ -196,7 +255,7 @@ async def test_spoken_turn_is_answered_stored_and_saved(box, base_url, conversat
     assert answer["text"] == "For how many people?"
     assert sum(map(len, browser.audio)) > 24000 * 2 * 1.5  # the greeting and the answer, at 24 kHz
     await finish(relay, task)
-    assert await stored(conversation) == [
+    assert await astored(conversation) == [
         ("agent", "Hello, how can I help?", True, False),
         ("user", user["text"], True, False),
         ("agent", "For how many people?", True, False),
@@ -221,7 +280,7 @@ async def test_spoken_turn_is_answered_stored_and_saved(box, base_url, conversat
     ({"token": "f" * 40, "email": ""}, "Liku rejected the token (HTTP 401); log in again."),
 ])  # fmt: skip
 async def test_bad_credentials_are_a_clear_permanent_error(base_url, conversation, credentials, expected):
-    _relay, browser, task = start(conversation, client_config(base_url, **credentials))
+    _relay, browser, task = start(conversation, LikuUpstream, client_config(base_url, **credentials))
     await asyncio.wait_for(task, 10)
     [error] = browser.of_type("error")
     assert error["message"] == expected and error["fatal"] and error["code"] == "liku.auth"
@@ -235,7 +294,7 @@ async def test_bad_credentials_are_a_clear_permanent_error(base_url, conversatio
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
 async def test_topic_without_liku_topic_id_is_refused_before_calling(box, base_url, conversation):
-    _relay, browser, task = start(conversation, client_config(base_url), options={})
+    _relay, browser, task = start(conversation, LikuUpstream, client_config(base_url), options={})
     await asyncio.wait_for(task, 10)
     assert "no Liku topic_id" in browser.of_type("error")[0]["message"]
     assert browser.of_type("error")[0]["code"] == "liku.config"
@@ -247,7 +306,7 @@ async def test_topic_without_liku_topic_id_is_refused_before_calling(box, base_u
 async def test_upstream_dying_mid_turn_ends_with_an_error_and_keeps_what_was_said(
     box, base_url, conversation, speech
 ):
-    relay, browser, task = start(conversation, client_config(base_url, reconnect_attempts=3))
+    relay, browser, task = start(conversation, LikuUpstream, client_config(base_url, reconnect_attempts=3))
     await browser.message("transcript", role="agent", final=True, timeout=15)
     pcm = silence(200) + speech.pcm(SENTENCE)
     await stream(relay, pcm[: len(pcm) // 2])  # the user is half way through the sentence
@@ -262,7 +321,7 @@ async def test_upstream_dying_mid_turn_ends_with_an_error_and_keeps_what_was_sai
         "fatal": True,
         "message": "Lost the connection to Liku and could not reconnect after 3 attempts.",
     }
-    turns = await stored(conversation)
+    turns = await astored(conversation)
     assert turns[0] == ("agent", "Hello, how can I help?", True, False)
     # What the user had said when the line died is kept too, marked unfinished, if the sandbox
     # managed to send a partial transcript of it before the outage (timing decides).
@@ -275,7 +334,7 @@ async def test_upstream_dying_mid_turn_ends_with_an_error_and_keeps_what_was_sai
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
 async def test_a_dropped_socket_reconnects_and_the_conversation_goes_on(box, base_url, conversation, speech):
-    relay, browser, task = start(conversation, client_config(base_url))
+    relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)
     await box.state.drop_all()
     notice = await browser.message("error", code="liku.reconnecting")
@@ -286,14 +345,14 @@ async def test_a_dropped_socket_reconnects_and_the_conversation_goes_on(box, bas
     assert answer["text"] == "For how many people?"
     assert len(box.state.inits) == 1 and len(browser.of_type("ready")) == 1
     await finish(relay, task)
-    assert [t[0] for t in await stored(conversation)] == ["agent", "user", "agent"]  # no second greeting
+    assert [t[0] for t in await astored(conversation)] == ["agent", "user", "agent"]  # no second greeting
     assert (await Conversation.objects.aget(id=conversation.id)).status == "ended"
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
 async def test_close_4000_is_reported_and_followed_by_a_fresh_init(box, base_url, conversation):
-    relay, browser, task = start(conversation, client_config(base_url))
+    relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)
     await box.state.expire_all()
     notice = await browser.message("error", code="liku.connection_data")
@@ -314,13 +373,13 @@ async def test_talking_over_the_agent_clears_the_browser(base_url, user, speech)
     conversation = await Conversation.objects.acreate(
         user=user, provider="liku", topic=topic, voice="default", language="en", status="connecting"
     )
-    relay, browser, task = start(conversation, client_config(base_url))
+    relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
     await browser.wait_for(lambda b: len(b.audio) > 10, 15)  # the greeting is playing
     await stream(relay, speech.pcm("Sorry, could you repeat that please"))
     await browser.message("clear", timeout=5)
     greeting = await browser.message("transcript", role="agent", final=True, timeout=5)
     assert greeting["interrupted"] and len(greeting["text"]) < len(LONG_GREETING)
-    turns = await stored(conversation)
+    turns = await astored(conversation)
     assert turns[0][0] == "agent" and turns[0][3] is True
     await finish(relay, task)
 
@@ -328,7 +387,7 @@ async def test_talking_over_the_agent_clears_the_browser(base_url, user, speech)
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
 async def test_malformed_messages_are_errors_and_the_call_goes_on(box, base_url, conversation):
-    relay, browser, task = start(conversation, client_config(base_url))
+    relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)
     await box.state.send_raw("this is not json")
     await box.state.send_raw(json.dumps({"type": "user_transcript", "message_id": "m1"}))  # no text
@@ -341,13 +400,13 @@ async def test_malformed_messages_are_errors_and_the_call_goes_on(box, base_url,
     assert not any(e["fatal"] for e in errors)
     assert "not JSON" in errors[0]["message"] and "without text" in errors[1]["message"]
     await finish(relay, task)
-    assert [t[1] for t in await stored(conversation)] == ["Hello, how can I help?", "Still here"]
+    assert [t[1] for t in await astored(conversation)] == ["Hello, how can I help?", "Still here"]
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
 async def test_save_api_down_records_a_failed_save(box, base_url, conversation):
-    relay, browser, task = start(conversation, client_config(base_url))
+    relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
     await browser.message("ready", timeout=15)
     box.state.save_outage()
     await finish(relay, task)
@@ -379,6 +438,144 @@ CUT = {"type": "assistant_transcript", "text": "Ye", "response_id": "r1", "statu
 def test_message_to_event(message, expected):
     """Finality: no status or "completed" is final; "in_progress" is partial; "incomplete" is cut short."""
     assert liku.to_event(message) == expected
+
+
+# ---- fidelity to the guide (issue 8) -------------------------------------------------------------
+
+
+GREETING = ("agent", "Hello, how can I help?", True, False)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+@pytest.mark.parametrize("variants", [{"confirmation": "silent"}])
+async def test_a_server_silent_until_it_hears_audio_counts_as_confirmed(box, base_url, conversation):
+    """The guide shows no confirmation message: silence after the connection data is a confirmation,
+    and the call goes on when the server speaks only once audio comes."""
+    relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
+    await browser.message("ready", timeout=5)
+    assert browser.of_type("transcript") == [] and browser.audio == []  # the server has said nothing yet
+    await stream(relay, silence(400))
+    await browser.message("transcript", role="agent", final=True, timeout=15)
+    assert sum(map(len, browser.audio)) > 24000 and browser.of_type("error") == []
+    await finish(relay, task)
+    assert await astored(conversation) == [GREETING]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+@pytest.mark.parametrize("variants", [{"replies": "both"}, {"replies": "message"}, {"replies": "transcript"}])
+async def test_a_reply_is_one_turn_whichever_forms_the_server_sends(box, base_url, conversation, variants):
+    relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
+    await browser.message("transcript", role="agent", final=True, timeout=15)
+    await asyncio.sleep(0.3)  # an assistant_message after the assistant_transcript has come by now
+    await finish(relay, task)
+    assert len(finals(browser, "agent")) == 1
+    assert await astored(conversation) == [GREETING]
+    [chat] = box.state.chats.values()
+    assert [m["role"] for m in chat.messages] == ["assistant_transcript" if variants["replies"] != "message"
+                                                  else "assistant_message"]  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_forms_of_one_reply_are_linked_by_any_id_in_any_order(box, base_url, conversation):
+    relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
+    await browser.message("transcript", role="agent", final=True, timeout=15)
+    frames = [
+        {"type": "assistant_message", "text": "Twice", "message_id": "m9"},
+        {"type": "assistant_transcript", "text": "Twice", "message_id": "m9", "response_id": "r9"},
+        {"type": "assistant_message", "text": "Twice", "message_id": "m9", "response_id": "r9"},
+        {"type": "assistant_transcript", "text": "Thr", "message_id": "m10", "response_id": "r10",
+         "status": "in_progress"},
+        {"type": "assistant_message", "text": "Three", "message_id": "m10"},
+        {"type": "assistant_transcript", "text": "Three", "message_id": "m11", "response_id": "r10"},
+        {"type": "assistant_message", "text": "Done", "message_id": "m12"},
+    ]  # fmt: skip
+    for frame in frames:
+        await box.state.send_raw(json.dumps(frame))
+    await browser.message("transcript", role="agent", final=True, text="Done")
+    await finish(relay, task)
+    assert [t[1] for t in await astored(conversation)] == ["Hello, how can I help?", "Twice", "Three", "Done"]
+    assert [m["id"] for m in finals(browser, "agent")][1:] == ["m9", "r10", "m12"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+@pytest.mark.parametrize("code,reason", [(1000, "Liku ended the conversation"),
+                                         (1005, "Liku ended the conversation (no status)")])  # fmt: skip
+async def test_the_guides_normal_closures_end_the_call_without_reconnecting(box, base_url, conversation, code,
+                                                                             reason):  # fmt: skip
+    _relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
+    await browser.message("transcript", role="agent", final=True, timeout=15)
+    await box.state.end_all(code)
+    await asyncio.wait_for(task, 10)
+    assert browser.of_type("error") == []
+    assert browser.of_type("ended") == [{"type": "ended", "reason": reason}]
+    assert len(box.state.inits) == 1 and not box.state.sockets  # no second connection
+    conv = await Conversation.objects.aget(id=conversation.id)
+    assert (conv.status, conv.end_reason) == ("ended", reason)
+    assert [s["status"] for s in await saves(conversation)] == ["saved"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+@pytest.mark.parametrize("variants", [{"conversation_ids": "server"}])
+async def test_a_conversation_id_issued_by_the_server_is_the_one_saved(box, base_url, conversation):
+    relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
+    await browser.message("transcript", role="agent", final=True, timeout=15)
+    await finish(relay, task)
+    [chat] = box.state.chats.values()
+    [save] = await saves(conversation)
+    assert save["status"] == "saved" and save["response"]["conversation_id"] == chat.conversation_id
+    assert chat.conversation_id.startswith("conv_")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+@pytest.mark.parametrize("variants", [{"statuses": {"partial": "partial", "final": None}}])
+async def test_status_words_the_guide_does_not_show_are_tolerated(box, base_url, conversation):
+    relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
+    await browser.message("transcript", role="agent", final=True, timeout=15)  # no status: final
+    await box.state.send_raw(json.dumps({"type": "user_transcript", "text": "ho", "message_id": "u1",
+                                         "status": "transcribing"}))  # fmt: skip
+    await box.state.send_raw(json.dumps({"type": "assistant_transcript", "text": "Par", "message_id": "m5",
+                                         "response_id": "r5", "status": "partial"}))  # fmt: skip
+    await browser.message("transcript", role="agent", final=False, text="Par")
+    await finish(relay, task)
+    # An unknown word is final; the partial the call ended on is kept, unfinished.
+    assert await astored(conversation) == [GREETING, ("user", "ho", True, False),
+                                           ("agent", "Par", False, False)]  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_a_spanish_conversation_greets_in_spanish_with_a_spanish_voice(box, base_url, user):
+    topic = await Topic.objects.acreate(
+        title="Reservas", slug="reservas", persona="Host.", greeting="Hello, how can I help?",
+        provider_options={"liku": {"topic_id": "79"}},
+        translations={"es": {"greeting": "Hola, ¿en qué puedo ayudarle?", "persona": "Anfitrión."}},
+    )  # fmt: skip
+    conversation = await Conversation.objects.acreate(user=user, provider="liku", topic=topic,
+                                                      voice="default", language="es",
+                                                      status="connecting")  # fmt: skip
+    relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
+    greeting = await browser.message("transcript", role="agent", final=True, timeout=15)
+    assert greeting["text"] == "Hola, ¿en qué puedo ayudarle?"
+    await finish(relay, task)
+    assert box.state.inits[-1]["language"] == "es"
+    [chat] = box.state.chats.values()
+    assert chat.voice.startswith("es")  # espeak-ng's Spanish voice
+
+
+def test_status_words_are_settings():
+    assert liku.status_words(None, liku.PARTIAL) == liku.status_words("", liku.PARTIAL) == liku.PARTIAL
+    assert liku.status_words("streaming, typing", liku.PARTIAL) == {"streaming", "typing"}
+    message = {"type": "user_transcript", "text": "h", "message_id": "m1", "status": "typing"}
+    assert liku.to_event(message, partial=frozenset({"typing"})) == Transcript("user", "h", False, "m1")
+    assert liku.to_event(message) == Transcript("user", "h", True, "m1")  # unknown word: final
+    done = {**message, "status": "completed"}
+    assert liku.to_event(done, partial=frozenset({"completed"})).final  # the guide's rule wins
 
 
 # ---- Liku login: per-user token, kept on the server -------------------------------------------
@@ -447,7 +644,7 @@ async def test_liku_login_keeps_the_token_server_side_and_calls_run_on_it(
 @pytest.mark.usefixtures("close_thread_connections")
 async def test_without_liku_login_or_service_account_the_call_says_what_to_do(base_url, conversation):
     config = {**client_config(base_url, email="", password=""), "sandbox": False}
-    _relay, browser, task = start(conversation, config)
+    _relay, browser, task = start(conversation, LikuUpstream, config)
     await asyncio.wait_for(task, 10)
     assert browser.of_type("error")[0]["message"].startswith(
         "No Liku credentials: log in with your Liku account"

@@ -178,8 +178,9 @@ async def test_liku_sandbox_state_stays_bounded(monkeypatch):
         state = box.state
         assert len(state.chats) == liku.MAX_CHATS and len(state.inits) <= liku.MAX_INITS
         assert issued[0] not in state.chats and issued[-1] in state.chats  # the oldest went first
-        for i in range(liku.MAX_SAVED + 20):
-            body = {"connection_data": issued[-1], "topic_id": "5", "conversation_id": f"c{i}"}
+        for i in range(liku.MAX_SAVED + 20):  # one chat per conversation: a save binds them
+            data = (await http.get("/init-websocket", params={"token": token, "topic_id": "5"})).text
+            body = {"connection_data": data, "topic_id": "5", "conversation_id": f"c{i}"}
             saved = await http.post("/save-transcript", json=body, headers=auth)
             assert saved.status_code == 200
         assert len(state.saved) == liku.MAX_SAVED
