@@ -25,7 +25,8 @@ The protocol as we read it:
 
 Decisions where the guide is silent:
 
-* Confirmation: after sending the connection data we wait ``confirm_wait`` (1 s) for a
+* Confirmation: after sending the connection data we wait ``confirm_wait_ms``
+  (1000 ms, ``LIKU_CONFIRM_WAIT_MS``) for a
   frame. Whatever comes is handled (a confirmation, the first audio, a close: 4000 is
   invalid data); silence counts as confirmed, since a server may say nothing until it
   hears audio.
@@ -283,7 +284,8 @@ class LikuUpstream(Client):
         self._attempts = int(config.get("reconnect_attempts", 5))
         self._delay = float(config.get("reconnect_delay", 0.5))
         self._max_delay = float(config.get("reconnect_max_delay", 8.0))
-        self._confirm_wait = float(config.get("confirm_wait") or CONFIRM_WAIT_S)
+        wait_ms = config.get("confirm_wait_ms")
+        self._confirm_wait = CONFIRM_WAIT_S if wait_ms is None else wait_ms / 1000
         self._partial = status_words(config.get("partial_statuses"), PARTIAL)
         self._cut_short = status_words(config.get("cut_short_statuses"), CUT_SHORT)
         self._http_timeout = float(config.get("http_timeout", 10.0))

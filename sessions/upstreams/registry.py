@@ -209,6 +209,11 @@ PROVIDERS: dict[str, Provider] = {
                 Var.secret("LIKU_TOKEN", "token"),
                 Var.flag("LIKU_LOGIN", "login"),  # users log in with their Liku account (auth_liku.py)
                 Var.number("LIKU_CHUNK_BYTES", "chunk_bytes", 4096, lo=2, hi=65536),
+                # Where the guide is silent (liku.py): how long silence after connection_data counts
+                # as confirmed, and the status words of partial and cut-short turns.
+                Var.number("LIKU_CONFIRM_WAIT_MS", "confirm_wait_ms", 1000, lo=0, hi=30000),
+                Var("LIKU_PARTIAL_STATUSES", "partial_statuses"),
+                Var("LIKU_CUT_SHORT_STATUSES", "cut_short_statuses"),
             ),
             configured_by=(("token",), ("email", "password"), ("login",)),
             options=(
