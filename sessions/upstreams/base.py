@@ -90,6 +90,12 @@ class Capabilities:
     barge_in_signal: bool = True
     # Has `async save_transcript() -> dict`, which the relay calls once after the call and records.
     saves_transcript: bool = False
+    # Media goes between the browser and the vendor over WebRTC (Flow over LiveKit, Retell web
+    # calls), not through us: `connect()` makes the call, `events()` yields a `Join` that the relay
+    # hands to the owner's page, `send_audio` is never called, and the vendor messages the page
+    # forwards (data-channel messages, SDK events) arrive through `forward()`. A client whose
+    # transport depends on its configuration sets `self.capabilities` in `__init__`.
+    direct_media: bool = False
 
     def as_dict(self) -> dict[str, bool]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -151,7 +157,18 @@ class Ended:
     reason: str
 
 
-Event = Transcript | Audio | Status | Interrupted | ToolCall | Error | Ended
+@dataclass(frozen=True)
+class Join:
+    """Direct media: what the owner's page needs to join the vendor's call, sent to it as `join`.
+    Short-lived credentials the server fetched with its own keys; never a provider key."""
+
+    transport: str  # "livekit" | "retell"
+    url: str  # the LiveKit server ("" for Retell, whose SDK knows its own)
+    token: str  # LiveKit room token, or Retell's web-call access token
+    call_id: str = ""
+
+
+Event = Transcript | Audio | Status | Interrupted | ToolCall | Error | Ended | Join
 
 
 @dataclass(frozen=True)
@@ -200,3 +217,6 @@ class Client:
         # The relay never calls this unless `capabilities.accepts_text`; a guard, not a path.
         message = "This provider does not take typed turns."
         raise UpstreamError(message, permanent=True, code="text_unsupported")
+
+    async def forward(self, message: dict) -> None:
+        """A vendor message the page forwarded (direct media only): parse it into `events()`."""
