@@ -234,12 +234,17 @@ PROVIDERS: dict[str, Provider] = {
             variables=(
                 Var.url("FLOW_URL", "url", WS + HTTP),
                 Var.secret("SPEECHMATICS_API_KEY"),
+                # websocket: relayed through us; livekit: the browser joins the vendor's room (direct media)
+                Var.choice("FLOW_TRANSPORT", "transport", ("websocket", "livekit")),
+                # Flow documents no close codes: "code=type" pairs over the Realtime API's table
+                Var("FLOW_CLOSE_CODES", "close_codes"),
                 Var.url("LIVEKIT_URL", "livekit_url", WS + HTTP),
                 Var.secret("LIVEKIT_API_KEY", "livekit_api_key"),
                 Var.secret("LIVEKIT_API_SECRET", "livekit_api_secret"),
             ),
             configured_by=(("api_key",),),
-            options=(Option("template_id"), Option("template_variables", "object"), Option("tools", "list")),
+            options=(Option("template_id", required=True), Option("template_variables", "object"),
+                     Option("tools", "list"), Option("quiet_tools", "names")),
             sandbox="playground.sandbox.flow",
         ),
         Provider(
