@@ -307,6 +307,7 @@ class Call:
         self.responding: float | None = None  # start_time of the reply in progress
         self.cut = False
         self.replies = 0
+        self.typed: list[str] = []  # AddInput texts the agent will echo as user turns
         self.closed = False
 
     async def run(self) -> None:
@@ -408,6 +409,7 @@ class Call:
             await self.warn("protocol_error", "AddInput needs a non-empty 'input' after ConversationStarted")
             return
         if message.get("immediate") or message.get("interrupt_response"):
+            self.typed.append(text.strip())  # no transcript of it: AddInput is not speech
             await self.agent.send_text(text)  # barges in on the reply in progress, answers at once
         else:
             self.agent.history.append({"role": "user", "content": text})  # context for the next request
@@ -458,6 +460,8 @@ class Call:
 
     async def _send_event(self, event) -> None:
         match event:
+            case Transcript(role="user", text=text, final=True) if text in self.typed:
+                self.typed.remove(text)
             case Transcript(role="user", text=text, final=final, start_ms=start, end_ms=end):
                 await self._user_transcript(text, final, start, end)
             case Transcript(role="agent", final=False, text=text):

@@ -1,0 +1,319 @@
+"""Speechmatics Flow: our client against its sandbox (and scripted Flow peers) over loopback, the
+sandbox's refusals against a plain `websockets` client, the LiveKit exchange, the whole product over
+a real Daphne, and the sandbox checked by the vendor's own JavaScript client under Node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+from asgiref.sync import sync_to_async
+from livekit.api import TokenVerifier
+
+from playground.engine.script import Script
+from playground.sandbox import flow as sandbox
+from sessions.models import Conversation, Topic
+from sessions.sandbox_scripts import topic_scripts
+from sessions.upstreams.base import (
+    Audio,
+    Ended,
+    Error,
+    Interrupted,
+    Join,
+    Session,
+    Status,
+    Transcript,
+    UpstreamError,
+)
+from sessions.upstreams.flow import (
+    Ack,
+    ConversationEnded,
+    Fatal,
+    FlowUpstream,
+    Malformed,
+    ToolInvoke,
+    close_codes,
+    endpoint,
+    livekit_endpoint,
+    parse_text,
+    start_message,
+)
+from tests.browser_double import BrowserPeer
+from tests.engine.speech import silence
+from tests.peers import EchoPeer, finish, serving, stream
+from tests.server import Call, call, free_port
+from tests.vendors.helpers import astored, start
+
+ROOT = Path(__file__).resolve().parents[2]
+FRAME = 640  # 20 ms at 16 kHz
+DEPLOYMENT = "flow-test-deployment-secret"
+KEY = sandbox.api_key(DEPLOYMENT)
+PEER_KEY = "sm-peer-key-77aa"
+TEMPLATE = "flow-test-host"
+LONG_GREETING = ("Hello and welcome. I am going to keep talking for quite a while, so that you have "
+                 "plenty of time to interrupt me whenever you like, at any moment at all.")  # fmt: skip
+
+
+# ---- fixtures and helpers ---------------------------------------------------------------------
+
+
+class Browser(BrowserPeer):
+    def texts(self) -> str:
+        return json.dumps(self.messages)
+
+
+def make_topic(slug="host", greeting="Hello, how can I help?", **flow) -> Topic:
+    options = {"flow": {"template_id": f"{TEMPLATE}-{slug}", **flow}}
+    return Topic.objects.create(title=f"Host {slug}", slug=slug, persona="You are a host.", greeting=greeting,
+                                phrases=["I would like to book a table", "what are your opening hours"],
+                                faq=[{"question": "opening hours", "answer": "We open at noon.",
+                                      "keywords": ["open", "hours", "opening"]}],
+                                provider_options=options)  # fmt: skip
+
+
+def make_conversation(topic=None, **fields) -> Conversation:
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.get_or_create(username="flow-tester")[0]
+    topic = topic or make_topic()
+    fields = {"voice": "default", "language": "en", "status": "connecting", **fields}
+    return Conversation.objects.create(user=user, provider="flow", topic=topic, **fields)
+
+
+def make_app(**variants):
+    return sandbox.make_app(DEPLOYMENT, scripts=topic_scripts, **variants)
+
+
+def client_config(base: str, **extra) -> dict:
+    return {**sandbox.client_config(base, DEPLOYMENT), **extra}
+
+
+def peer_config(peer, **extra) -> dict:
+    return {"url": peer.url, "api_key": PEER_KEY, **extra}
+
+
+def final(role):
+    def find(browser):
+        return [m for m in browser.of_type("transcript") if m["role"] == role and m["final"]]
+
+    return find
+
+
+def session(options: dict, config: dict) -> Session:
+    script = Script(slug="s", title="S", persona="You are a host.", greeting="Hello.")
+    return Session("c1", topic=script, voice="default", language="en", options=options, config=config)
+
+
+async def started(ws) -> dict:
+    """A scripted Flow peer's opening: read StartConversation, answer ConversationStarted."""
+    start_conversation = json.loads(await ws.recv())
+    await ws.send(json.dumps({"message": "ConversationStarted", "id": "conv-1", "asr_session_id": "a-1",
+                              "language_pack_info": {"word_delimiter": " "}}))  # fmt: skip
+    return start_conversation
+
+
+def jmsg(kind: str, **fields) -> str:
+    return json.dumps({"message": kind, **fields})
+
+
+def sandbox_ws(base: str, key: str = KEY, **kwargs):
+    headers = {"Authorization": f"Bearer {key}"}
+    return websockets.connect(client_config(base)["url"], additional_headers=headers, **kwargs)
+
+
+def start_body(template=f"{TEMPLATE}-host", **extra) -> dict:
+    return {"message": "StartConversation", "conversation_config": {"template_id": template,
+            "template_variables": {"timezone": "Europe/London"}}, **extra}  # fmt: skip
+
+
+async def until_message(ws, kind: str, timeout: float = 10) -> dict:
+    """Read (skipping audio and other messages) until a `kind` message; it is returned."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await ws.recv()
+            if isinstance(message, str) and json.loads(message)["message"] == kind:
+                return json.loads(message)
+
+
+# ---- pure parsing -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("message, expected", [
+    ({"message": "AudioAdded", "seq_no": 7}, [Ack(7)]),
+    ({"message": "AddPartialTranscript", "metadata": {"transcript": "<sb>Hello</sb> there",
+                                                      "start_time": 1.0, "end_time": 1.5}},
+     [Transcript("user", "Hello there", False, start_ms=1000, end_ms=1500)]),
+    ({"message": "AddTranscript", "metadata": {"transcript": "<sb>Hi.</sb>"}},
+     [Transcript("user", "Hi.", True)]),
+    ({"message": "AddTranscript", "metadata": {"transcript": "<sb></sb>"}}, []),
+    ({"message": "ResponseStarted", "content": "We open at noon.", "start_time": 2.0},
+     [Status("speaking"), Transcript("agent", "We open at noon.", False)]),
+    ({"message": "ResponseCompleted", "content": "We open at noon.", "start_time": 2.0, "end_time": 3.0},
+     [Transcript("agent", "We open at noon.", True), Status("listening")]),
+    ({"message": "ResponseInterrupted", "content": "We open", "start_time": 2.0, "end_time": 2.4},
+     [Interrupted(), Transcript("agent", "We open", True, interrupted=True), Status("listening")]),
+    ({"message": "ToolInvoke", "id": "t1", "type": "function",
+      "function": {"name": "current_time", "arguments": {}}}, [ToolInvoke("t1", "current_time", {})]),
+    ({"message": "Info", "type": "concurrent_session_usage", "reason": "2 of 3 sessions in use"},
+     [Error("flow.info", "Flow: 2 of 3 sessions in use (concurrent_session_usage)")]),
+    ({"message": "Warning", "type": "idle_timeout", "reason": "No audio"},
+     [Error("flow.warning", "Flow warning: No audio (idle_timeout)")]),
+    ({"message": "Error", "type": "quota_exceeded", "reason": "Too many sessions"},
+     [Fatal("quota_exceeded", "Too many sessions")]),
+    ({"message": "ConversationEnding"}, []),
+    ({"message": "ConversationEnded"}, [ConversationEnded()]),
+    ({"message": "Debug", "content": "llm said"}, []),
+])  # fmt: skip
+def test_flow_messages_to_events(message, expected):
+    assert parse_text(json.dumps(message)) == expected
+
+
+@pytest.mark.parametrize("text", ["not json", "[1]", jmsg("AudioAdded", seq_no="1"),
+                                  jmsg("AddTranscript", metadata={}), jmsg("ToolInvoke", function={})])
+def test_malformed_flow_messages_are_refused(text):
+    with pytest.raises(Malformed):
+        parse_text(text)
+
+
+def test_urls_start_message_and_close_code_setting():
+    assert endpoint("") == "wss://flow.api.speechmatics.com/v1/flow"
+    assert endpoint("https://flow.example.test") == "wss://flow.example.test/v1/flow"
+    assert livekit_endpoint("") == "https://flow.api.speechmatics.com/v1/flow/livekit"
+    assert livekit_endpoint("ws://127.0.0.1:9/sandbox/flow/v1/flow") == "http://127.0.0.1:9/sandbox/flow/v1/flow/livekit"
+    options = {"template_id": "t1", "template_variables": {"persona": "Sofia"}, "tools": ["current_time"]}
+    message = start_message(session(options, {}), "Europe/Paris")
+    assert message["conversation_config"] == {"template_id": "t1",
+                                              "template_variables": {"timezone": "Europe/Paris", "persona": "Sofia"}}
+    assert message["audio_format"] == {"type": "raw", "encoding": "pcm_s16le", "sample_rate": 16000}
+    assert message["tools"][0]["function"]["name"] == "current_time"
+    assert "audio_format" not in start_message(session(options, {}), "UTC", audio=False)
+    assert close_codes("4001=bad_key, 4999=custom")[4999] == "custom"
+    assert close_codes("")[1008] == "policy_violation"  # the Realtime API's table by default
+
+
+# ---- the client against its sandbox ------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_a_spoken_call_gets_audio_transcripts_and_acks_both_ways(speech):
+    """Greeting, a spoken question, the FAQ answer; every frame acknowledged, both ways."""
+    conversation = await sync_to_async(make_conversation)()
+    box = make_app()
+    async with serving(box) as base:
+        relay, browser, task = start(conversation, FlowUpstream, client_config(base), browser=Browser())
+        await browser.message("ready", timeout=20)
+        greeting = (await browser.wait_for(final("agent"), timeout=15))[0]
+        assert greeting["text"] == "Hello, how can I help?"
+        await stream(relay, silence(300) + speech.pcm("what are your opening hours") + silence(1000))
+        user = (await browser.wait_for(final("user"), timeout=10))[0]
+        assert "opening hours" in user["text"]
+        answer = (await browser.wait_for(lambda b: final("agent")(b)[1:], timeout=10))[0]
+        assert answer["text"] == "We open at noon."
+        flow_call = next(iter(box.state.calls))
+        client = relay.upstream
+        assert client._sent == flow_call.frames_in and client._acked == client._sent  # AudioAdded for each
+        assert 0 < client._received == flow_call.frames_out and flow_call.acked_out == flow_call.frames_out
+        assert len(browser.audio) > 50
+        await finish(relay, task)
+    assert not box.state.calls  # the sandbox released the call: AudioEnded matched, ConversationEnded came
+    assert not browser.of_type("error"), browser.of_type("error")
+    turns = await astored(conversation)
+    assert turns == [("agent", "Hello, how can I help?", True, False), ("user", user["text"], True, False),
+                     ("agent", "We open at noon.", True, False)]  # fmt: skip
+    stored = await Conversation.objects.aget(id=conversation.id)
+    assert stored.status == "ended" and KEY not in browser.texts()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_a_typed_turn_is_add_input_and_runs_a_tool_whose_result_is_spoken():
+    topic = await sync_to_async(make_topic)(tools=["check_availability", "current_time"])
+    conversation = await sync_to_async(make_conversation)(topic=topic)
+    async with serving(make_app()) as base:
+        relay, browser, task = start(conversation, FlowUpstream, client_config(base), browser=Browser())
+        await browser.wait_for(final("agent"), timeout=20)
+        await relay.feed_text("what time is it")
+        tool = await browser.message("tool_call", timeout=10)
+        answer = (await browser.wait_for(lambda b: final("agent")(b)[1:], timeout=10))[0]
+        await finish(relay, task)
+    assert tool["name"] == "current_time" and re.fullmatch(r"\d\d:\d\d", tool["result"]["time"])
+    assert answer["text"].startswith("It is ")
+    turns = await astored(conversation, ("role", "text"))
+    assert turns[1:] == [("user", "what time is it"), ("tool", "current_time"), ("agent", answer["text"])]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_a_quiet_tool_answers_no_response_required_and_the_agent_stays_silent():
+    topic = await sync_to_async(make_topic)(tools=["current_time"], quiet_tools=["current_time"])
+    conversation = await sync_to_async(make_conversation)(topic=topic)
+    async with serving(make_app()) as base:
+        relay, browser, task = start(conversation, FlowUpstream, client_config(base), browser=Browser())
+        await browser.wait_for(final("agent"), timeout=20)
+        await relay.feed_text("what time is it")
+        await browser.message("tool_call", timeout=10)
+        await asyncio.sleep(1.5)
+        await finish(relay, task)
+    assert [t[0] for t in await astored(conversation, ("role",))] == ["agent", "user", "tool"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_the_client_stops_at_512_unacknowledged_frames():
+    """A sandbox that withholds AudioAdded: the client sends 512 frames, then waits."""
+    topic = await sync_to_async(make_topic)()
+    options = topic.options_for("flow")
+    box = make_app(acks=False)
+    async with serving(box) as base:
+        client = FlowUpstream(session(options, client_config(base, ack_timeout=2)))
+        await client.connect()
+        sending = asyncio.create_task(_send_frames(client, 600))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(sending), 1.0)
+        assert not sending.done() and client._sent == 512
+        assert next(iter(box.state.calls)).frames_in == 512  # what the service got: no more
+        with pytest.raises(UpstreamError) as stalled:
+            await sending
+        assert stalled.value.code == "flow.stalled" and client._sent == 512
+        await client.close()
+
+
+async def _send_frames(client, count: int) -> None:
+    for _ in range(count):
+        await client.send_audio(bytes(FRAME))
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_barge_in_is_response_interrupted_clears_and_stores_the_spoken_part(speech):
+    talker = await sync_to_async(make_topic)(slug="talker", greeting=LONG_GREETING)
+    conversation = await sync_to_async(make_conversation)(topic=talker)
+    async with serving(make_app()) as base:
+        relay, browser, task = start(conversation, FlowUpstream, client_config(base), browser=Browser())
+        await browser.message("status", state="speaking", timeout=20)
+        await browser.wait_for(lambda b: len(b.audio) > 25)
+        spoken = asyncio.create_task(stream(relay, speech.pcm("Sorry, could you repeat that please")
+                                            + silence(1000)))  # fmt: skip
+        began = time.monotonic()
+        await browser.message("clear", timeout=3)
+        assert time.monotonic() - began < 1.5
+        await spoken
+        cut = (await browser.wait_for(final("agent"), timeout=5))[0]
+        await finish(relay, task)
+    assert cut["interrupted"] and LONG_GREETING.startswith(cut["text"]) and cut["text"] != LONG_GREETING
+    turns = await astored(conversation)
+    assert turns[0] == ("agent", cut["text"], True, True)
