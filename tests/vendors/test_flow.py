@@ -317,3 +317,180 @@ async def test_barge_in_is_response_interrupted_clears_and_stores_the_spoken_par
     assert cut["interrupted"] and LONG_GREETING.startswith(cut["text"]) and cut["text"] != LONG_GREETING
     turns = await astored(conversation)
     assert turns[0] == ("agent", cut["text"], True, True)
+
+
+# ---- the client against scripted Flow peers ------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_info_and_warning_are_shown_and_the_call_goes_on():
+    conversation = await sync_to_async(make_conversation)()
+
+    async def script(peer, ws):
+        peer.received.append(await started(ws))
+        await ws.send(jmsg("Info", type="concurrent_session_usage", reason="2 of 3 sessions in use"))
+        await ws.send(jmsg("Warning", type="high_llm_latency", reason=f"slow LLM, key {PEER_KEY}"))
+        await ws.send("not json")
+        await ws.send(jmsg("AddTranscript", metadata={"transcript": "<sb>still here</sb>"}))
+        await ws.wait_closed()
+
+    async with EchoPeer(script) as peer:
+        relay, browser, task = start(conversation, FlowUpstream, peer_config(peer), browser=Browser())
+        await browser.wait_for(final("user"))
+        assert not task.done()
+        await finish(relay, task)
+    errors = [(e["code"], e["message"], e["fatal"]) for e in browser.of_type("error")]
+    assert errors[:2] == [("flow.info", "Flow: 2 of 3 sessions in use (concurrent_session_usage)", False),
+                          ("flow.warning", "Flow warning: slow LLM, key *** (high_llm_latency)", False)]
+    assert errors[2][0] == "flow.malformed" and not errors[2][2]
+    start_conversation = peer.received[0]
+    assert start_conversation["message"] == "StartConversation"
+    assert start_conversation["conversation_config"]["template_id"] == f"{TEMPLATE}-host"
+    assert "timezone" in start_conversation["conversation_config"]["template_variables"]
+    assert await astored(conversation) == [("user", "still here", True, False)]
+    assert (await Conversation.objects.aget(id=conversation.id)).status == "ended"
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("not_authorised", "Speechmatics refused the API key; check SPEECHMATICS_API_KEY"),
+    ("quota_exceeded", "The Speechmatics account has no quota left"),
+    ("idle_timeout", "Flow ended the conversation after a long silence"),
+    ("something_new", "Flow ended the conversation (something_new)"),
+])  # fmt: skip
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_an_error_message_ends_the_call_with_a_worded_reason(kind, words):
+    conversation = await sync_to_async(make_conversation)()
+
+    async def script(peer, ws):
+        await started(ws)
+        await ws.send(jmsg("AddTranscript", metadata={"transcript": "hello"}))
+        await asyncio.sleep(0.2)
+        await ws.send(jmsg("Error", type=kind, reason="as the service says"))
+        await ws.close(4005 if kind == "quota_exceeded" else 1011)
+
+    async with EchoPeer(script) as peer:
+        _relay, browser, task = start(conversation, FlowUpstream, peer_config(peer), browser=Browser())
+        await asyncio.wait_for(task, 5)
+    error = browser.of_type("error")[-1]
+    assert error["fatal"] and error["code"] == f"flow.{kind}"
+    assert error["message"].startswith(words) and error["message"].endswith(": as the service says")
+    assert await astored(conversation) == [("user", "hello", True, False)]
+    assert (await Conversation.objects.aget(id=conversation.id)).status == "failed"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_an_error_before_conversation_started_fails_the_connect():
+    conversation = await sync_to_async(make_conversation)()
+
+    async def script(peer, ws):
+        await ws.recv()
+        await ws.send(jmsg("Error", type="config_error", reason="Unknown template_id"))
+        await ws.close(1003)
+
+    async with EchoPeer(script) as peer:
+        _relay, browser, task = start(conversation, FlowUpstream, peer_config(peer), browser=Browser())
+        await asyncio.wait_for(task, 5)
+    error = browser.of_type("error")[-1]
+    assert error["code"] == "flow.config_error" and "Unknown template_id" in error["message"]
+    assert not browser.of_type("ready")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_a_socket_closed_without_an_error_is_worded_from_the_close_code_setting():
+    conversation = await sync_to_async(make_conversation)()
+
+    async def script(peer, ws):
+        await started(ws)
+        await asyncio.sleep(0.2)
+        await ws.close(4999, "maintenance")
+
+    async with EchoPeer(script) as peer:
+        config = peer_config(peer, close_codes="4999=service_maintenance")
+        _relay, browser, task = start(conversation, FlowUpstream, config, browser=Browser())
+        await asyncio.wait_for(task, 5)
+    error = browser.of_type("error")[-1]
+    assert error["code"] == "flow.service_maintenance"
+    assert error["message"] == ("Flow closed the connection during the conversation "
+                                "(code 4999 service_maintenance: maintenance).")  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_no_audio_before_conversation_started_and_the_agent_can_end_the_call():
+    conversation = await sync_to_async(make_conversation)()
+
+    async def script(peer, ws):
+        await ws.recv()
+        with contextlib.suppress(TimeoutError):  # nothing may come before ConversationStarted
+            peer.received.append(("early", await asyncio.wait_for(ws.recv(), 0.5)))
+        await ws.send(jmsg("ConversationStarted", id="conv-1"))
+        async with asyncio.timeout(5):
+            while not isinstance(await ws.recv(), bytes):
+                pass
+        await ws.send(jmsg("AudioAdded", seq_no=1))
+        await ws.send(jmsg("ResponseStarted", content="Goodbye then.", start_time=1.0))
+        await ws.send(bytes(1280))
+        await ws.send(jmsg("ConversationEnding"))
+        await ws.send(jmsg("ResponseCompleted", content="Goodbye then.", start_time=1.0, end_time=1.1))
+        await ws.send(jmsg("ConversationEnded"))
+        async with asyncio.timeout(2):
+            async for message in ws:
+                peer.received.append(message)
+
+    async with EchoPeer(script) as peer:
+        relay, browser, task = start(conversation, FlowUpstream, peer_config(peer), browser=Browser())
+        await browser.message("ready", timeout=5)
+        await relay.feed_audio(bytes(FRAME) * 3)
+        await asyncio.wait_for(task, 5)
+    assert browser.of_type("ended")[0]["reason"] == "the agent ended the conversation"
+    assert not [m for m in peer.received if isinstance(m, tuple)]  # nothing before ConversationStarted
+    acks = [json.loads(m) for m in peer.received if isinstance(m, str)]
+    assert {"message": "AudioReceived", "seq_no": 1, "buffering": 0.01} in acks
+    assert not [m for m in acks if m["message"] == "AudioEnded"]  # the agent ended it, not us
+    assert await astored(conversation) == [("agent", "Goodbye then.", True, False)]
+    assert (await Conversation.objects.aget(id=conversation.id)).status == "ended"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_stop_sends_audio_ended_with_the_frames_sent_and_waits_for_conversation_ended():
+    conversation = await sync_to_async(make_conversation)()
+
+    async def script(peer, ws):
+        await started(ws)
+        async for message in ws:
+            peer.received.append(message)
+            if isinstance(message, str) and json.loads(message)["message"] == "AudioEnded":
+                await asyncio.sleep(0.5)  # the service finishes its work first
+                await ws.send(jmsg("AddTranscript", metadata={"transcript": "last words"}))
+                await ws.send(jmsg("ConversationEnded"))
+                await ws.close()
+
+    async with EchoPeer(script) as peer:
+        relay, browser, task = start(conversation, FlowUpstream, peer_config(peer), browser=Browser())
+        await browser.message("ready", timeout=5)
+        for _ in range(5):
+            await relay.feed_audio(bytes(FRAME))
+        await browser.wait_for(lambda b: sum(isinstance(m, bytes) for m in peer.received) == 5)
+        await finish(relay, task)
+    ended = json.loads(peer.received[-1])
+    assert ended == {"message": "AudioEnded", "last_seq_no": 5}
+    assert await astored(conversation) == [("user", "last words", True, False)]  # said after the stop
+    assert browser.of_type("ended")[0]["reason"] == "test over"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_a_wrong_key_is_a_401_at_the_upgrade_and_a_clear_error_without_the_key():
+    conversation = await sync_to_async(make_conversation)()
+    async with serving(make_app()) as base:
+        wrong = client_config(base, api_key=PEER_KEY)
+        _relay, browser, task = start(conversation, FlowUpstream, wrong, browser=Browser())
+        await asyncio.wait_for(task, 10)
+    error = browser.of_type("error")[0]
+    assert error["fatal"] and error["code"] == "flow.not_authorised"
+    assert "refused the API key (HTTP 401)" in error["message"] and PEER_KEY not in browser.texts()
