@@ -494,3 +494,124 @@ async def test_a_wrong_key_is_a_401_at_the_upgrade_and_a_clear_error_without_the
     error = browser.of_type("error")[0]
     assert error["fatal"] and error["code"] == "flow.not_authorised"
     assert "refused the API key (HTTP 401)" in error["message"] and PEER_KEY not in browser.texts()
+
+
+# ---- the strict sandbox against a plain websockets client ----------------------------------------
+
+
+async def refused(ws, kind: str) -> tuple[str, int]:
+    """The sandbox's Error of `kind` and the close code that follows it: (reason, code)."""
+    error = await until_message(ws, "Error")
+    assert error["type"] == kind, error
+    with pytest.raises(websockets.ConnectionClosed):
+        async with asyncio.timeout(5):
+            while True:
+                await ws.recv()
+    return error["reason"], ws.close_code
+
+
+async def test_sandbox_refuses_a_bad_bearer_with_401_at_the_upgrade():
+    async with serving(make_app()) as base:
+        for key in ("wrong", ""):
+            with pytest.raises(websockets.InvalidStatus) as denied:
+                async with sandbox_ws(base, key=key):
+                    pass
+            assert denied.value.response.status_code == 401
+        async with websockets.connect(f"{client_config(base)['url']}?jwt={KEY}") as ws:  # the JS client's way
+            await ws.send(json.dumps(start_body(template="default")))
+            assert (await until_message(ws, "ConversationStarted"))["id"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+@pytest.mark.parametrize("opening, kind, words", [
+    ([jmsg("AudioEnded", last_seq_no=0)], "protocol_error", "must be StartConversation"),
+    ([bytes(FRAME)], "protocol_error", "before ConversationStarted"),
+    (["not json"], "protocol_error", "JSON objects"),
+    ([json.dumps(start_body()), bytes(FRAME)], "protocol_error", "before ConversationStarted"),
+    ([json.dumps({"message": "StartConversation", "conversation_config": {}})], "config_error",
+     "template_id is required"),
+    ([json.dumps(start_body(template="flow-nobody"))], "config_error", "Unknown template_id 'flow-nobody'"),
+    ([json.dumps(start_body(audio_format={"type": "raw", "encoding": "mulaw", "sample_rate": 8000}))],
+     "config_error", "raw PCM"),
+    ([json.dumps(start_body(tools=[{"type": "function", "function": {"name": "x", "strict": True}}]))],
+     "config_error", "unknown field"),
+])  # fmt: skip
+async def test_sandbox_refuses_order_and_configuration_violations(opening, kind, words):
+    await sync_to_async(make_topic)()
+    async with serving(make_app(close_codes={"config_error": 4002})) as base, sandbox_ws(base) as ws:
+        for message in opening:
+            await ws.send(message)
+        reason, code = await refused(ws, kind)
+    assert words in reason and code == (4002 if kind == "config_error" else 1003)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_sandbox_counts_acks_checks_audio_received_last_seq_no_and_a_second_start():
+    await sync_to_async(make_topic)()
+    async with serving(make_app()) as base:
+        async with sandbox_ws(base) as ws:
+            await ws.send(json.dumps(start_body()))
+            await until_message(ws, "ConversationStarted")
+            for _ in range(3):
+                await ws.send(bytes(FRAME))
+            acks = [(await until_message(ws, "AudioAdded"))["seq_no"] for _ in range(3)]
+            assert acks == [1, 2, 3]
+            response = await until_message(ws, "ResponseStarted")  # the greeting: text before audio
+            assert response["content"] == "Hello, how can I help?"
+            assert isinstance(await ws.recv(), bytes)
+            await ws.send(jmsg("AudioReceived", seq_no=1, buffering=0.01))
+            await ws.send(jmsg("AudioReceived", seq_no=10_000, buffering=0.01))
+            reason, code = await refused(ws, "protocol_error")
+            assert "AudioReceived seq_no 10000" in reason and code == 1003
+        async with sandbox_ws(base) as ws:
+            await ws.send(json.dumps(start_body()))
+            await until_message(ws, "ConversationStarted")
+            await ws.send(bytes(FRAME))
+            await ws.send(jmsg("AudioEnded", last_seq_no=2))
+            reason, _ = await refused(ws, "protocol_error")
+            assert "last_seq_no 2, but 1" in reason
+        async with sandbox_ws(base) as ws:
+            await ws.send(json.dumps(start_body()))
+            await until_message(ws, "ConversationStarted")
+            await ws.send(json.dumps(start_body()))
+            reason, _ = await refused(ws, "protocol_error")
+            assert "only once" in reason
+        async with sandbox_ws(base) as ws:
+            await ws.send(json.dumps(start_body()))
+            await until_message(ws, "ConversationStarted")
+            await ws.send(bytes(FRAME))
+            await ws.send(jmsg("AudioEnded", last_seq_no=1))
+            await until_message(ws, "ConversationEnded")
+            with pytest.raises(websockets.ConnectionClosedOK):
+                await ws.recv()
+            assert ws.close_code == 1000
+
+
+@pytest.mark.slow
+async def test_sandbox_paces_agent_audio_at_real_time():
+    async with serving(make_app()) as base, sandbox_ws(base) as ws:
+        await ws.send(json.dumps(start_body(template="default")))
+        await until_message(ws, "ConversationStarted")
+        await until_message(ws, "ResponseStarted")
+        began, audio = time.monotonic(), 0
+        async with asyncio.timeout(10):
+            while True:
+                message = await ws.recv()
+                if isinstance(message, bytes):
+                    audio += len(message)
+                elif json.loads(message)["message"] == "ResponseCompleted":
+                    break
+        seconds = audio / 32000
+        assert seconds > 1 and time.monotonic() - began > seconds - 0.4  # no faster than it plays
+
+
+async def test_sandbox_warns_then_errors_then_closes_an_idle_conversation():
+    async with serving(make_app(idle_timeout=0.6, idle_grace=0.6, close_codes={"idle_timeout": 4008})) as base:
+        async with sandbox_ws(base) as ws:
+            await ws.send(json.dumps(start_body(template="default")))
+            warning = await until_message(ws, "Warning", timeout=5)
+            assert warning["type"] == "idle_timeout"
+            reason, code = await refused(ws, "idle_timeout")
+    assert code == 4008 and "idle" in reason
