@@ -615,3 +615,111 @@ async def test_sandbox_warns_then_errors_then_closes_an_idle_conversation():
             assert warning["type"] == "idle_timeout"
             reason, code = await refused(ws, "idle_timeout")
     assert code == 4008 and "idle" in reason
+
+
+# ---- Flow over LiveKit: the exchange, and forwarded data-channel messages -------------------------
+
+
+async def post_livekit(base: str, body, key: str | None = KEY) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx.AsyncClient() as http:
+        return await http.post(f"{base}/v1/flow/livekit", json=body, headers=headers)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_sandbox_livekit_endpoint_refuses_and_mints_a_one_room_token():
+    await sync_to_async(make_topic)()
+    box = make_app(token_ttl=120)
+    async with serving(box) as base:
+        assert (await post_livekit(base, start_body(), key=None)).status_code == 401
+        assert (await post_livekit(base, start_body(), key="wrong")).status_code == 401
+        assert (await post_livekit(base, ["not", "an", "object"])).status_code == 400
+        assert (await post_livekit(base, {"message": "StartConversation", "conversation_config": {}})).status_code == 400
+        assert (await post_livekit(base, start_body(template="flow-nobody"))).status_code == 400
+        with_format = start_body(audio_format={"type": "raw", "encoding": "pcm_s16le", "sample_rate": 16000})
+        assert (await post_livekit(base, with_format)).status_code == 400  # LiveKit controls the format
+        answer = await post_livekit(base, start_body())
+    assert answer.status_code == 200
+    body = answer.json()
+    assert set(body) == {"url", "token", "id"} and body["url"] == "ws://127.0.0.1:7880"
+    claims = TokenVerifier(*sandbox.livekit_credentials(DEPLOYMENT)).verify(body["token"])
+    (ident, room, template), = box.state.rooms
+    assert ident == body["id"] and template == f"{TEMPLATE}-host"
+    grants = claims.video
+    assert grants.room == room and grants.room_join and grants.can_publish and grants.can_subscribe
+    assert grants.can_publish_data and not grants.room_admin and not grants.room_create
+    import jwt
+
+    expiry = jwt.decode(body["token"], options={"verify_signature": False})["exp"]
+    assert 0 < expiry - time.time() <= 121  # short-lived
+    with pytest.raises(Exception):  # signed with this deployment's LiveKit secret only
+        TokenVerifier(*sandbox.livekit_credentials("another-deployment")).verify(body["token"])
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_the_livekit_transport_joins_with_the_token_and_parses_forwarded_messages():
+    topic = await sync_to_async(make_topic)()
+    options = topic.options_for("flow")
+    box = make_app()
+    async with serving(box) as base:
+        client = FlowUpstream(session(options, client_config(base, transport="livekit")))
+        assert client.capabilities.direct_media and not client.capabilities.accepts_text
+        assert not FlowUpstream.capabilities.direct_media  # the class (the WebSocket transport) is unchanged
+        await client.connect()
+        events = client.events()
+        join = await anext(events)
+    assert isinstance(join, Join) and join.transport == "livekit" and join.url == "ws://127.0.0.1:7880"
+    assert join.call_id == box.state.rooms[0][0]
+    claims = TokenVerifier(*sandbox.livekit_credentials(DEPLOYMENT)).verify(join.token)
+    assert claims.video.room == box.state.rooms[0][1]
+    assert KEY not in json.dumps(join.__dict__)  # the provider key never goes to the page
+    await client.forward({"message": "AddTranscript", "metadata": {"transcript": "<sb>hello</sb>"}})
+    await client.forward(jmsg("ResponseStarted", content="Hi there."))
+    await client.forward({"message": "ResponseInterrupted", "content": "Hi"})
+    await client.forward({"message": "ConversationEnded"})
+    got = [await anext(events) for _ in range(7)]
+    assert got == [Transcript("user", "hello", True), Status("speaking"), Transcript("agent", "Hi there.", False),
+                   Interrupted(), Transcript("agent", "Hi", True, interrupted=True), Status("listening"),
+                   Ended("the agent ended the conversation")]  # fmt: skip
+    await client.close()
+    assert [e async for e in events] == []
+
+
+async def test_a_refused_livekit_exchange_is_a_clear_error():
+    async with serving(make_app()) as base:
+        options = {"template_id": "flow-nobody"}
+        client = FlowUpstream(session(options, client_config(base, transport="livekit")))
+        with pytest.raises(UpstreamError) as refused_:
+            await client.connect()
+        assert refused_.value.code == "flow.livekit" and "HTTP 400" in refused_.value.message
+        assert "Unknown template_id" in refused_.value.message
+        wrong = FlowUpstream(session(options, client_config(base, transport="livekit", api_key="nope")))
+        with pytest.raises(UpstreamError) as denied:
+            await wrong.connect()
+        assert denied.value.code == "flow.not_authorised" and "nope" not in denied.value.message
+
+
+async def test_the_session_id_spelling_of_the_livekit_answer_is_accepted():
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    seen = {}
+
+    async def livekit(request):
+        seen.update(headers=dict(request.headers), body=await request.json())
+        return JSONResponse({"url": "wss://x.livekit.test", "token": "jwt-1", "session_id": "s-9"})
+
+    app = Starlette(routes=[Route("/v1/flow/livekit", livekit, methods=["POST"])])
+    async with serving(app) as base:
+        client = FlowUpstream(session({"template_id": "t1"}, {"url": base, "api_key": PEER_KEY,
+                                                              "transport": "livekit"}))  # fmt: skip
+        await client.connect()
+        join = await anext(client.events())
+        await client.close()
+    assert join == Join("livekit", "wss://x.livekit.test", "jwt-1", call_id="s-9")
+    assert seen["headers"]["authorization"] == f"Bearer {PEER_KEY}"
+    assert seen["headers"]["content-type"] == "application/json"
+    assert "audio_format" not in seen["body"] and seen["body"]["conversation_config"]["template_id"] == "t1"
