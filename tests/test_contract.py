@@ -80,6 +80,7 @@ DECLARED = {
     "lokutor": Capabilities(accepts_text=False, user_transcripts=True, barge_in_signal=True),
     "aivoco": Capabilities(accepts_text=False, user_transcripts=False, barge_in_signal=False),
     "echo": Capabilities(accepts_text=True, user_transcripts=True, barge_in_signal=True),
+    "flow": Capabilities(accepts_text=True, user_transcripts=True, barge_in_signal=True),
 }
 
 
@@ -96,8 +97,9 @@ def test_every_client_declares_its_capabilities_on_its_class(key):
 def test_the_defaults_are_documented_and_an_unbuilt_client_gets_them():
     assert DEFAULT_CAPABILITIES.as_dict() == {
         "accepts_text": False, "user_transcripts": True, "barge_in_signal": True, "saves_transcript": False,
+        "direct_media": False,
     }  # fmt: skip
-    assert registry.capabilities("flow") == DEFAULT_CAPABILITIES  # listed, client not built yet
+    assert registry.capabilities("retell") == DEFAULT_CAPABILITIES  # listed, client not built yet
     assert not hasattr(registry, "ACCEPTS_TEXT")
 
 

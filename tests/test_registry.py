@@ -97,7 +97,9 @@ def test_settings_read_the_entries_variables(settings):
         ("aivoco", {"url": "https://aivoco.example.test"}, "sandbox"),  # a URL is not a credential
         ("echo", {}, "unavailable"),  # no sandbox: hidden from the pick page
         ("echo", {"url": "ws://127.0.0.1:9"}, "real"),
-        ("flow", {"api_key": "k"}, "unavailable"),  # its client is not built yet
+        ("retell", {"api_key": "k"}, "unavailable"),  # its client is not built yet
+        ("flow", {}, "sandbox"),
+        ("flow", {"api_key": "k"}, "real"),
         ("local", {}, "offline"),
     ],
 )
@@ -115,8 +117,8 @@ def test_the_sandbox_mode_names_every_way_to_configure_the_real_service():
         "runs against its sandbox; set LIKU_TOKEN, or LIKU_EMAIL and LIKU_PASSWORD, or LIKU_LOGIN=1 "
         "for the real service"
     )
-    unbuilt = "its client is not built yet (it will be configured by SPEECHMATICS_API_KEY)"
-    assert registry.mode("flow")[1] == unbuilt
+    unbuilt = "its client is not built yet (it will be configured by RETELL_API_KEY)"
+    assert registry.mode("retell")[1] == unbuilt
 
 
 @pytest.mark.parametrize(
