@@ -723,3 +723,49 @@ async def test_the_session_id_spelling_of_the_livekit_answer_is_accepted():
     assert seen["headers"]["authorization"] == f"Bearer {PEER_KEY}"
     assert seen["headers"]["content-type"] == "application/json"
     assert "audio_format" not in seen["body"] and seen["body"]["conversation_config"]["template_id"] == "t1"
+
+
+# ---- the product over a real Daphne, the sandbox mounted in it ----------------------------------
+
+
+async def talk_over_daphne(server, ws_path: str, pcm: bytes) -> tuple[list[dict], int]:
+    async with call(server, ws_path) as c:
+        await c.until(lambda c: c.finals("agent"), 30)
+        await c.say(silence(300) + pcm + silence(1200))
+        await c.until(Call.answered, 20)
+        await c.stop()
+    return c.seen, c.audio
+
+
+def server_key(server) -> str:
+    code = "from django.conf import settings; from playground.sandbox import flow; " \
+           "print(flow.api_key(settings.SECRET_KEY))"  # fmt: skip
+    return server.manage("shell", "-c", code).strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_over_daphne_a_spoken_flow_call_with_a_tool_works_and_is_stored(server, speech):
+    client = server.client()
+    pick = client.get("/talk/").text
+    key = server_key(server)
+    assert "Speechmatics Flow" in pick and key not in pick
+    topic = re.search(r'<option value="(\d+)"[^>]*>Restaurant booking', pick).group(1)
+    form = {"provider": "flow", "topic": topic, "voice": "default", "language": "en"}
+    picked = client.post("/talk/", data=form, headers={"X-CSRFToken": client.cookies["csrftoken"]})
+    assert picked.status_code == 302, picked.text
+    talk_page = client.get(picked.headers["location"]).text
+    assert key not in talk_page
+    ws_path = re.search(r"/ws/conversations/[0-9a-f-]+/", talk_page).group(0)
+    seen, audio = asyncio.run(talk_over_daphne(server, ws_path, speech.pcm("I would like to book a table for two")))
+    transcripts = [m for m in seen if m["type"] == "transcript" and m["final"]]
+    assert transcripts[0]["text"].startswith("Hello, this is Bella Vista")  # found by its template id
+    user = next(m for m in transcripts if m["role"] == "user")
+    assert "book a table" in user["text"]
+    tool = next(m for m in seen if m["type"] == "tool_call")  # the demo topic's Flow tools
+    assert tool["name"] == "check_availability" and tool["arguments"]["party_size"] == 2
+    assert audio > 24000 * 2 * 2
+    assert not [m for m in seen if m["type"] == "error"], seen
+    assert seen[-1] == {"type": "ended", "reason": "stopped by the user"}
+    assert key not in json.dumps(seen)
+    page = client.get(f"/history/{ws_path.split('/')[-2]}/").text
+    assert user["text"] in page and "check_availability" in page
