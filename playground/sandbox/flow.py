@@ -61,7 +61,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from playground.engine.agent import Agent
 from playground.engine.events import Audio, Failure, Interrupted, Transcript
@@ -323,6 +323,8 @@ class Call:
                 elif message.get("text") is not None:
                     await self.on_text(message["text"])
         except Violation:
+            pass
+        except (WebSocketDisconnect, RuntimeError):  # the client left while we answered (after AudioEnded)
             pass
         finally:
             await self.shutdown()

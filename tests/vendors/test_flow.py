@@ -26,7 +26,6 @@ from playground.sandbox import flow as sandbox
 from sessions.models import Conversation, Topic
 from sessions.sandbox_scripts import topic_scripts
 from sessions.upstreams.base import (
-    Audio,
     Ended,
     Error,
     Interrupted,
@@ -193,8 +192,8 @@ def test_urls_start_message_and_close_code_setting():
     assert livekit_endpoint("ws://127.0.0.1:9/sandbox/flow/v1/flow") == "http://127.0.0.1:9/sandbox/flow/v1/flow/livekit"
     options = {"template_id": "t1", "template_variables": {"persona": "Sofia"}, "tools": ["current_time"]}
     message = start_message(session(options, {}), "Europe/Paris")
-    assert message["conversation_config"] == {"template_id": "t1",
-                                              "template_variables": {"timezone": "Europe/Paris", "persona": "Sofia"}}
+    variables = {"timezone": "Europe/Paris", "persona": "Sofia"}
+    assert message["conversation_config"] == {"template_id": "t1", "template_variables": variables}
     assert message["audio_format"] == {"type": "raw", "encoding": "pcm_s16le", "sample_rate": 16000}
     assert message["tools"][0]["function"]["name"] == "current_time"
     assert "audio_format" not in start_message(session(options, {}), "UTC", audio=False)
@@ -608,7 +607,8 @@ async def test_sandbox_paces_agent_audio_at_real_time():
 
 
 async def test_sandbox_warns_then_errors_then_closes_an_idle_conversation():
-    async with serving(make_app(idle_timeout=0.6, idle_grace=0.6, close_codes={"idle_timeout": 4008})) as base:
+    idle = make_app(idle_timeout=0.6, idle_grace=0.6, close_codes={"idle_timeout": 4008})
+    async with serving(idle) as base:
         async with sandbox_ws(base) as ws:
             await ws.send(json.dumps(start_body(template="default")))
             warning = await until_message(ws, "Warning", timeout=5)
@@ -635,7 +635,8 @@ async def test_sandbox_livekit_endpoint_refuses_and_mints_a_one_room_token():
         assert (await post_livekit(base, start_body(), key=None)).status_code == 401
         assert (await post_livekit(base, start_body(), key="wrong")).status_code == 401
         assert (await post_livekit(base, ["not", "an", "object"])).status_code == 400
-        assert (await post_livekit(base, {"message": "StartConversation", "conversation_config": {}})).status_code == 400
+        no_template = {"message": "StartConversation", "conversation_config": {}}
+        assert (await post_livekit(base, no_template)).status_code == 400
         assert (await post_livekit(base, start_body(template="flow-nobody"))).status_code == 400
         with_format = start_body(audio_format={"type": "raw", "encoding": "pcm_s16le", "sample_rate": 16000})
         assert (await post_livekit(base, with_format)).status_code == 400  # LiveKit controls the format
@@ -653,7 +654,7 @@ async def test_sandbox_livekit_endpoint_refuses_and_mints_a_one_room_token():
 
     expiry = jwt.decode(body["token"], options={"verify_signature": False})["exp"]
     assert 0 < expiry - time.time() <= 121  # short-lived
-    with pytest.raises(Exception):  # signed with this deployment's LiveKit secret only
+    with pytest.raises(jwt.InvalidTokenError):  # signed with this deployment's LiveKit secret only
         TokenVerifier(*sandbox.livekit_credentials("another-deployment")).verify(body["token"])
 
 
@@ -680,8 +681,9 @@ async def test_the_livekit_transport_joins_with_the_token_and_parses_forwarded_m
     await client.forward({"message": "ResponseInterrupted", "content": "Hi"})
     await client.forward({"message": "ConversationEnded"})
     got = [await anext(events) for _ in range(7)]
-    assert got == [Transcript("user", "hello", True), Status("speaking"), Transcript("agent", "Hi there.", False),
-                   Interrupted(), Transcript("agent", "Hi", True, interrupted=True), Status("listening"),
+    assert got == [Transcript("user", "hello", True), Status("speaking"),
+                   Transcript("agent", "Hi there.", False), Interrupted(),
+                   Transcript("agent", "Hi", True, interrupted=True), Status("listening"),
                    Ended("the agent ended the conversation")]  # fmt: skip
     await client.close()
     assert [e async for e in events] == []
@@ -756,7 +758,8 @@ def test_over_daphne_a_spoken_flow_call_with_a_tool_works_and_is_stored(server, 
     talk_page = client.get(picked.headers["location"]).text
     assert key not in talk_page
     ws_path = re.search(r"/ws/conversations/[0-9a-f-]+/", talk_page).group(0)
-    seen, audio = asyncio.run(talk_over_daphne(server, ws_path, speech.pcm("I would like to book a table for two")))
+    sentence = speech.pcm("I would like to book a table for two")
+    seen, audio = asyncio.run(talk_over_daphne(server, ws_path, sentence))
     transcripts = [m for m in seen if m["type"] == "transcript" and m["final"]]
     assert transcripts[0]["text"].startswith("Hello, this is Bella Vista")  # found by its template id
     user = next(m for m in transcripts if m["role"] == "user")
@@ -769,3 +772,44 @@ def test_over_daphne_a_spoken_flow_call_with_a_tool_works_and_is_stored(server, 
     assert key not in json.dumps(seen)
     page = client.get(f"/history/{ws_path.split('/')[-2]}/").text
     assert user["text"] in page and "check_availability" in page
+
+
+# ---- the sandbox checked by code we did not write: the vendor's JavaScript client ----------------
+
+JS_VENDOR = ROOT / "tests" / "js-vendor"
+
+
+@pytest.mark.slow
+def test_the_vendors_own_flow_client_talks_to_our_sandbox_under_node():
+    """@speechmatics/flow-client (pinned in tests/js-vendor, installed by bin/setup) under Node 20, with
+    the `ws` package as its WebSocket, against the sandbox run alone on a loopback port."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    assert (JS_VENDOR / "node_modules" / "@speechmatics" / "flow-client").is_dir(), "run bin/setup (npm ci)"
+    secret, port = "flow-node-test-secret", free_port()
+    box = subprocess.Popen([sys.executable, "-m", "playground.sandbox", "flow", "--port", str(port),
+                            "--secret", secret], cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _wait_for_port(port)
+        env = {**os.environ, "FLOW_SANDBOX_URL": f"http://127.0.0.1:{port}",
+               "FLOW_SANDBOX_KEY": sandbox.api_key(secret)}  # fmt: skip
+        result = subprocess.run([node, "--test", str(JS_VENDOR)], env=env, capture_output=True, text=True,
+                                timeout=120)  # fmt: skip
+    finally:
+        box.terminate()
+        box.wait(10)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "# pass 3" in result.stdout and "# fail 0" in result.stdout
+
+
+def _wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError("the Flow sandbox did not start")
