@@ -397,6 +397,25 @@ async def test_an_error_before_conversation_started_fails_the_connect():
     assert not browser.of_type("ready")
 
 
+async def test_a_silent_service_fails_the_connect_after_the_start_timeout(monkeypatch):
+    """No ConversationStarted within the wait (10 s; shortened here): a clear timeout, no audio sent."""
+    from sessions.upstreams import flow as flow_module
+
+    monkeypatch.setattr(flow_module, "START_TIMEOUT", 0.5)
+
+    async def script(peer, ws):
+        async for message in ws:
+            peer.received.append(message)
+
+    async with EchoPeer(script) as peer:
+        client = FlowUpstream(session({"template_id": "t1"}, peer_config(peer)))
+        with pytest.raises(UpstreamError) as timed_out:
+            await client.connect()
+        await client.close()
+    assert timed_out.value.code == "flow.timeout" and "within 0.5 s" in timed_out.value.message
+    assert [json.loads(m)["message"] for m in peer.received] == ["StartConversation"]
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
 async def test_a_socket_closed_without_an_error_is_worded_from_the_close_code_setting():
@@ -813,3 +832,17 @@ def _wait_for_port(port: int) -> None:
         except httpx.HTTPError:
             time.sleep(0.2)
     raise RuntimeError("the Flow sandbox did not start")
+
+
+@pytest.mark.slow
+def test_over_daphne_the_mounted_sandbox_refuses_a_bad_bearer(server):
+    async def status(key: str) -> int:
+        url = f"{server.ws_url}/sandbox/flow/v1/flow"
+        try:
+            async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {key}"}):
+                return 101
+        except websockets.InvalidStatus as refused_:
+            return refused_.response.status_code
+
+    assert asyncio.run(status("wrong")) == 403  # Daphne cannot send a denial body: a plain refusal
+    assert asyncio.run(status(server_key(server))) == 101
