@@ -245,8 +245,16 @@ class Turn(models.Model):
     provider_ids = models.JSONField(default=dict, blank=True)
     interrupted = models.BooleanField(default=False)
     latency_ms = models.IntegerField(
-        null=True, blank=True, help_text="End of the user's speech to the first agent audio."
-    )
+        null=True, blank=True,
+        help_text="Reply latency: the end of the user's speech as our own VAD heard it arrive (or a typed "
+        "turn's arrival) to the first agent audio sent to the browser.",
+    )  # fmt: skip
+    timings = models.JSONField(
+        default=dict, blank=True,
+        help_text="How latency_ms was measured and what the vendor reported beside it: moments as ms "
+        "offsets from the call start (speech_end_ms, user_final_ms, first_audio_ms), `from` (vad or "
+        "text), and the vendor's own figures under `vendor`. See sessions/latency.py.",
+    )  # fmt: skip
     data = models.JSONField(default=dict, blank=True, help_text="Tool call name, arguments and result.")
     created_at = models.DateTimeField(default=timezone.now)
 

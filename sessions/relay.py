@@ -20,6 +20,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from sessions.audio import Converter, frame_bytes
+from sessions.latency import Measure, ReplyClock
 from sessions.models import Conversation, TranscriptSave, Turn
 from sessions.upstreams.base import (
     Audio,
@@ -118,8 +119,9 @@ class Timeline:
         return self.offsets[min(i, len(self.offsets) - 1)][1]
 
 
-class BargeIn:
-    """Our own VAD on the user's audio, for upstreams that send no barge-in signal."""
+class UplinkVad:
+    """Our own VAD on the user's audio, for every provider: its ends time every reply the same way
+    (sessions/latency.py); its starts clear the browser for upstreams that send no barge-in signal."""
 
     def __init__(self):
         from playground.engine import vad
@@ -170,13 +172,14 @@ class Relay:
         self._ids: dict[str, str | None] = {"user": None, "agent": None}
         self._counter = 0
         self._pending: dict[str, Transcript] = {}
-        self._speech_end: float | None = None
+        self._clock = ReplyClock()  # per-turn reply latency from our own VAD (sessions/latency.py)
+        self._measured: Measure | None = None  # a reply's figures, for the agent turn stored next
+        self._awaiting: tuple[int, Measure] | None = None  # (sequence, measure) of a reply stored first
         self._reply_started: float | None = None
-        self._latency_ms: int | None = None
         self._last_warning: dict[str, float] = {}
         self._stop_reason: str | None = None
         self.metrics = {"latencies_ms": [], "frames_in": 0, "frames_out": 0, "dropped_frames": 0}
-        self._barge_in: BargeIn | None = None
+        self._vad: UplinkVad | None = None
         self._audible_until = 0.0  # when the agent audio sent so far ends playing in the browser
         self._muted = False  # after our own barge-in: drop the old reply's audio until the next turn
         self._cut_short = False
@@ -198,8 +201,7 @@ class Relay:
         try:
             self._sequence = await self._last_sequence()
             await self._connect()
-            if not self.capabilities.barge_in_signal:
-                self._barge_in = await asyncio.get_running_loop().run_in_executor(None, BargeIn)
+            self._vad = await asyncio.get_running_loop().run_in_executor(None, UplinkVad)
             await self._mark_active()
             await self._announce()
             writer = asyncio.create_task(self._write_upstream(), name=f"relay-writer-{self.conversation_id}")
@@ -255,8 +257,8 @@ class Relay:
             return
         self.ended = True
         await self._close_upstream()
-        if self._barge_in:
-            self._barge_in.close()
+        if self._vad:
+            self._vad.close()
         await self._store_pending()
         await self._mark_ended(status, reason)
         await self._send({"type": "ended", "reason": reason})
@@ -312,7 +314,7 @@ class Relay:
         if not self.capabilities.accepts_text:
             await self.error("text_unsupported", "This provider does not take typed turns.")
             return
-        self._speech_end = time.monotonic()
+        self._clock.text(time.monotonic())
         self._reply_started = None
         await self._inbox.put(("text", text))
 
@@ -332,10 +334,10 @@ class Relay:
                 if kind == "text":
                     await self.upstream.send_text(payload)
                     continue
-                if self._barge_in:
-                    await self._on_user_vad(self._barge_in.turn_events(payload))
                 for frame in convert.push(payload):
                     await self.upstream.send_audio(frame)
+                if self._vad:  # after the send: the VAD costs the uplink no delay
+                    await self._on_user_vad(self._vad.turn_events(payload))
         except Exception as exc:
             self._failure = exc
             await self._close_upstream()
@@ -355,6 +357,7 @@ class Relay:
             case Interrupted():
                 if self._out:
                     self._out.reset()
+                self._audible_until = 0.0  # the browser flushes: the next agent audio starts afresh
                 await self._send({"type": "clear"})
             case ToolCall():
                 await self._on_tool_call(event)
@@ -367,13 +370,26 @@ class Relay:
     async def _on_user_vad(self, events: list) -> None:
         for event in events:
             if event.kind == "start":
-                await self._interrupt_locally()
-            elif event.kind == "end" and not self.capabilities.user_transcripts:
-                # No user transcript will mark the turn (Aivoco): the end of the user's speech does,
-                # so the next reply plays after a barge-in, and its latency is measured from there.
-                self._muted = False
-                self._speech_end = time.monotonic() - event.hangover_ms / 1000
-                self._reply_started = self._latency_ms = None
+                self._clock.speech_started(time.monotonic())
+                if not self.capabilities.barge_in_signal:
+                    await self._interrupt_locally()
+            elif event.kind == "end":
+                await self._on_speech_end(event)
+
+    async def _on_speech_end(self, event) -> None:
+        """Our VAD is sure the user stopped: the end is when the last voiced audio reached us (the
+        decision came a hangover later)."""
+        now = time.monotonic()
+        end = self._timeline.arrival(event.end_ms) or now - event.hangover_ms / 1000
+        if not self.capabilities.user_transcripts:
+            # No user transcript will mark the turn (Aivoco): the end of the user's speech does,
+            # so the next reply plays after a barge-in.
+            self._muted = False
+            if self._reply_started is not None and self._reply_started < end:
+                self._reply_started = None
+        measure = self._clock.speech_ended(end)
+        if measure is not None:
+            await self._on_measured(measure)
 
     async def _interrupt_locally(self) -> None:
         """The user talks over the agent: flush the browser now, drop the rest of that reply."""
@@ -403,14 +419,8 @@ class Relay:
         if len(event.pcm) % 2 or not 4000 <= event.rate <= 192000:
             await self.warn("bad_upstream_audio", "The provider sent malformed audio; it was skipped.")
             return
-        now = time.monotonic()
         if self._reply_started is None:
-            self._reply_started = now
-            if self._speech_end is not None:
-                self._latency_ms = round((now - self._speech_end) * 1000)
-                self._speech_end = None
-                self.metrics["latencies_ms"].append(self._latency_ms)
-                await self._send({"type": "metrics", "latency_ms": self._latency_ms})
+            self._reply_started = time.monotonic()
         if self._out is None or self._out.in_rate != event.rate:
             await self._flush_audio()
             self._out = Converter(event.rate, self.playback_rate, FRAME_MS)
@@ -425,6 +435,10 @@ class Relay:
     async def _send_audio(self, frame: bytes) -> None:
         self.metrics["frames_out"] += 1
         now = time.monotonic()
+        if now >= self._audible_until:  # the browser had nothing of ours left to play: a reply starts
+            measure = self._clock.agent_audio(now, self.upstream.last_timings)
+            if measure is not None:
+                await self._on_measured(measure)
         self._audible_until = max(self._audible_until, now) + FRAME_MS / 1000
         try:
             await self.browser.send_bytes(frame)
@@ -448,7 +462,7 @@ class Relay:
         self._pending.pop(event.role, None)
         self._ids[event.role] = None
         if event.role == "user":
-            self._mark_speech_end(event)
+            self._on_user_final(event)
             self._muted = False  # a new turn: the next reply may play
         else:
             await self._flush_audio()
@@ -461,11 +475,26 @@ class Relay:
                 self._last_agent = None if event.interrupted else (self._sequence, message)
             await self._send(message)
 
-    def _mark_speech_end(self, event: Transcript) -> None:
-        arrival = self._timeline.arrival(event.end_ms) if event.end_ms is not None else None
-        self._speech_end = arrival or time.monotonic()
+    def _on_user_final(self, event: Transcript) -> None:
+        """The vendor's final user transcript: kept beside our figure, with where the vendor says
+        speech ended (an offset into our input stream) mapped to when that audio reached us."""
+        vendor_end = self._timeline.arrival(event.end_ms) if event.end_ms is not None else None
+        self._clock.user_final(time.monotonic(), vendor_end)
         self._reply_started = None
-        self._latency_ms = None
+
+    async def _on_measured(self, measure: Measure) -> None:
+        """A reply's latency is known: shown now, stored with its agent turn (now, if that turn
+        was stored first; else when it is)."""
+        latency = measure.latency_ms
+        self.metrics["latencies_ms"].append(latency)
+        await self._send({"type": "metrics", "latency_ms": latency, "latency_from": measure.source})
+        async with self._turn_lock:
+            if self._awaiting is None or self._awaiting[1] is not measure:
+                self._measured = measure
+                return
+            sequence, self._awaiting = self._awaiting[0], None
+            turn = Turn.objects.filter(conversation_id=self.conversation_id, sequence=sequence)
+            await turn.aupdate(latency_ms=latency, timings=measure.timings(self._t0))
 
     def _current_id(self, role: str) -> str:
         if not self._ids[role]:
@@ -491,9 +520,14 @@ class Relay:
         else:
             fields["start_ms"] = self._offset_ms(self._reply_started) if self._reply_started else None
             fields["end_ms"] = self._offset_ms()
-            fields["latency_ms"], self._latency_ms = self._latency_ms, None
             self._reply_started = None
+            if self._measured is not None and final:
+                measure, self._measured = self._measured, None
+                fields["latency_ms"], fields["timings"] = measure.latency_ms, measure.timings(self._t0)
         await self._create_turn(**fields)
+        if event.role == "agent" and final and "timings" not in fields and not event.interrupted:
+            measure = self._clock.awaiting()  # its audio, or its figure, is still to come
+            self._awaiting = (self._sequence, measure) if measure is not None else None
 
     async def _create_turn(self, **fields) -> None:
         self._sequence += 1
