@@ -267,6 +267,36 @@ class Turn(models.Model):
     def __str__(self) -> str:
         return f"{self.sequence}. {self.role}: {self.text[:60]}"
 
+    # What the vendor's own fields in `timings["vendor"]` mean, for the pages (others show by name).
+    VENDOR_TIMING_LABELS = {
+        "speech_end_ms": "the provider's own end of your speech",
+        "transcript_to_audio_ms": "reply after the provider's transcript of your words",
+        "speech_end_to_audio_ms": "the agent's own figure, end of speech to its first audio",
+    }
+
+    @property
+    def latency_basis(self) -> str:
+        """What `latency_ms` is measured from, in words."""
+        if self.timings.get("from") == "text":
+            return "after your typed text arrived"
+        return "after you stopped speaking (our VAD)"
+
+    def vendor_figures(self) -> list[tuple[str, str]]:
+        """The vendor-reported timings beside `latency_ms`, as (label, "N ms") for the pages: moments
+        relative to our end of speech, the vendor's own figures as it gave them."""
+        timings, out = self.timings or {}, []
+        end = timings.get("speech_end_ms")
+        if end is not None and timings.get("user_final_ms") is not None:
+            heard = timings["user_final_ms"] - end
+            out.append(("the provider's transcript of your words came", f"{heard:+d} ms"))
+        for key, value in (timings.get("vendor") or {}).items():
+            if key == "speech_end_ms":
+                if end is not None:
+                    out.append((self.VENDOR_TIMING_LABELS[key], f"{value - end:+d} ms from ours"))
+            elif isinstance(value, int | float):
+                out.append((self.VENDOR_TIMING_LABELS.get(key, key.replace("_", " ")), f"{value:.0f} ms"))
+        return out
+
 
 class TranscriptSave(models.Model):
     class Status(models.TextChoices):

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 from django.db.models import Max
 from django.utils import timezone
 
@@ -123,23 +124,60 @@ class UplinkVad:
     """Our own VAD on the user's audio, for every provider: its ends time every reply the same way
     (sessions/latency.py); its starts clear the browser for upstreams that send no barge-in signal."""
 
+    RECENT_BYTES = BYTES_PER_SECOND  # audio kept to place an end precisely: more than hangover + tail
+    TAIL_WINDOWS = 8  # silero's probability fades over 2-3 windows after the voice stops, 4-6 in noise
+    TAIL_DB = -25.0  # 10 ms blocks this far below the loudest of the tail are not speech,
+    FLOOR_FACTOR = 2.0  # nor those within 6 dB of the noise floor
+
     def __init__(self):
         from playground.engine import vad
 
         self.vad = vad.Vad()
         self.turns = vad.TurnDetector(window_ms=self.vad.window_ms, start_windows=4, hangover_ms=300)
+        self._recent = bytearray()
+        self._total = 0  # bytes of audio seen
 
     def turn_events(self, pcm: bytes) -> list:
-        """The user's turn starts and ends (vad.TurnEvent) detected in this audio."""
+        """The user's turn starts and ends (vad.TurnEvent) detected in this audio; an end's
+        `end_ms` is where the voice stopped (see `_voice_end_ms`)."""
+        self._recent += pcm
+        self._total += len(pcm)
+        del self._recent[: max(0, len(self._recent) - self.RECENT_BYTES)]
         events = []
         for prob in self.vad.process(pcm):
             event = self.turns.update(prob)
+            if event is not None and event.kind == "end":
+                event = replace(event, end_ms=self._voice_end_ms(event.end_ms))
             if event is not None:
                 events.append(event)
         return events
 
+    def _voice_end_ms(self, vad_end_ms: float) -> float:
+        """The VAD's last voiced window ends up to ~100 ms after the voice (the model's probability
+        fades); the last 10 ms block of its final windows within TAIL_DB of their loudest is the end.
+        It only ever moves the end earlier, and not at all where noise is as loud as the tail."""
+        end = round(vad_end_ms * 32)  # byte offsets in the stream
+        start = end - round(self.TAIL_WINDOWS * self.vad.window_ms * 32)
+        first = self._total - len(self._recent)
+        if start < first or end > self._total:
+            return vad_end_ms
+        rms = _block_rms(self._recent[start - first :])  # 10 ms blocks from the tail to now
+        tail = rms[: (end - start) // 320]
+        if not len(tail):
+            return vad_end_ms
+        # The hangover after the end is in `rms` too: its quietest blocks are the room's noise.
+        floor = np.percentile(rms, 20) * self.FLOOR_FACTOR
+        loud = np.nonzero(tail >= max(tail.max() * 10 ** (self.TAIL_DB / 20), floor))[0]
+        return (start + (loud[-1] + 1) * 320) / 32 if len(loud) else vad_end_ms
+
     def close(self) -> None:
         self.vad.close()
+
+
+def _block_rms(pcm: bytes | bytearray) -> np.ndarray:
+    """RMS of each whole 10 ms block of s16le 16 kHz audio."""
+    samples = np.frombuffer(bytes(pcm[: len(pcm) // 320 * 320]), dtype="<i2").astype(np.float32)
+    return np.sqrt((samples.reshape(-1, 160) ** 2).mean(axis=1)) if len(samples) else samples
 
 
 class Relay:
