@@ -473,15 +473,16 @@ class Relay:
     async def _send_audio(self, frame: bytes) -> None:
         self.metrics["frames_out"] += 1
         now = time.monotonic()
+        measure = None
         if now >= self._audible_until:  # the browser had nothing of ours left to play: a reply starts
             measure = self._clock.agent_audio(now, self.upstream.last_timings)
-            if measure is not None:
-                await self._on_measured(measure)
         self._audible_until = max(self._audible_until, now) + FRAME_MS / 1000
         try:
             await self.browser.send_bytes(frame)
         except Exception as exc:  # the browser went away; the consumer's disconnect ends us
             log.debug("send to browser failed: %r", exc)
+        if measure is not None:  # after the frame: storing the figure must not delay the audio
+            await self._on_measured(measure)
 
     async def _on_transcript(self, event: Transcript) -> None:
         ident = event.id or self._current_id(event.role)
