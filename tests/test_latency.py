@@ -151,6 +151,11 @@ def test_the_stored_latency_is_the_gap_the_browser_observes(server, speech, prov
     agent audio received."""
     conv, c, gap = asyncio.run(spoken_turn(server, provider, speech))
     assert_close(server, conv, c, gap, "vad")
+    page = server.client().get(f"/history/{conv['id']}/").text
+    if provider != "aivoco":  # the vendor's figures beside ours: when its transcript of the user came
+        assert "the provider&#x27;s transcript of your words came" in page
+    if provider == "local":  # and the offline agent's own breakdown
+        assert "the agent&#x27;s own figure, end of speech to its first audio" in page
 
 
 def answering_peer(speech_end_byte: int, delay_s: float, *, transcript_end_ms: int | None = None):
