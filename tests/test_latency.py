@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 SENTENCE = "I would like to book a table for two"
 TOLERANCE_MS = 100
 VOICES = {"local": "en-us+f3", "liku": "default", "lokutor": "F1", "aivoco": "female", "echo": "default"}
+GREETS = {"local", "liku", "lokutor"}  # the agent speaks first: its greeting plays out before we talk
 LEAD_MS = 400  # silence before the speech
 
 
@@ -71,9 +72,10 @@ class Timed(Call):
 
     async def quiet(self, seconds: float = 0.8, limit: float = 30) -> None:
         """Read until no agent audio has come for `seconds` (the greeting has played out)."""
-        deadline = time.monotonic() + limit
+        began = time.monotonic()
+        deadline = began + limit
         while time.monotonic() < deadline:
-            since = time.monotonic() - (self.audio_at[-1] if self.audio_at else 0)
+            since = time.monotonic() - max(self.audio_at[-1] if self.audio_at else 0, began)
             if since >= seconds:
                 return
             try:
@@ -121,7 +123,7 @@ async def spoken_turn(server, provider: str, speech: Speech) -> tuple[dict, Time
     pcm, end = utterance(speech)
     async with call(server, conv["ws_path"]) as ws:
         c = Timed(ws.ws)
-        await c.until(lambda c: c.of("ready"), 30)
+        await c.until(lambda c: c.of("ready") and (provider not in GREETS or c.finals("agent")), 30)
         await c.quiet()
         sent_at = await c.say_timed(pcm, end)
         await c.until(lambda c: c.of("metrics") and c.finals("agent"), 20)
@@ -218,7 +220,7 @@ async def typed_turn(server, provider: str, text: str, delay_s: float = 0.0) -> 
         conv = server.conversation(provider=provider, voice=VOICES[provider])
         async with call(server, conv["ws_path"]) as ws:
             c = Timed(ws.ws)
-            await c.until(lambda c: c.of("ready"), 30)
+            await c.until(lambda c: c.of("ready") and (provider not in GREETS or c.finals("agent")), 30)
             await c.quiet()
             sent_at = time.monotonic()
             await ws.ws.send(json.dumps({"type": "text", "text": text}))
