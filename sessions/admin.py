@@ -50,7 +50,9 @@ class TopicAdmin(admin.ModelAdmin):
 
 class TurnInline(admin.TabularInline):
     model = Turn
-    fields = ["sequence", "role", "text", "interrupted", "start_ms", "end_ms", "latency_ms"]
+    fields = [
+        "sequence", "role", "text", "interrupted", "start_ms", "end_ms", "reply_latency", "vendor_timings"
+    ]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -58,6 +60,15 @@ class TurnInline(admin.TabularInline):
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    @admin.display(description="Reply latency (our VAD)")
+    def reply_latency(self, obj):
+        """The primary figure, with what it is measured from (sessions/latency.py)."""
+        return "—" if obj.latency_ms is None else f"{obj.latency_ms} ms {obj.latency_basis}"
+
+    @admin.display(description="Reported by the provider")
+    def vendor_timings(self, obj):
+        return "; ".join(f"{label} {value}" for label, value in obj.vendor_figures()) or "—"
 
 
 class TranscriptSaveInline(admin.TabularInline):
@@ -84,7 +95,9 @@ class ProviderFilter(admin.SimpleListFilter):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "user", "provider", "topic", "status", "turn_count", "end_reason"]
+    list_display = [
+        "created_at", "user", "provider", "topic", "status", "turn_count", "reply_p50", "end_reason"
+    ]
     list_filter = [ProviderFilter, "status", "user", "created_at", "topic"]
     search_fields = ["turns__text", "user__username", "id"]
     date_hierarchy = "created_at"
@@ -111,6 +124,12 @@ class ConversationAdmin(admin.ModelAdmin):
     @admin.display(description="Turns", ordering="n_turns")
     def turn_count(self, obj):
         return obj.n_turns
+
+    @admin.display(description="Reply p50 (our VAD)")
+    def reply_p50(self, obj):
+        """Median reply latency, from the end of the user's speech our VAD heard (or typed text)."""
+        value = (obj.metrics or {}).get("latency_p50_ms")
+        return "—" if value is None else f"{value} ms"
 
     def get_search_results(self, request, queryset, search_term):
         # Searching across turns joins many rows per conversation; keep one row each.

@@ -244,8 +244,16 @@ class Turn(models.Model):
     provider_ids = models.JSONField(default=dict, blank=True)
     interrupted = models.BooleanField(default=False)
     latency_ms = models.IntegerField(
-        null=True, blank=True, help_text="End of the user's speech to the first agent audio."
-    )
+        null=True, blank=True,
+        help_text="Reply latency: the end of the user's speech as our own VAD heard it arrive (or a typed "
+        "turn's arrival) to the first agent audio sent to the browser.",
+    )  # fmt: skip
+    timings = models.JSONField(
+        default=dict, blank=True,
+        help_text="How latency_ms was measured and what the vendor reported beside it: moments as ms "
+        "offsets from the call start (speech_end_ms, user_final_ms, first_audio_ms), `from` (vad or "
+        "text), and the vendor's own figures under `vendor`. See sessions/latency.py.",
+    )  # fmt: skip
     data = models.JSONField(default=dict, blank=True, help_text="Tool call name, arguments and result.")
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -257,6 +265,36 @@ class Turn(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sequence}. {self.role}: {self.text[:60]}"
+
+    # What the vendor's own fields in `timings["vendor"]` mean, for the pages (others show by name).
+    VENDOR_TIMING_LABELS = {
+        "speech_end_ms": "the provider's own end of your speech",
+        "transcript_to_audio_ms": "reply after the provider's transcript of your words",
+        "speech_end_to_audio_ms": "the agent's own figure, end of speech to its first audio",
+    }
+
+    @property
+    def latency_basis(self) -> str:
+        """What `latency_ms` is measured from, in words."""
+        if self.timings.get("from") == "text":
+            return "after your typed text arrived"
+        return "after you stopped speaking (our VAD)"
+
+    def vendor_figures(self) -> list[tuple[str, str]]:
+        """The vendor-reported timings beside `latency_ms`, as (label, "N ms") for the pages: moments
+        relative to our end of speech, the vendor's own figures as it gave them."""
+        timings, out = self.timings or {}, []
+        end = timings.get("speech_end_ms")
+        if end is not None and timings.get("user_final_ms") is not None:
+            heard = timings["user_final_ms"] - end
+            out.append(("the provider's transcript of your words came", f"{heard:+d} ms"))
+        for key, value in (timings.get("vendor") or {}).items():
+            if key == "speech_end_ms":
+                if end is not None:
+                    out.append((self.VENDOR_TIMING_LABELS[key], f"{value - end:+d} ms from ours"))
+            elif isinstance(value, int | float):
+                out.append((self.VENDOR_TIMING_LABELS.get(key, key.replace("_", " ")), f"{value:.0f} ms"))
+        return out
 
 
 class TranscriptSave(models.Model):

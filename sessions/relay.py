@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import concurrent.futures
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 from django.db.models import Max
 from django.utils import timezone
 
 from sessions.audio import Converter, frame_bytes
+from sessions.latency import Measure, ReplyClock
 from sessions.models import Conversation, TranscriptSave, Turn
 from sessions.upstreams.base import (
     Audio,
@@ -49,6 +52,12 @@ BYTES_PER_SECOND = INPUT_RATE * 2
 FLOOD_WINDOW_S = 3.0
 FLOOD_BYTES_PER_S = 4 * BYTES_PER_SECOND
 FLOOD_MESSAGES_PER_S = 250
+# Our VAD (about 0.2 ms of CPU per 20 ms frame) runs behind the uplink, never in its way: in a task
+# of its own, on one thread for every call of the process (silero's native code releases the GIL,
+# so it uses another core instead of delaying every call's frames), 60 ms of audio at a time (the
+# figures use arrival times, so batching delays only when they are known, not what they say).
+VAD_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="uplink-vad")
+VAD_BATCH_BYTES = 3 * 640
 
 
 @dataclass
@@ -118,26 +127,64 @@ class Timeline:
         return self.offsets[min(i, len(self.offsets) - 1)][1]
 
 
-class BargeIn:
-    """Our own VAD on the user's audio, for upstreams that send no barge-in signal."""
+class UplinkVad:
+    """Our own VAD on the user's audio, for every provider: its ends time every reply the same way
+    (sessions/latency.py); its starts clear the browser for upstreams that send no barge-in signal."""
+
+    RECENT_BYTES = BYTES_PER_SECOND  # audio kept to place an end precisely: more than hangover + tail
+    TAIL_WINDOWS = 8  # silero's probability fades over 2-3 windows after the voice stops, 4-6 in noise
+    TAIL_DB = -25.0  # 10 ms blocks this far below the loudest of the tail are not speech,
+    FLOOR_FACTOR = 2.0  # nor those within 6 dB of the noise floor
 
     def __init__(self):
         from playground.engine import vad
 
         self.vad = vad.Vad()
         self.turns = vad.TurnDetector(window_ms=self.vad.window_ms, start_windows=4, hangover_ms=300)
+        self._recent = bytearray()
+        self._total = 0  # bytes of audio seen
 
     def turn_events(self, pcm: bytes) -> list:
-        """The user's turn starts and ends (vad.TurnEvent) detected in this audio."""
+        """The user's turn starts and ends (vad.TurnEvent) detected in this audio; an end's
+        `end_ms` is where the voice stopped (see `_voice_end_ms`)."""
+        self._recent += pcm
+        self._total += len(pcm)
+        del self._recent[: max(0, len(self._recent) - self.RECENT_BYTES)]
         events = []
         for prob in self.vad.process(pcm):
             event = self.turns.update(prob)
+            if event is not None and event.kind == "end":
+                event = replace(event, end_ms=self._voice_end_ms(event.end_ms))
             if event is not None:
                 events.append(event)
         return events
 
+    def _voice_end_ms(self, vad_end_ms: float) -> float:
+        """The VAD's last voiced window ends up to ~100 ms after the voice (the model's probability
+        fades); the last 10 ms block of its final windows within TAIL_DB of their loudest is the end.
+        It only ever moves the end earlier, and not at all where noise is as loud as the tail."""
+        end = round(vad_end_ms * 32)  # byte offsets in the stream
+        start = end - round(self.TAIL_WINDOWS * self.vad.window_ms * 32)
+        first = self._total - len(self._recent)
+        if start < first or end > self._total:
+            return vad_end_ms
+        rms = _block_rms(self._recent[start - first :])  # 10 ms blocks from the tail to now
+        tail = rms[: (end - start) // 320]
+        if not len(tail):
+            return vad_end_ms
+        # The hangover after the end is in `rms` too: its quietest blocks are the room's noise.
+        floor = np.percentile(rms, 20) * self.FLOOR_FACTOR
+        loud = np.nonzero(tail >= max(tail.max() * 10 ** (self.TAIL_DB / 20), floor))[0]
+        return (start + (loud[-1] + 1) * 320) / 32 if len(loud) else vad_end_ms
+
     def close(self) -> None:
         self.vad.close()
+
+
+def _block_rms(pcm: bytes | bytearray) -> np.ndarray:
+    """RMS of each whole 10 ms block of s16le 16 kHz audio."""
+    samples = np.frombuffer(bytes(pcm[: len(pcm) // 320 * 320]), dtype="<i2").astype(np.float32)
+    return np.sqrt((samples.reshape(-1, 160) ** 2).mean(axis=1)) if len(samples) else samples
 
 
 class Relay:
@@ -170,13 +217,16 @@ class Relay:
         self._ids: dict[str, str | None] = {"user": None, "agent": None}
         self._counter = 0
         self._pending: dict[str, Transcript] = {}
-        self._speech_end: float | None = None
+        self._clock = ReplyClock()  # per-turn reply latency from our own VAD (sessions/latency.py)
+        self._measured: Measure | None = None  # a reply's figures, for the agent turn stored next
+        self._awaiting: tuple[int, Measure] | None = None  # (sequence, measure) of a reply stored first
         self._reply_started: float | None = None
-        self._latency_ms: int | None = None
         self._last_warning: dict[str, float] = {}
         self._stop_reason: str | None = None
         self.metrics = {"latencies_ms": [], "frames_in": 0, "frames_out": 0, "dropped_frames": 0}
-        self._barge_in: BargeIn | None = None
+        self._vad: UplinkVad | None = None
+        self._unheard = bytearray()  # uplink audio sent on but not yet through our VAD
+        self._heard_more = asyncio.Event()
         self._audible_until = 0.0  # when the agent audio sent so far ends playing in the browser
         self._muted = False  # after our own barge-in: drop the old reply's audio until the next turn
         self._cut_short = False
@@ -193,16 +243,16 @@ class Relay:
         The outcome follows the contract in sessions/upstreams/base.py: an `UpstreamError` (from
         connect, the writer or the reader) fails the call with its own code; any other exception
         is a bug, reported to the browser only as `internal`."""
-        writer = None
+        writer = listener = None
         status, reason = Conversation.Status.FAILED, "internal error"
         try:
             self._sequence = await self._last_sequence()
             await self._connect()
-            if not self.capabilities.barge_in_signal:
-                self._barge_in = await asyncio.get_running_loop().run_in_executor(None, BargeIn)
+            self._vad = await asyncio.get_running_loop().run_in_executor(VAD_EXECUTOR, UplinkVad)
             await self._mark_active()
             await self._announce()
             writer = asyncio.create_task(self._write_upstream(), name=f"relay-writer-{self.conversation_id}")
+            listener = asyncio.create_task(self._listen(), name=f"relay-vad-{self.conversation_id}")
             status, reason = await self._pump()
             if self._failure is not None:
                 if status == Conversation.Status.FAILED:  # the reader ended because the writer failed
@@ -217,6 +267,7 @@ class Relay:
             raise
         finally:
             await _cancel(writer)
+            await _cancel(listener)
             await self._finish(status, reason)
 
     async def _connect(self) -> None:
@@ -255,8 +306,8 @@ class Relay:
             return
         self.ended = True
         await self._close_upstream()
-        if self._barge_in:
-            self._barge_in.close()
+        if self._vad:  # in its thread, after any frame still in it: the model then goes back to the pool
+            await asyncio.get_running_loop().run_in_executor(VAD_EXECUTOR, self._vad.close)
         await self._store_pending()
         await self._mark_ended(status, reason)
         await self._send({"type": "ended", "reason": reason})
@@ -312,7 +363,7 @@ class Relay:
         if not self.capabilities.accepts_text:
             await self.error("text_unsupported", "This provider does not take typed turns.")
             return
-        self._speech_end = time.monotonic()
+        self._clock.text(time.monotonic())
         self._reply_started = None
         await self._inbox.put(("text", text))
 
@@ -332,13 +383,27 @@ class Relay:
                 if kind == "text":
                     await self.upstream.send_text(payload)
                     continue
-                if self._barge_in:
-                    await self._on_user_vad(self._barge_in.turn_events(payload))
                 for frame in convert.push(payload):
                     await self.upstream.send_audio(frame)
+                self._unheard += payload
+                if len(self._unheard) >= VAD_BATCH_BYTES:
+                    self._heard_more.set()
         except Exception as exc:
             self._failure = exc
             await self._close_upstream()
+
+    async def _listen(self) -> None:
+        """Our VAD over the uplink audio, behind the writer (see VAD_EXECUTOR). A failure here is a
+        bug that costs latency figures and our barge-in, not the call: logged, and the VAD stops."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._heard_more.wait()
+                self._heard_more.clear()
+                pcm, self._unheard = bytes(self._unheard), bytearray()
+                await self._on_user_vad(await loop.run_in_executor(VAD_EXECUTOR, self._vad.turn_events, pcm))
+        except Exception:
+            log.exception("relay %s: our VAD failed; no latency figures from here", self.conversation_id)
 
     # ---- upstream -> browser ---------------------------------------------------------
 
@@ -355,6 +420,7 @@ class Relay:
             case Interrupted():
                 if self._out:
                     self._out.reset()
+                self._audible_until = 0.0  # the browser flushes: the next agent audio starts afresh
                 await self._send({"type": "clear"})
             case ToolCall():
                 await self._on_tool_call(event)
@@ -367,13 +433,26 @@ class Relay:
     async def _on_user_vad(self, events: list) -> None:
         for event in events:
             if event.kind == "start":
-                await self._interrupt_locally()
-            elif event.kind == "end" and not self.capabilities.user_transcripts:
-                # No user transcript will mark the turn (Aivoco): the end of the user's speech does,
-                # so the next reply plays after a barge-in, and its latency is measured from there.
-                self._muted = False
-                self._speech_end = time.monotonic() - event.hangover_ms / 1000
-                self._reply_started = self._latency_ms = None
+                self._clock.speech_started(time.monotonic())
+                if not self.capabilities.barge_in_signal:
+                    await self._interrupt_locally()
+            elif event.kind == "end":
+                await self._on_speech_end(event)
+
+    async def _on_speech_end(self, event) -> None:
+        """Our VAD is sure the user stopped: the end is when the last voiced audio reached us (the
+        decision came a hangover later)."""
+        now = time.monotonic()
+        end = self._timeline.arrival(event.end_ms) or now - event.hangover_ms / 1000
+        if not self.capabilities.user_transcripts:
+            # No user transcript will mark the turn (Aivoco): the end of the user's speech does,
+            # so the next reply plays after a barge-in.
+            self._muted = False
+            if self._reply_started is not None and self._reply_started < end:
+                self._reply_started = None
+        measure = self._clock.speech_ended(end)
+        if measure is not None:
+            await self._on_measured(measure)
 
     async def _interrupt_locally(self) -> None:
         """The user talks over the agent: flush the browser now, drop the rest of that reply."""
@@ -403,14 +482,8 @@ class Relay:
         if len(event.pcm) % 2 or not 4000 <= event.rate <= 192000:
             await self.warn("bad_upstream_audio", "The provider sent malformed audio; it was skipped.")
             return
-        now = time.monotonic()
         if self._reply_started is None:
-            self._reply_started = now
-            if self._speech_end is not None:
-                self._latency_ms = round((now - self._speech_end) * 1000)
-                self._speech_end = None
-                self.metrics["latencies_ms"].append(self._latency_ms)
-                await self._send({"type": "metrics", "latency_ms": self._latency_ms})
+            self._reply_started = time.monotonic()
         if self._out is None or self._out.in_rate != event.rate:
             await self._flush_audio()
             self._out = Converter(event.rate, self.playback_rate, FRAME_MS)
@@ -425,11 +498,16 @@ class Relay:
     async def _send_audio(self, frame: bytes) -> None:
         self.metrics["frames_out"] += 1
         now = time.monotonic()
+        measure = None
+        if now >= self._audible_until:  # the browser had nothing of ours left to play: a reply starts
+            measure = self._clock.agent_audio(now, self.upstream.last_timings)
         self._audible_until = max(self._audible_until, now) + FRAME_MS / 1000
         try:
             await self.browser.send_bytes(frame)
         except Exception as exc:  # the browser went away; the consumer's disconnect ends us
             log.debug("send to browser failed: %r", exc)
+        if measure is not None:  # after the frame: storing the figure must not delay the audio
+            await self._on_measured(measure)
 
     async def _on_transcript(self, event: Transcript) -> None:
         ident = event.id or self._current_id(event.role)
@@ -448,7 +526,7 @@ class Relay:
         self._pending.pop(event.role, None)
         self._ids[event.role] = None
         if event.role == "user":
-            self._mark_speech_end(event)
+            self._on_user_final(event)
             self._muted = False  # a new turn: the next reply may play
         else:
             await self._flush_audio()
@@ -461,11 +539,26 @@ class Relay:
                 self._last_agent = None if event.interrupted else (self._sequence, message)
             await self._send(message)
 
-    def _mark_speech_end(self, event: Transcript) -> None:
-        arrival = self._timeline.arrival(event.end_ms) if event.end_ms is not None else None
-        self._speech_end = arrival or time.monotonic()
+    def _on_user_final(self, event: Transcript) -> None:
+        """The vendor's final user transcript: kept beside our figure, with where the vendor says
+        speech ended (an offset into our input stream) mapped to when that audio reached us."""
+        vendor_end = self._timeline.arrival(event.end_ms) if event.end_ms is not None else None
+        self._clock.user_final(time.monotonic(), vendor_end)
         self._reply_started = None
-        self._latency_ms = None
+
+    async def _on_measured(self, measure: Measure) -> None:
+        """A reply's latency is known: shown now, stored with its agent turn (now, if that turn
+        was stored first; else when it is)."""
+        latency = measure.latency_ms
+        self.metrics["latencies_ms"].append(latency)
+        await self._send({"type": "metrics", "latency_ms": latency, "latency_from": measure.source})
+        async with self._turn_lock:
+            if self._awaiting is None or self._awaiting[1] is not measure:
+                self._measured = measure
+                return
+            sequence, self._awaiting = self._awaiting[0], None
+            turn = Turn.objects.filter(conversation_id=self.conversation_id, sequence=sequence)
+            await turn.aupdate(latency_ms=latency, timings=measure.timings(self._t0))
 
     def _current_id(self, role: str) -> str:
         if not self._ids[role]:
@@ -491,9 +584,14 @@ class Relay:
         else:
             fields["start_ms"] = self._offset_ms(self._reply_started) if self._reply_started else None
             fields["end_ms"] = self._offset_ms()
-            fields["latency_ms"], self._latency_ms = self._latency_ms, None
             self._reply_started = None
+            if self._measured is not None and final:
+                measure, self._measured = self._measured, None
+                fields["latency_ms"], fields["timings"] = measure.latency_ms, measure.timings(self._t0)
         await self._create_turn(**fields)
+        if event.role == "agent" and final and "timings" not in fields and not event.interrupted:
+            measure = self._clock.awaiting()  # its audio, or its figure, is still to come
+            self._awaiting = (self._sequence, measure) if measure is not None else None
 
     async def _create_turn(self, **fields) -> None:
         self._sequence += 1

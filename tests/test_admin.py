@@ -105,3 +105,19 @@ def test_adding_an_api_token_issues_a_key_shown_once(staff_client, user, client)
     answer = client.post("/api/conversations/", body, content_type="application/json",
                          headers={"Authorization": f"Token {keys[1]}"})  # fmt: skip
     assert answer.status_code == 400  # authenticated: the token works; only the topic is wrong
+
+
+def test_reply_latency_is_labelled_with_the_vendor_figures_beside_it(staff_client, conversation):
+    """The primary figure says what it is measured from; what the vendor reported sits beside it."""
+    timings = {"v": 1, "from": "vad", "speech_end_ms": 3000, "user_final_ms": 3450, "first_audio_ms": 3640,
+               "vendor": {"transcript_to_audio_ms": 190}}  # fmt: skip
+    Turn.objects.filter(conversation=conversation, sequence=2).update(latency_ms=640, timings=timings)
+    Conversation.objects.filter(id=conversation.id).update(metrics={"latency_p50_ms": 640})
+    change = reverse("admin:voice_sessions_conversation_change", args=[conversation.pk])
+    html = staff_client.get(change).content.decode()
+    assert "Reply latency (our VAD)" in html
+    assert "640 ms after you stopped speaking (our VAD)" in html
+    assert "the provider&#x27;s transcript of your words came +450 ms" in html
+    assert "reply after the provider&#x27;s transcript of your words 190 ms" in html
+    changelist = staff_client.get(reverse("admin:voice_sessions_conversation_changelist")).content.decode()
+    assert "Reply p50 (our VAD)" in changelist and "640 ms" in changelist

@@ -5,6 +5,7 @@ whole path runs as a user would use it: getUserMedia, the capture worklet at the
 device rate (44.1 kHz here), the WebSocket, the relay, the agent, playback.
 """
 
+import re
 import shutil
 import subprocess
 import time
@@ -101,6 +102,9 @@ def test_talking_to_the_offline_agent_in_the_browser(server, browser):
     answer = page.locator('li.turn[data-role="agent"][data-final="true"]', has_text="how many people")
     answer.first.wait_for(timeout=20000)
     wait_for_js(page, "window.talkState && window.talkState.played > 0", timeout=10000)
+    # The reply latency says what it is measured from.
+    metrics = page.locator("#talk-metrics").inner_text()
+    assert re.search(r"reply\s*\d+ ms after you stopped speaking \(our VAD\)", metrics), metrics
     greeting = page.locator('li.turn[data-role="agent"]').first.inner_text()
     assert greeting.split("\n")[-1].startswith("Hello, this is")  # the greeting (maybe cut short)
     assert page.locator("#talk").get_attribute("data-state") in {"listening", "thinking", "speaking"}

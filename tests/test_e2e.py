@@ -44,7 +44,7 @@ def test_a_spoken_sentence_gets_an_answer_and_is_stored(server, speech):
     page = server.client().get(f"/history/{conv['id']}/").text
     assert user[0]["text"] in page
     assert "how many people" in page
-    assert "reply after" in page  # the stored latency
+    assert "ms after you stopped speaking (our VAD)" in page  # the stored latency, labelled
 
 
 def test_two_server_processes_share_one_conversation_lock(server):

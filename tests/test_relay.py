@@ -70,7 +70,9 @@ async def test_audio_is_resampled_to_the_upstream_rate(conversation):
         await finish(relay, task)
 
 
-async def test_turns_are_stored_before_they_are_shown_with_latency(conversation):
+async def test_turns_are_stored_before_they_are_shown_and_only_our_vad_starts_the_latency_clock(conversation):
+    """The provider's user transcript alone does not time the reply (it arrives late): with no speech
+    our VAD heard, no latency is stored or shown; tests/test_latency.py times real speech."""
     async def script(peer, ws):
         await ws.recv()  # the first user audio frame
         await ws.send(say("user", "a table for two", end_ms=20))
@@ -90,10 +92,9 @@ async def test_turns_are_stored_before_they_are_shown_with_latency(conversation)
             ("user", "a table for two"),
             ("agent", "For what time?"),
         ]
-        assert turns[1]["latency_ms"] is not None and 40 <= turns[1]["latency_ms"] < 1000
+        assert turns[1]["latency_ms"] is None
         assert shown["id"] == browser.of_type("transcript")[1]["id"]  # partial and final share an id
-        metrics = await browser.message("metrics")
-        assert metrics["latency_ms"] == turns[1]["latency_ms"]
+        assert browser.of_type("metrics") == []
         await finish(relay, task)
 
 

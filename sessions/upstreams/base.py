@@ -10,7 +10,8 @@ The contract
 class attribute ``capabilities = Capabilities(...)``; the relay, the registry
 and the pages read that and nothing else. `Capabilities` documents each one and
 its default. A client that has provider ids worth keeping (connection data,
-call ids) returns them from ``refs`` (default: none); a client that declares
+call ids) returns them from ``refs`` (default: none), one whose protocol reports its own
+latency figures returns them from ``last_timings`` (default: none); a client that declares
 ``saves_transcript`` implements ``async save_transcript() -> dict``.
 
 **Errors** follow one rule:
@@ -193,6 +194,9 @@ class Upstream(Protocol):
     @property
     def refs(self) -> dict: ...  # the provider's ids for this call, kept server side ({} if none)
 
+    @property
+    def last_timings(self) -> dict: ...  # the provider's own latency figures for its latest reply ({})
+
     async def connect(self) -> None: ...  # handshake; raises UpstreamError
 
     async def send_audio(self, pcm: bytes) -> None: ...  # s16le mono at input_rate
@@ -211,6 +215,12 @@ class Client:
 
     @property
     def refs(self) -> dict:
+        return {}
+
+    @property
+    def last_timings(self) -> dict:
+        """The provider's own latency figures (ms) for its latest reply, where its protocol reports
+        any; the relay stores them beside its own measurement (sessions/latency.py), never instead."""
         return {}
 
     async def send_text(self, text: str) -> None:

@@ -117,6 +117,31 @@ export function formatMetric(key, value) {
   return [label, typeof value === 'string' ? value : JSON.stringify(value)];
 }
 
+/** What a reply latency is measured from (the `latency_from` of `metrics`), in words. */
+const LATENCY_FROM = {
+  vad: 'after you stopped speaking (our VAD)',
+  text: 'after your typed text arrived',
+};
+
+/**
+ * Label and value of every metrics field to show. The reply latency says what it is measured
+ * from, e.g. ["reply", "640 ms after you stopped speaking (our VAD)"]; `latency_from` is not
+ * shown on its own.
+ */
+export function formatMetrics(metrics) {
+  const rows = [];
+  for (const [key, value] of Object.entries(metrics)) {
+    if (key === 'latency_from') continue;
+    if (key === 'latency_ms' && typeof value === 'number') {
+      const from = LATENCY_FROM[metrics.latency_from] ?? 'after the end of your turn';
+      rows.push(['reply', `${Math.round(value)} ms ${from}`]);
+    } else {
+      rows.push(formatMetric(key, value));
+    }
+  }
+  return rows;
+}
+
 /** Pretty JSON for tool arguments/results, which may arrive as JSON strings. */
 export function prettyJson(value) {
   if (typeof value === 'string') {
@@ -402,8 +427,7 @@ class View {
     const dl = this.el.metrics;
     if (!dl) return;
     dl.replaceChildren();
-    for (const [key, value] of Object.entries(metrics)) {
-      const [label, text] = formatMetric(key, value);
+    for (const [label, text] of formatMetrics(metrics)) {
       dl.append(this.#make('dt', '', label), this.#make('dd', '', text));
     }
   }

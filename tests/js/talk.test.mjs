@@ -11,6 +11,7 @@ import {
   describeMediaError,
   formatElapsed,
   formatMetric,
+  formatMetrics,
   mediaErrorCode,
   prettyJson,
   unsupportedReason,
@@ -109,6 +110,16 @@ describe('formatting', () => {
     assert.deepEqual(formatMetric('first_audio_ms', 12.7), ['first audio', '13 ms']);
     assert.deepEqual(formatMetric('turns', 3), ['turns', '3']);
     assert.deepEqual(formatMetric('model', 'x'), ['model', 'x']);
+  });
+
+  it('labels the reply latency with what it is measured from', () => {
+    assert.deepEqual(formatMetrics({ latency_ms: 640, latency_from: 'vad', turns: 2 }), [
+      ['reply', '640 ms after you stopped speaking (our VAD)'],
+      ['turns', '2'],
+    ]);
+    assert.deepEqual(formatMetrics({ latency_ms: 410, latency_from: 'text' }), [
+      ['reply', '410 ms after your typed text arrived'],
+    ]);
   });
 
   it('pretty-prints tool arguments given as objects or JSON strings', () => {
