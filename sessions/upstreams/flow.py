@@ -380,6 +380,7 @@ class FlowUpstream(Client):
         self._ack = asyncio.Event()
         self._received = 0  # agent audio frames received (AudioReceived seq_no)
         self._ended = asyncio.Event()  # ConversationEnded came
+        self._fatal: UpstreamError | None = None  # the Error message that ended the call, if one did
         self._closing = False
 
     # ---- connecting -----------------------------------------------------------------------
@@ -480,7 +481,9 @@ class FlowUpstream(Client):
         try:
             await self.ws.send(data)
         except websockets.ConnectionClosed as exc:
-            raise self._dropped(exc, "while we were sending") from None
+            # After an Error message, the send that finds the socket closed reports that Error: the
+            # relay shows the writer's failure first, and "closed" would hide the service's reason.
+            raise self._fatal or self._dropped(exc, "while we were sending") from None
 
     # ---- receiving ------------------------------------------------------------------------
 
@@ -538,7 +541,8 @@ class FlowUpstream(Client):
             case ToolInvoke():
                 await self._run_tool(item)
             case Fatal():
-                raise fatal_error(item, self.api_key)
+                self._fatal = fatal_error(item, self.api_key)
+                raise self._fatal
             case ConversationEnded():
                 self._ended.set()
                 if not self._closing:

@@ -379,6 +379,29 @@ async def test_an_error_message_ends_the_call_with_a_worded_reason(kind, words):
     assert (await Conversation.objects.aget(id=conversation.id)).status == "failed"
 
 
+async def test_a_send_after_an_error_message_reports_that_error_not_the_closed_socket():
+    """The relay shows the writer's failure first: it must carry the service's reason."""
+
+    async def script(peer, ws):
+        await started(ws)
+        await ws.recv()  # audio flows
+        await ws.send(jmsg("Error", type="timelimit_exceeded", reason="Session limit reached"))
+        await ws.close(4006)
+
+    async with EchoPeer(script) as peer:
+        client = FlowUpstream(session({"template_id": "t1"}, peer_config(peer)))
+        await client.connect()
+        await client.send_audio(bytes(FRAME))
+        async with asyncio.timeout(5):  # the reader has the Error and the socket has closed
+            while client.ws.state is not websockets.State.CLOSED:
+                await asyncio.sleep(0.01)
+        with pytest.raises(UpstreamError) as sending:  # the microphone's next frame
+            await client.send_audio(bytes(FRAME))
+        await client.close()
+    assert sending.value.code == "flow.timelimit_exceeded"
+    assert sending.value.message == "The conversation reached Flow's time limit: Session limit reached"
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
 async def test_an_error_before_conversation_started_fails_the_connect():
