@@ -8,7 +8,7 @@
 // The helpers exported at the top are pure, so Node tests can import this
 // module; the page only wires itself up when a document exists.
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 const DEFAULT_OUTPUT_RATE = 24000; // protocol v1; ready.output_rate confirms it
 const PLAYBACK_REPORT_MS = 1000;
 const STOP_TIMEOUT_MS = 3000;
