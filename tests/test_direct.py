@@ -282,3 +282,19 @@ async def intrude(server, ws_path: str) -> tuple[int, list]:
             pass
     return ws.close_code, seen
 
+
+
+def test_direct_media_origins_widen_connect_src_only_as_configured():
+    """The page may connect to LiveKit's cloud by default; DIRECT_MEDIA_ORIGINS replaces that list,
+    "none" empties it, and anything that is not a scheme-qualified source stops startup."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from playground.config import direct_media_origins
+
+    assert direct_media_origins({}) == ["wss://*.livekit.cloud", "https://*.livekit.cloud"]
+    assert direct_media_origins({"DIRECT_MEDIA_ORIGINS": "wss://lk.example.com, https://lk.example.com"}) == [
+        "wss://lk.example.com", "https://lk.example.com"]  # fmt: skip
+    assert direct_media_origins({"DIRECT_MEDIA_ORIGINS": "none"}) == []
+    for bad in ["*", "lk.example.com", "wss://x; script-src *", "javascript://x"]:
+        with pytest.raises(ImproperlyConfigured, match="DIRECT_MEDIA_ORIGINS"):
+            direct_media_origins({"DIRECT_MEDIA_ORIGINS": bad})
