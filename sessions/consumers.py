@@ -69,7 +69,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.close(code)
             return
         try:
-            upstream = registry.load(self.conversation.provider)(await self._session())
+            session = await self._session()
+            upstream = registry.load(self.conversation.provider)(session)
         except Exception as exc:
             log.exception("cannot build upstream for %s", self.conversation.id)
             await self._release(f"provider unavailable: {exc}")
@@ -85,6 +86,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             playback_rate=settings.PLAYBACK_RATE,
             close_timeout=settings.UPSTREAM_CLOSE_TIMEOUT,
             on_end=self._ended,
+            sandbox=bool(session.config.get("sandbox")),
         )
         self.task = asyncio.create_task(self.relay.run(), name=f"relay-{self.conversation.id}")
 

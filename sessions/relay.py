@@ -71,6 +71,11 @@ AUDIBLE_RMS = 32768 * 10 ** (AUDIBLE_DBFS / 20)
 # reply); after a longer silence the next audible frame starts a new stretch (sessions/latency.py).
 AGENT_GAP_S = 0.3
 TRANSPORTS = ("livekit", "retell")
+# Shown with a sandbox's `join` (unless the client says something itself): the room is not real.
+SANDBOX_LIVEKIT_NOTE = (
+    "This LiveKit room comes from the provider's sandbox, and no LiveKit media server runs here: "
+    "the LiveKit transport needs the real service."
+)
 
 
 @dataclass
@@ -215,6 +220,7 @@ class Relay:
         playback_rate: int = 24000,
         close_timeout: float = 2.0,
         on_end: Callable[[int], Awaitable[None]] | None = None,
+        sandbox: bool = False,
     ):
         self.conversation_id = conversation_id
         self.upstream = upstream
@@ -223,6 +229,7 @@ class Relay:
         self.playback_rate = playback_rate
         self.close_timeout = close_timeout
         self.on_end = on_end
+        self.sandbox = sandbox  # the upstream is a vendor's sandbox, not the real service
         self.ready = False
         self.ended = False
         self._inbox: asyncio.Queue = asyncio.Queue(maxsize=100)  # about 2 s of 20 ms frames
@@ -524,8 +531,9 @@ class Relay:
         self.transport = event.transport
         message = {"type": "join", "transport": event.transport, "url": event.url, "token": event.token,
                    "call_id": event.call_id}  # fmt: skip
-        if event.note:
-            message["note"] = event.note
+        note = event.note or (SANDBOX_LIVEKIT_NOTE if self.sandbox and event.transport == "livekit" else "")
+        if note:
+            message["note"] = note
         await self._send(message)
 
     async def _on_user_vad(self, events: list) -> None:

@@ -21,8 +21,9 @@ import pytest
 import websockets
 
 from sessions.models import Conversation, Turn
-from sessions.relay import AGENT_CHANNEL, USER_CHANNEL
-from sessions.upstreams.base import Capabilities, Client, Join, Transcript
+from sessions.relay import AGENT_CHANNEL, SANDBOX_LIVEKIT_NOTE, USER_CHANNEL, Relay
+from sessions.upstreams.base import Capabilities, Client, Join, Session, Transcript
+from tests.browser_double import BrowserPeer
 from tests.engine.speech import Speech, silence, trimmed
 from tests.peers import FRAME, finish
 from tests.server import call, free_port, start_server
@@ -298,3 +299,24 @@ def test_direct_media_origins_widen_connect_src_only_as_configured():
     for bad in ["*", "lk.example.com", "wss://x; script-src *", "javascript://x"]:
         with pytest.raises(ImproperlyConfigured, match="DIRECT_MEDIA_ORIGINS"):
             direct_media_origins({"DIRECT_MEDIA_ORIGINS": bad})
+
+
+class SandboxRoomVendor(DirectVendor):
+    async def connect(self) -> None:  # a room from a sandbox, with nothing said about it
+        self.queue.put_nowait(Join("livekit", "ws://127.0.0.1:9/", ROOM_TOKEN, call_id="sandbox-room"))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_a_livekit_room_from_a_sandbox_says_it_needs_the_real_service(conversation):
+    """Against a sandbox (the consumer passes `sandbox` from the client's config) a LiveKit join
+    the client left without a note gets one: no LiveKit media server runs here."""
+    browser = BrowserPeer()
+    session = Session(str(conversation.id), topic=None, voice="default", language="en",
+                      config={"api_key": PROVIDER_KEY, "sandbox": True})  # fmt: skip
+    relay = Relay(conversation.id, SandboxRoomVendor(session), browser.browser, provider="flow",
+                  on_end=browser.on_end, sandbox=True)  # fmt: skip
+    task = asyncio.create_task(relay.run())
+    join = await browser.message("join")
+    assert join["note"] == SANDBOX_LIVEKIT_NOTE and "needs the real service" in join["note"]
+    await finish(relay, task)
