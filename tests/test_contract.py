@@ -96,6 +96,7 @@ def test_every_client_declares_its_capabilities_on_its_class(key):
 def test_the_defaults_are_documented_and_an_unbuilt_client_gets_them():
     assert DEFAULT_CAPABILITIES.as_dict() == {
         "accepts_text": False, "user_transcripts": True, "barge_in_signal": True, "saves_transcript": False,
+        "direct_media": False,
     }  # fmt: skip
     assert registry.capabilities("flow") == DEFAULT_CAPABILITIES  # listed, client not built yet
     assert not hasattr(registry, "ACCEPTS_TEXT")
