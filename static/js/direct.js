@@ -17,6 +17,10 @@ export const LIVEKIT_MIC_OPTIONS = Object.freeze({
   autoGainControl: false,
 });
 export const RETELL_EVENTS = ['agent_start_talking', 'agent_stop_talking', 'update'];
+// Retell's `update` carries the whole transcript so far, several times a second: only its latest
+// entries are forwarded (they time the turns; the turns themselves come from our LLM WebSocket), so
+// a long call's updates stay small beside the audio under the socket's flood limits.
+export const RETELL_UPDATE_ENTRIES = 2;
 export const TRANSPORT_LABELS = { livekit: 'LiveKit room', retell: 'Retell web call' };
 
 /** A recording-only frame: one channel byte, then the 16 kHz s16le PCM. */
@@ -44,9 +48,11 @@ export function decodeData(payload, decoder = new TextDecoder()) {
   }
 }
 
-/** What a Retell SDK event becomes when forwarded: {event, ...its fields}. */
+/** What a Retell SDK event becomes when forwarded: {event, ...its fields}; an `update` with only
+ * the latest RETELL_UPDATE_ENTRIES entries of its transcript. */
 export function retellMessage(event, data) {
-  const fields = data && typeof data === 'object' && !Array.isArray(data) ? data : {};
+  const fields = data && typeof data === 'object' && !Array.isArray(data) ? { ...data } : {};
+  if (Array.isArray(fields.transcript)) fields.transcript = fields.transcript.slice(-RETELL_UPDATE_ENTRIES);
   return { ...fields, event };
 }
 

@@ -50,6 +50,11 @@ describe('what the page shows', () => {
       event: 'update',
       transcript: [{ role: 'agent', content: 'Hi' }],
     });
+    // Only the latest entries of the transcript so far: a long call's updates stay small.
+    const long = Array.from({ length: 500 }, (_, i) => ({ role: i % 2 ? 'user' : 'agent', content: `turn ${i}` }));
+    const update = retellMessage('update', { event_type: 'update', transcript: long });
+    assert.deepEqual(update.transcript.map((t) => t.content), ['turn 498', 'turn 499']);
+    assert.equal(long.length, 500); // the SDK's own object is left alone
   });
 });
 
