@@ -312,12 +312,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     async def _receive_forward(self, message: dict, size: int) -> None:
         source, body = message.get("source"), message.get("message")
         if source not in TRANSPORTS or not isinstance(body, dict):
-            message = "A forward needs 'source' (livekit or retell) and 'message', a JSON object."
-            await self.relay.error("bad_forward", message)
+            why = "A forward needs 'source' (livekit or retell) and 'message', a JSON object."
+            await self.relay.error("bad_forward", why)
             return
         if size > FORWARD_MAX_BYTES:
-            message = f"A forwarded message may be at most {FORWARD_MAX_BYTES} bytes (got {size}): dropped."
-            await self.relay.error("forward_too_large", message)
+            why = f"A forwarded message may be at most {FORWARD_MAX_BYTES} bytes (got {size}): dropped."
+            await self.relay.error("forward_too_large", why)
             return
         if self.forwards is None:
             self.forwards = limits.TurnRate(FORWARDS_PER_SECOND)
