@@ -219,6 +219,9 @@ class DirectPeer:
         async for message in ws:
             self.received.append(message if isinstance(message, bytes) else json.loads(message))
 
+    def forwarded(self) -> list[dict]:
+        return [m["forwarded"] for m in self.received if isinstance(m, dict) and "forwarded" in m]
+
 
 def codes(c) -> set[str]:
     return {e["code"] for e in c.of("error")}
@@ -254,6 +257,13 @@ def test_over_daphne_join_goes_to_the_owner_only_and_bad_input_gets_clear_errors
                 await c.ws.send(json.dumps({"type": "forward", "source": "livekit", "message": huge}))
                 await c.ws.send(json.dumps({"type": "forward", "source": "livekit", "message": "text"}))
                 await c.until(lambda c: {"forward_too_large", "bad_forward"} <= codes(c), 10)
+                await asyncio.sleep(1.1)  # a fresh second for the burst below
+                for n in range(60):
+                    await c.ws.send(json.dumps({"type": "forward", "source": "livekit", "message": {"n": n}}))
+                await c.until(lambda c: "too_many_forwards" in codes(c), 10)
+                async with asyncio.timeout(10):
+                    while len(peer.forwarded()) < 51:
+                        await asyncio.sleep(0.05)
                 await c.stop()
         return c, peer, intruder
 
@@ -264,8 +274,9 @@ def test_over_daphne_join_goes_to_the_owner_only_and_bad_input_gets_clear_errors
     got = (join["transport"], join["url"], join["token"], join["call_id"])
     assert got == ("livekit", "ws://127.0.0.1:9/", ROOM_TOKEN, "room-1")
     assert intruder == (4403, [])  # refused, and nothing (no join) came before the close
-    forwarded = [m["forwarded"] for m in peer.received if isinstance(m, dict) and "forwarded" in m]
-    assert forwarded == [{"message": "AddPartialTranscript", "metadata": {"transcript": "hello"}}]
+    forwarded = peer.forwarded()
+    assert forwarded[0] == {"message": "AddPartialTranscript", "metadata": {"transcript": "hello"}}
+    assert [m["n"] for m in forwarded[1:]] == list(range(50))  # FORWARDS_PER_SECOND, the rest dropped
     assert not any(isinstance(m, bytes) for m in peer.received)  # recording frames never go upstream
     assert "sandbox-" not in json.dumps(c.seen) and server.env["SECRET_KEY"] not in json.dumps(c.seen)
 
