@@ -55,6 +55,30 @@ def env_list(env: Mapping[str, str], name: str, default: list[str]) -> list[str]
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+DIRECT_MEDIA_ORIGINS = ("wss://*.livekit.cloud", "https://*.livekit.cloud")  # Flow's and Retell's rooms
+_CSP_SOURCE_SCHEMES = ("wss", "ws", "https", "http")
+
+
+def direct_media_origins(env: Mapping[str, str]) -> list[str]:
+    """DIRECT_MEDIA_ORIGINS: where the talk page may connect for direct media (LiveKit's signalling
+    WebSocket and its HTTP calls), added to the CSP's connect-src. Space- or comma-separated CSP
+    sources with a scheme, e.g. `wss://*.livekit.cloud`; "none" adds nothing."""
+    raw = env.get("DIRECT_MEDIA_ORIGINS")
+    if raw is None or not raw.strip():
+        return list(DIRECT_MEDIA_ORIGINS)
+    if raw.strip().lower() == "none":
+        return []
+    sources = raw.replace(",", " ").split()
+    for source in sources:
+        scheme, _, rest = source.partition("://")
+        if scheme not in _CSP_SOURCE_SCHEMES or not rest or any(c in source for c in ";'\"\\"):
+            raise ImproperlyConfigured(
+                f"DIRECT_MEDIA_ORIGINS: {source!r} is not a source like wss://*.livekit.cloud "
+                f"(schemes: {', '.join(_CSP_SOURCE_SCHEMES)})"
+            )
+    return sources
+
+
 def env_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     """One of `choices` (the first when unset)."""
     value = env.get(name, "").strip() or choices[0]

@@ -113,14 +113,16 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = tls["SECURE_HSTS_INCLUDE_SUBDOMAINS"]
 SECURE_HSTS_PRELOAD = tls["SECURE_HSTS_PRELOAD"]
 
 # The pages load scripts, styles and audio worklets from our own origin only and run no inline
-# script; 'self' also covers ws:/wss: to the same host (CSP level 3) for the conversation socket.
+# script; 'self' also covers ws:/wss: to the same host (CSP level 3) for the conversation socket;
+# the vendored SDKs (static/vendor/) are 'self' too.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
         "script-src": [SELF],
         "style-src": [SELF],
         "img-src": [SELF, "data:"],
-        "connect-src": [SELF],
+        # Direct media (Flow over LiveKit, Retell web calls): the page joins the vendor's LiveKit room.
+        "connect-src": [SELF, *config.direct_media_origins(env)],
         "media-src": [SELF],
         "object-src": [NONE],
         "base-uri": [NONE],

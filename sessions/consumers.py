@@ -12,7 +12,15 @@ from django.conf import settings
 from sessions import limits
 from sessions.liveness import liveness
 from sessions.models import Conversation
-from sessions.relay import FLOOD_BYTES_PER_S, MAX_FRAME_BYTES, Browser, FloodMeter, Relay
+from sessions.relay import (
+    CHANNELS,
+    FLOOD_BYTES_PER_S,
+    MAX_FRAME_BYTES,
+    TRANSPORTS,
+    Browser,
+    FloodMeter,
+    Relay,
+)
 from sessions.upstreams import registry
 from sessions.upstreams.base import Session
 
@@ -27,6 +35,10 @@ FLOOD_REASON = "closed: audio arrived far faster than real time"
 # read off the network faster than a consumer handles frames, so it shows here first (see dispatch).
 FLOOD_BACKLOG = 500
 LIVE = (Conversation.Status.CONNECTING, Conversation.Status.ACTIVE)
+# Direct media: forwarded vendor messages (docs/protocol.md). Flow's data channel sends a few
+# messages a second (partial transcripts); Retell's `update` carries the whole transcript so far.
+FORWARD_MAX_BYTES = 64 * 1024
+FORWARDS_PER_SECOND = 50
 
 
 class ConversationConsumer(AsyncWebsocketConsumer):
@@ -37,6 +49,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     relay: Relay | None = None
     task: asyncio.Task | None = None
     text_turns: limits.TurnRate | None = None
+    forwards: limits.TurnRate | None = None
     closer: asyncio.Task | None = None  # ends a flooding call (_close_flood)
     close_code: int | None = None  # overrides the close code the relay asks for (4400 after a flood)
 
@@ -56,7 +69,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.close(code)
             return
         try:
-            upstream = registry.load(self.conversation.provider)(await self._session())
+            session = await self._session()
+            upstream = registry.load(self.conversation.provider)(session)
         except Exception as exc:
             log.exception("cannot build upstream for %s", self.conversation.id)
             await self._release(f"provider unavailable: {exc}")
@@ -72,6 +86,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             playback_rate=settings.PLAYBACK_RATE,
             close_timeout=settings.UPSTREAM_CLOSE_TIMEOUT,
             on_end=self._ended,
+            sandbox=bool(session.config.get("sandbox")),
         )
         self.task = asyncio.create_task(self.relay.run(), name=f"relay-{self.conversation.id}")
 
@@ -233,6 +248,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self._receive_message(text_data)
 
     async def _receive_audio(self, data: bytes) -> None:
+        if self.relay.direct:
+            await self._receive_recording(data)
+            return
         if len(data) % 2 or len(data) > MAX_FRAME_BYTES or not data:
             await self.relay.warn(
                 "bad_frame",
@@ -241,6 +259,26 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             )
             return
         await self.relay.feed_audio(data)
+
+    async def _receive_recording(self, data: bytes) -> None:
+        """Direct media: one channel byte (0 the microphone, 1 the agent as heard), then PCM."""
+        if not data or data[0] not in CHANNELS:
+            await self.relay.warn(
+                "bad_channel",
+                "Direct calls send recording frames that start with a channel byte: 0 for the "
+                f"microphone, 1 for the agent as heard (got {data[0] if data else 'an empty frame'}). "
+                "The frame was dropped.",
+            )
+            return
+        pcm = data[1:]
+        if len(pcm) % 2 or len(pcm) > MAX_FRAME_BYTES or not pcm:
+            await self.relay.warn(
+                "bad_frame",
+                f"After its channel byte a recording frame must be 16-bit PCM: an even number of bytes up to "
+                f"{MAX_FRAME_BYTES} (got {len(pcm)}). The frame was dropped.",
+            )
+            return
+        await self.relay.feed_recording(data[0], pcm)
 
     async def _receive_message(self, text: str) -> None:
         try:
@@ -257,6 +295,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self._receive_text(message.get("text"))
         elif kind == "playback":
             self.relay.playback(message)
+        elif kind == "forward":
+            await self._receive_forward(message, len(text))
         else:
             await self.relay.error("unknown_type", f"Unknown message type {kind!r}.")
 
@@ -268,6 +308,24 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.relay.warn("too_many_turns", limits.text_turn_refusal())
             return
         await self.relay.feed_text(text.strip())
+
+    async def _receive_forward(self, message: dict, size: int) -> None:
+        source, body = message.get("source"), message.get("message")
+        if source not in TRANSPORTS or not isinstance(body, dict):
+            why = "A forward needs 'source' (livekit or retell) and 'message', a JSON object."
+            await self.relay.error("bad_forward", why)
+            return
+        if size > FORWARD_MAX_BYTES:
+            why = f"A forwarded message may be at most {FORWARD_MAX_BYTES} bytes (got {size}): dropped."
+            await self.relay.error("forward_too_large", why)
+            return
+        if self.forwards is None:
+            self.forwards = limits.TurnRate(FORWARDS_PER_SECOND)
+        if not self.forwards.allow():
+            await self.relay.warn("too_many_forwards", f"At most {FORWARDS_PER_SECOND} forwarded messages a "
+                                                       "second; this one was dropped.")  # fmt: skip
+            return
+        await self.relay.feed_forward(source, body)
 
     def _text_turn_allowed(self) -> bool:
         """At most TEXT_TURNS_PER_SECOND typed turns per connection; the rest are dropped, not stored."""

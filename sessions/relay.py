@@ -29,6 +29,7 @@ from sessions.upstreams.base import (
     Ended,
     Error,
     Interrupted,
+    Join,
     Status,
     ToolCall,
     Transcript,
@@ -38,7 +39,7 @@ from sessions.upstreams.base import (
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 INPUT_RATE = 16000
 FRAME_MS = 20
 MAX_FRAME_BYTES = 64 * 1024
@@ -58,12 +59,33 @@ FLOOD_MESSAGES_PER_S = 250
 # figures use arrival times, so batching delays only when they are known, not what they say).
 VAD_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="uplink-vad")
 VAD_BATCH_BYTES = 3 * 640
+# Direct media (docs/protocol.md, "Recording frames"): the page sends what it records as binary
+# frames whose first byte says whose audio follows.
+USER_CHANNEL, AGENT_CHANNEL = 0, 1
+CHANNELS = {USER_CHANNEL: "user", AGENT_CHANNEL: "agent"}
+# A 20 ms frame of the agent as heard is audible above this RMS (dBFS): a WebRTC track carries
+# digital silence or comfort noise far below it between replies, speech is -40 to -10 dBFS.
+AUDIBLE_DBFS = -50.0
+AUDIBLE_RMS = 32768 * 10 ** (AUDIBLE_DBFS / 20)
+# Audible agent frames closer together than this are one stretch (the pauses between words of a
+# reply); after a longer silence the next audible frame starts a new stretch (sessions/latency.py).
+AGENT_GAP_S = 0.3
+TRANSPORTS = ("livekit", "retell")
+# Shown with a sandbox's `join` (unless the client says something itself): the room is not real.
+SANDBOX_LIVEKIT_NOTE = (
+    "This LiveKit room comes from the provider's sandbox, and no LiveKit media server runs here: "
+    "the LiveKit transport needs the real service."
+)
 
 
 @dataclass
 class Browser:
     send_json: Callable[[dict], Awaitable[None]]
     send_bytes: Callable[[bytes], Awaitable[None]]
+
+
+# A later recording feature plugs in here: (channel "user"|"agent", 16 kHz s16le PCM, arrival time).
+Recorder = Callable[[str, bytes, float], None]
 
 
 class TokenBucket:
@@ -198,6 +220,7 @@ class Relay:
         playback_rate: int = 24000,
         close_timeout: float = 2.0,
         on_end: Callable[[int], Awaitable[None]] | None = None,
+        sandbox: bool = False,
     ):
         self.conversation_id = conversation_id
         self.upstream = upstream
@@ -206,6 +229,7 @@ class Relay:
         self.playback_rate = playback_rate
         self.close_timeout = close_timeout
         self.on_end = on_end
+        self.sandbox = sandbox  # the upstream is a vendor's sandbox, not the real service
         self.ready = False
         self.ended = False
         self._inbox: asyncio.Queue = asyncio.Queue(maxsize=100)  # about 2 s of 20 ms frames
@@ -224,6 +248,8 @@ class Relay:
         self._last_warning: dict[str, float] = {}
         self._stop_reason: str | None = None
         self.metrics = {"latencies_ms": [], "frames_in": 0, "frames_out": 0, "dropped_frames": 0}
+        if upstream.capabilities.direct_media:
+            self.metrics["agent_frames_in"] = 0
         self._vad: UplinkVad | None = None
         self._unheard = bytearray()  # uplink audio sent on but not yet through our VAD
         self._heard_more = asyncio.Event()
@@ -234,6 +260,11 @@ class Relay:
         self._turn_lock = asyncio.Lock()
         self.capabilities = upstream.capabilities  # declared by every client (sessions/upstreams/base.py)
         self._failure: Exception | None = None  # what ended the writer, for run() to report
+        self.direct = self.capabilities.direct_media
+        self.transport: str | None = None  # the direct transport, once `join` was sent
+        self.recorder: Recorder | None = None  # direct media: gets every recording frame (see Recorder)
+        self._agent_bucket = TokenBucket(rate=BYTES_PER_SECOND * 1.5, burst=BYTES_PER_SECOND * 2)
+        self._agent_heard_until = 0.0  # direct media: the stretch of audible agent audio ends here
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -359,6 +390,62 @@ class Relay:
         self.metrics["frames_in"] += 1
         self._timeline.add(len(pcm), time.monotonic())
 
+    async def feed_recording(self, channel: int, pcm: bytes) -> None:
+        """Direct media: a recording-only frame the page tagged with `channel`, already checked for
+        shape by the consumer. The user's goes to our VAD and Timeline (never to the vendor, which
+        has it over WebRTC); the agent's marks when replies became audible. Both go to `recorder`."""
+        if not self.ready:
+            await self.warn("not_ready", "Audio arrived before the server said ready; it was dropped.")
+            return
+        bucket = self._bucket if channel == USER_CHANNEL else self._agent_bucket
+        if not bucket.take(len(pcm)):
+            self.metrics["dropped_frames"] += 1
+            await self.warn("flood", "Audio is arriving faster than real time; frames were dropped.")
+            return
+        now = time.monotonic()
+        if self.recorder is not None:
+            self.recorder(CHANNELS[channel], pcm, now)
+        if channel == AGENT_CHANNEL:
+            self.metrics["agent_frames_in"] += 1
+            await self._on_agent_heard(pcm, now)
+            return
+        self.metrics["frames_in"] += 1
+        self._timeline.add(len(pcm), now)
+        self._unheard += pcm  # for our VAD only (_listen)
+        if len(self._unheard) >= VAD_BATCH_BYTES:
+            self._heard_more.set()
+
+    async def _on_agent_heard(self, pcm: bytes, now: float) -> None:
+        """The agent as the page heard it: its first audible frame after a silence starts a stretch,
+        which times the reply as "first agent audio sent" does for relayed calls."""
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+        if not len(samples) or np.sqrt((samples**2).mean()) < AUDIBLE_RMS:
+            return
+        measure = None
+        if now > self._agent_heard_until:
+            if self._reply_started is None:
+                self._reply_started = now
+            measure = self._clock.agent_audio(now, self.upstream.last_timings)
+        self._agent_heard_until = now + AGENT_GAP_S
+        if measure is not None:
+            await self._on_measured(measure)
+
+    async def feed_forward(self, source: str, message: dict) -> None:
+        """Direct media: a vendor message the page forwarded, for the client to parse (its
+        `forward()`, called from the writer task so a slow client never blocks the socket)."""
+        if not self.direct:
+            await self.error("forward_unsupported", "This call's media is relayed: nothing to forward.")
+            return
+        if self.transport is None or source != self.transport:
+            joined = self.transport or "joined"
+            message = f"Forwarded messages must come from this call's {joined} transport (got {source!r})."
+            await self.error("bad_forward", message)
+            return
+        try:
+            self._inbox.put_nowait(("forward", message))
+        except asyncio.QueueFull:
+            await self.warn("upstream_slow", "The provider is not keeping up; a forwarded message was lost.")
+
     async def feed_text(self, text: str) -> None:
         if not self.capabilities.accepts_text:
             await self.error("text_unsupported", "This provider does not take typed turns.")
@@ -376,12 +463,15 @@ class Relay:
     async def _write_upstream(self) -> None:
         """Browser input to the upstream. Whatever a send raises ends the call: it is kept for
         run() to report, and closing the upstream ends the reader."""
-        convert = Converter(INPUT_RATE, self.upstream.input_rate, FRAME_MS)
+        convert = Converter(INPUT_RATE, getattr(self.upstream, "input_rate", INPUT_RATE), FRAME_MS)
         try:
             while True:
                 kind, payload = await self._inbox.get()
                 if kind == "text":
                     await self.upstream.send_text(payload)
+                    continue
+                if kind == "forward":
+                    await self.upstream.forward(payload)
                     continue
                 for frame in convert.push(payload):
                     await self.upstream.send_audio(frame)
@@ -428,7 +518,23 @@ class Relay:
                 await self.error(code, message)
             case Ended(reason=reason):
                 return Conversation.Status.ENDED, self._stop_reason or reason
+            case Join():
+                await self._on_join(event)
         return None
+
+    async def _on_join(self, event: Join) -> None:
+        """Direct media: the owner's page joins the vendor's call with these short-lived credentials.
+        The socket is the owner's alone (the consumer refuses anyone else with 4403). The token is
+        never logged, nor stored."""
+        if not self.direct or event.transport not in TRANSPORTS:  # a bug in the client: the call ends
+            raise RuntimeError(f"a {event.transport!r} join from a client that declared no direct media")
+        self.transport = event.transport
+        message = {"type": "join", "transport": event.transport, "url": event.url, "token": event.token,
+                   "call_id": event.call_id}  # fmt: skip
+        note = event.note or (SANDBOX_LIVEKIT_NOTE if self.sandbox and event.transport == "livekit" else "")
+        if note:
+            message["note"] = note
+        await self._send(message)
 
     async def _on_user_vad(self, events: list) -> None:
         for event in events:
@@ -641,6 +747,7 @@ class Relay:
                 "conversation": str(self.conversation_id),
                 "accepts_text": self.capabilities.accepts_text,
                 "user_transcripts": self.capabilities.user_transcripts,
+                "media": "direct" if self.direct else "relayed",
             }
         )
 

@@ -5,12 +5,16 @@ whole path runs as a user would use it: getUserMedia, the capture worklet at the
 device rate (44.1 kHz here), the WebSocket, the relay, the agent, playback.
 """
 
+import asyncio
+import json
 import re
 import shutil
 import subprocess
+import threading
 import time
 
 import pytest
+import websockets
 
 from tests.engine.speech import flite_wav
 
@@ -219,3 +223,98 @@ def test_the_pick_page_offers_the_languages_topic_and_provider_share_then_talks_
     page.click("#talk-stop")
     page.wait_for_function("document.querySelector('#talk').dataset.state === 'ended'", timeout=10000)
     assert errors == []
+
+
+# ---- direct media (browser protocol v2) ---------------------------------------------------------
+
+ROOM_TOKEN = "eyJ-test-room-token-not-for-the-page-text"
+LIVEKIT_NOTE = "This room is our sandbox's: the LiveKit transport needs the real service."
+
+
+class DirectEchoPeer:
+    """The echo provider's peer acting out a direct vendor, on its own thread and event loop: it
+    sends a LiveKit `join` whose room is a closed loopback port, and records what reaches it."""
+
+    def __init__(self, port: int, room_port: int):
+        self.port, self.room_url, self.received = port, f"ws://127.0.0.1:{room_port}", []
+        self.loop = asyncio.new_event_loop()
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._serve(),))
+
+    async def _serve(self):
+        self.stop = asyncio.Event()
+
+        async def handler(ws):
+            join = {"transport": "livekit", "url": self.room_url, "token": ROOM_TOKEN, "call_id": "room-1",
+                    "note": LIVEKIT_NOTE}  # fmt: skip
+            await ws.send(json.dumps({"join": join}))
+            async for message in ws:
+                self.received.append(message)
+
+        async with websockets.serve(handler, "127.0.0.1", self.port):
+            self.started.set()
+            await self.stop.wait()
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.started.wait(10)
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def direct_server():
+    """A Daphne whose echo provider is a direct vendor; the page may connect to loopback rooms."""
+    from tests.server import free_port, start_server
+
+    yield from start_server({"ECHO_URL": f"ws://127.0.0.1:{free_port()}/?direct_media=1",
+                             "DIRECT_MEDIA_ORIGINS": "ws://127.0.0.1:* http://127.0.0.1:*"})  # fmt: skip
+
+
+def test_a_direct_call_loads_the_vendored_sdks_and_reacts_to_join(direct_server, browser):
+    """`ready` says the media is direct, `join` sends the page to a LiveKit room: it loads the
+    vendored SDK under the CSP, tries the room (a closed port: no LiveKit server runs here), shows
+    the server's note and a clear error without the token, and keeps sending recording frames."""
+    from tests.server import free_port
+
+    server = direct_server
+    port = int(server.env["ECHO_URL"].split(":")[2].split("/")[0])
+    with DirectEchoPeer(port, free_port()) as peer:
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        csp = watch_csp(page)
+        log_in(page, server)
+        page.check("input[name=provider][value=echo]")
+        page.click("button.primary")
+        page.wait_for_url("**/talk/*/")
+        page.click("#talk-start")
+        wait_for_js(page, "talkState.direct && talkState.direct.state === 'failed'", timeout=30000)
+        wait_for_js(page, "window.talkState.direct.userFrames > 25")  # half a second of the microphone
+        talk = "({media: talkState.media, direct: talkState.direct, errors: talkState.errors})"
+        state = page.evaluate(talk)
+        sdks = page.evaluate("""async () => {
+            const root = document.getElementById('talk');
+            const lk = await import(root.dataset.livekitSdk);
+            const retell = await import(root.dataset.retellSdk);
+            return [typeof lk.Room, lk.version, typeof retell.RetellWebClient];
+        }""")
+        shown = page.locator("#talk-errors").inner_text()
+        note = page.locator(".talk-note").all_inner_texts()
+        content = page.content()
+        page.click("#talk-stop")
+        wait_for_js(page, "document.querySelector('#talk').dataset.state === 'ended'", timeout=10000)
+    assert state["media"] == "direct"
+    assert (state["direct"]["transport"], state["direct"]["callId"]) == ("livekit", "room-1")
+    assert sdks == ["function", "2.23.0", "function"]
+    print(f"the page says: {shown!r}")  # pytest -s
+    assert "Could not join the LiveKit room" in shown, shown
+    assert LIVEKIT_NOTE in note
+    assert [e["code"] for e in state["errors"]] == ["join_failed"]  # the tagged frames were accepted
+    assert ROOM_TOKEN not in shown and ROOM_TOKEN not in content and ROOM_TOKEN not in str(state)
+    assert not any(isinstance(m, bytes) for m in peer.received)  # no audio went to the vendor
+    assert not any(ROOM_TOKEN in m for m in peer.received if isinstance(m, str))
+    assert errors == [] and csp == []

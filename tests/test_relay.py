@@ -45,7 +45,8 @@ async def test_ready_then_audio_round_trip_at_playback_rate(conversation):
     async with EchoPeer() as peer:
         relay, browser, task = start(conversation, peer.url)
         ready = await browser.message("ready")
-        assert (ready["protocol"], ready["input_rate"], ready["output_rate"]) == (1, 16000, 24000)
+        assert (ready["protocol"], ready["input_rate"], ready["output_rate"]) == (2, 16000, 24000)
+        assert ready["media"] == "relayed"
         assert ready["conversation"] == str(conversation.id) and ready["provider"] == "echo"
         for _ in range(25):  # half a second
             await relay.feed_audio(FRAME)

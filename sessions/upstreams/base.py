@@ -165,8 +165,10 @@ class Join:
 
     transport: str  # "livekit" | "retell"
     url: str  # the LiveKit server ("" for Retell, whose SDK knows its own)
-    token: str  # LiveKit room token, or Retell's web-call access token
+    token: str = field(repr=False)  # LiveKit room token, or Retell's web-call access token: never logged
     call_id: str = ""
+    # Shown to the user beside the call, e.g. that a sandbox's room has no LiveKit server behind it.
+    note: str = ""
 
 
 Event = Transcript | Audio | Status | Interrupted | ToolCall | Error | Ended | Join

@@ -6,15 +6,19 @@ that become events, so a test peer can act out a provider:
 `{"transcript": {"role", "text", "final", "id"?, "end_ms"?, "interrupted"?}}`,
 `{"status": "speaking"}`, `{"interrupted": true}`, `{"tool_call": {...}}`,
 `{"error": {"code", "message", "permanent"?}}` (permanent: the call ends, as a
-raised UpstreamError; else an Error event and the call goes on), `{"ended": "reason"}`.
+raised UpstreamError; else an Error event and the call goes on), `{"ended": "reason"}`,
+`{"join": {"transport", "url", "token", "call_id"?, "note"?}}` (direct media: a `Join`).
 Text that is not a JSON object is skipped with an ``echo.bad_message`` error.
-Typed turns go to the peer as `{"text": "..."}`.
+Typed turns go to the peer as `{"text": "..."}`; vendor messages the page forwards (direct
+media) as `{"forwarded": {...}}`.
 
 Capabilities: everything a provider may do except saving a transcript, by
 default. A test acts out a provider without some of them with the URL query
 (``ECHO_URL=ws://…/?user_transcripts=0&barge_in_signal=0``) or
 ``config["capabilities"]`` (a dict of `Capabilities` fields); these are not
-sent to the peer. Enabled only when ECHO_URL is set.
+sent to the peer. With ``direct_media=1`` the peer acts out a vendor whose media goes
+straight to the browser: it sends a `join`, audio never reaches it, forwarded messages do.
+Enabled only when ECHO_URL is set.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from sessions.upstreams.base import (
     Error,
     Event,
     Interrupted,
+    Join,
     Session,
     Status,
     ToolCall,
@@ -69,6 +74,8 @@ def parse(message: str | bytes, rate: int) -> Event | None:
         return Error(error["code"], error["message"])
     if "ended" in data:
         return Ended(str(data["ended"]))
+    if "join" in data:
+        return Join(**data["join"])
     return None
 
 
@@ -111,6 +118,9 @@ class EchoUpstream(Client):
 
     async def send_text(self, text: str) -> None:
         await self._send(json.dumps({"text": text}))
+
+    async def forward(self, message: dict) -> None:
+        await self._send(json.dumps({"forwarded": message}))
 
     async def _send(self, data) -> None:
         try:

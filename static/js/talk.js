@@ -1,14 +1,17 @@
 // Talk page controller: microphone -> WebSocket -> speakers, plus the live UI.
 //
-// Protocol: docs/protocol.md (version 1). Audio capture and playback run in
-// AudioWorklets (capture-worklet.js, playback-worklet.js). The page state is
+// Protocol: docs/protocol.md (version 2). Audio capture and playback run in
+// AudioWorklets (capture-worklet.js, playback-worklet.js); direct media (the
+// vendor's WebRTC call, `join`) is in direct.js. The page state is
 // mirrored to window.talkState and to data-state on the page root so that
 // browser tests can follow it.
 //
 // The helpers exported at the top are pure, so Node tests can import this
 // module; the page only wires itself up when a document exists.
 
-export const PROTOCOL_VERSION = 1;
+import { AGENT_CHANNEL, TRANSPORT_LABELS, USER_CHANNEL, openCall, scrubToken, tagFrame } from './direct.js';
+
+export const PROTOCOL_VERSION = 2;
 const DEFAULT_OUTPUT_RATE = 24000; // protocol v1; ready.output_rate confirms it
 const PLAYBACK_REPORT_MS = 1000;
 const STOP_TIMEOUT_MS = 3000;
@@ -273,11 +276,30 @@ class AudioIO {
     if (this.captureNode) this.captureNode.port.postMessage({ type: 'mute', muted });
   }
 
+  /** Direct media: the agent's remote track into a capture worklet of its own (16 kHz frames). */
+  tapTrack(track, onFrame) {
+    if (!this.captureCtx || this.captureCtx.state === 'closed') return;
+    const source = this.captureCtx.createMediaStreamSource(new MediaStream([track]));
+    const node = new AudioWorkletNode(this.captureCtx, 'pcm-capture', {
+      numberOfInputs: 1,
+      numberOfOutputs: 1,
+      channelCount: 1,
+      channelCountMode: 'explicit',
+    });
+    node.port.onmessage = (e) => onFrame(e.data);
+    source.connect(node).connect(this.captureCtx.destination);
+    this.taps = [...(this.taps || []), { source, node }];
+  }
+
   /** Stop the microphone (and the mic indicator in the browser's tab). */
   stopCapture() {
     if (this.stream) this.stream.getTracks().forEach((t) => t.stop());
     if (this.captureNode) this.captureNode.port.onmessage = null;
     if (this.source) this.source.disconnect();
+    for (const tap of (this.taps || []).splice(0)) {
+      tap.node.port.onmessage = null;
+      tap.source.disconnect();
+    }
     if (this.captureCtx && this.captureCtx.state !== 'closed') this.captureCtx.close().catch(() => {});
   }
 
@@ -314,6 +336,7 @@ class View {
       textForm: $('talk-text-form'),
       textInput: $('talk-text'),
       metrics: $('talk-metrics'),
+      remote: $('talk-remote-audio'),
     };
     this.turnEls = new Map();
     this.toolEls = new Map();
@@ -482,6 +505,7 @@ class TalkPage {
     this.phase = 'idle'; // idle | starting | live | stopping | over
     this.ws = null;
     this.audio = null;
+    this.call = null; // direct media: the vendor's call (direct.js)
     this.ready = null;
     this.cancelled = false;
     this.manualMute = false;
@@ -504,6 +528,8 @@ class TalkPage {
       toolCalls: [],
       metrics: {},
       errors: [],
+      media: null, // 'relayed' | 'direct', from `ready`
+      direct: null, // direct media: {transport, callId, state, forwarded, userFrames, agentFrames}
     };
     this.setState('idle');
   }
@@ -522,7 +548,10 @@ class TalkPage {
     this.win.addEventListener('keyup', (e) => this.onKey(e, false));
     // A key released outside the window never fires keyup: never stay open.
     this.win.addEventListener('blur', () => this.setHeld(false));
-    this.win.addEventListener('pagehide', () => this.send({ type: 'stop' }));
+    this.win.addEventListener('pagehide', () => {
+      this.leaveCall();
+      this.send({ type: 'stop' });
+    });
     this.setPhase('idle');
     this.applyMute();
   }
@@ -643,6 +672,7 @@ class TalkPage {
     metrics: this.onMetrics,
     error: this.onServerError,
     ended: this.onEnded,
+    join: this.onJoin,
   };
 
   async onReady(msg) {
@@ -654,6 +684,7 @@ class TalkPage {
         code: 'protocol_version',
       });
     }
+    this.state.media = msg.media === 'direct' ? 'direct' : 'relayed';
     this.setPhase('live');
     if (msg.user_transcripts === false) this.view.showNote(NO_USER_TRANSCRIPTS);
     if (this.state.state === 'connecting') this.setState('listening');
@@ -665,6 +696,62 @@ class TalkPage {
         this.error(`Could not set up playback at ${msg.output_rate} Hz: ${err.message}`, { code: 'playback' });
       }
     }
+  }
+
+  // ---- direct media (direct.js)
+
+  /** The server hands this page (the owner's) the vendor's call: join it. */
+  async onJoin(msg) {
+    if (this.phase !== 'live' || this.state.media !== 'direct' || this.state.direct) return;
+    const label = TRANSPORT_LABELS[msg.transport] || msg.transport;
+    const direct = { transport: msg.transport, callId: msg.call_id || '', state: 'joining', forwarded: 0,
+                     userFrames: 0, agentFrames: 0 }; // prettier-ignore
+    this.state.direct = direct;
+    if (msg.note) this.view.showNote(msg.note);
+    const hooks = {
+      forward: (message) => this.forward(msg.transport, message),
+      agentTrack: (track) => this.audio?.tapTrack(track, (m) => this.onAgentFrame(m)),
+      container: this.view.el.remote,
+      left: () => {
+        if (direct.state !== 'failed') direct.state = 'left';
+      },
+      failed: (err) => this.joinFailed(label, msg.token, err),
+    };
+    try {
+      this.call = await openCall(msg, { livekit: this.cfg.livekitSdkUrl, retell: this.cfg.retellSdkUrl }, hooks);
+      if (this.phase !== 'live') return this.leaveCall();
+      await this.call.start();
+      if (direct.state === 'joining') direct.state = 'connected';
+      this.call?.setMuted(this.state.muted);
+    } catch (err) {
+      this.joinFailed(label, msg.token, err);
+      this.leaveCall();
+    }
+  }
+
+  joinFailed(label, token, err) {
+    if (this.state.direct) this.state.direct.state = 'failed';
+    const why = scrubToken((err && err.message) || err, token);
+    this.error(`Could not join the ${label}: ${why}`, { code: 'join_failed' });
+  }
+
+  forward(source, message) {
+    if (this.phase !== 'live') return;
+    this.send({ type: 'forward', source, message });
+    this.state.direct.forwarded += 1;
+  }
+
+  onAgentFrame(msg) {
+    if (msg.type !== 'frame' || !this.sendable()) return;
+    this.ws.send(tagFrame(AGENT_CHANNEL, msg.pcm));
+    this.state.direct.agentFrames += 1;
+  }
+
+  /** Leave the vendor's call now (page unload, the call ended). */
+  leaveCall() {
+    const call = this.call;
+    this.call = null;
+    if (call) call.leave().catch(() => {});
   }
 
   onTranscript(msg) {
@@ -722,15 +809,27 @@ class TalkPage {
     if (msg.type !== 'frame') return;
     this.state.level = msg.rmsDb;
     this.view.setLevel(msg.rmsDb);
+    if (!this.sendable()) return;
+    if (this.state.media === 'direct') {
+      // Recording only: the vendor hears the microphone over WebRTC.
+      this.ws.send(tagFrame(USER_CHANNEL, msg.pcm));
+      if (this.state.direct) this.state.direct.userFrames += 1;
+    } else {
+      this.ws.send(msg.pcm);
+    }
+    this.state.framesSent += 1;
+  }
+
+  /** Audio may go out now. Sending a backlog later would flood the server: real-time audio is
+   * dropped instead when the socket is not keeping up. */
+  sendable() {
     const ws = this.ws;
-    if (!this.ready || this.phase !== 'live' || !ws || ws.readyState !== WebSocket.OPEN) return;
-    // Sending a backlog later would flood the server; real-time audio is dropped instead.
+    if (!this.ready || this.phase !== 'live' || !ws || ws.readyState !== WebSocket.OPEN) return false;
     if (ws.bufferedAmount > MAX_SOCKET_BACKLOG) {
       this.state.framesDropped += 1;
-      return;
+      return false;
     }
-    ws.send(msg.pcm);
-    this.state.framesSent += 1;
+    return true;
   }
 
   onPlayed(stats, rate) {
@@ -773,6 +872,7 @@ class TalkPage {
     this.view.showHold(ptt);
     this.view.setMuted(this.manualMute, muted);
     if (this.audio) this.audio.setMuted(muted);
+    if (this.call) this.call.setMuted(muted);
   }
 
   setHeld(held) {
@@ -822,6 +922,11 @@ class TalkPage {
     }
     if (this.phase !== 'live' && this.phase !== 'starting') return;
     this.setPhase('stopping');
+    if (this.call) {
+      const call = this.call;
+      this.call = null;
+      await call.stop().catch(() => {}); // Flow: AudioEnded, a second's grace, then leave
+    }
     if (this.audio) this.audio.stopCapture(); // stop sending at once
     if (this.ws && this.ws.readyState === WebSocket.OPEN) {
       this.sendPlayback();
@@ -847,6 +952,8 @@ class TalkPage {
     if (this.phase === 'over') return;
     this.setPhase('over');
     this.stopTimers();
+    this.leaveCall();
+    if (this.state.direct && this.state.direct.state !== 'failed') this.state.direct.state = 'left';
     if (this.audio) this.audio.close();
     this.state.endReason = reason;
     this.state.speaking = false;
@@ -878,6 +985,9 @@ function readConfig(doc, root) {
     startMs: 80,
     ...cfg,
     captureWorkletUrl: root.dataset.captureWorklet || here('capture-worklet.js'),
+    // The vendored SDKs (static/vendor/), imported only when a direct call joins.
+    livekitSdkUrl: root.dataset.livekitSdk || here('../vendor/livekit-client/livekit-client.esm.js'),
+    retellSdkUrl: root.dataset.retellSdk || here('../vendor/retell-client-js-sdk/retell-client-js-sdk.esm.js'),
     playbackWorkletUrl: root.dataset.playbackWorklet || here('playback-worklet.js'),
   };
 }

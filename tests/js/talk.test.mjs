@@ -128,7 +128,7 @@ describe('formatting', () => {
     assert.equal(prettyJson('not json'), 'not json');
   });
 
-  it('is written against protocol version 1', () => {
-    assert.equal(PROTOCOL_VERSION, 1);
+  it('is written against protocol version 2', () => {
+    assert.equal(PROTOCOL_VERSION, 2);
   });
 });
