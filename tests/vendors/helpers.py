@@ -11,6 +11,8 @@ from sessions.models import Conversation, Turn
 from sessions.relay import Relay
 from sessions.upstreams.base import Session
 from tests.browser_double import BrowserPeer
+from tests.engine.speech import silence
+from tests.server import Call, call
 
 TURN_FIELDS = ("role", "text", "final", "interrupted")
 
@@ -43,3 +45,21 @@ def stored(conversation, fields: tuple[str, ...] = TURN_FIELDS) -> list[tuple]:
 
 
 astored = sync_to_async(stored)
+
+
+async def talk_over_daphne(server, ws_path: str, pcm: bytes, answer_timeout: float = 20) -> tuple[list, int]:
+    """A browser's part over a real Daphne: open the conversation socket, wait out the greeting,
+    speak `pcm` in real time, wait for the answer, stop. (JSON messages seen, bytes of audio)."""
+    async with call(server, ws_path) as c:
+        await c.until(lambda c: c.finals("agent"), 30)
+        await c.say(silence(300) + pcm + silence(1200))
+        await c.until(Call.answered, answer_timeout)
+        await c.stop()
+    return c.seen, c.audio
+
+
+def server_key(server, vendor: str) -> str:
+    """The sandbox API key of that server's deployment (derived from its SECRET_KEY)."""
+    code = f"from django.conf import settings; from playground.sandbox import {vendor}; " \
+           f"print({vendor}.api_key(settings.SECRET_KEY))"  # fmt: skip
+    return server.manage("shell", "-c", code).strip().splitlines()[-1]

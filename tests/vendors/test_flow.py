@@ -51,8 +51,8 @@ from sessions.upstreams.flow import (
 from tests.browser_double import BrowserPeer
 from tests.engine.speech import silence
 from tests.peers import EchoPeer, finish, serving, stream
-from tests.server import Call, call, free_port
-from tests.vendors.helpers import astored, start
+from tests.server import free_port
+from tests.vendors.helpers import astored, server_key, start, talk_over_daphne
 
 ROOT = Path(__file__).resolve().parents[2]
 FRAME = 640  # 20 ms at 16 kHz
@@ -772,26 +772,11 @@ async def test_the_session_id_spelling_of_the_livekit_answer_is_accepted():
 # ---- the product over a real Daphne, the sandbox mounted in it ----------------------------------
 
 
-async def talk_over_daphne(server, ws_path: str, pcm: bytes) -> tuple[list[dict], int]:
-    async with call(server, ws_path) as c:
-        await c.until(lambda c: c.finals("agent"), 30)
-        await c.say(silence(300) + pcm + silence(1200))
-        await c.until(Call.answered, 20)
-        await c.stop()
-    return c.seen, c.audio
-
-
-def server_key(server) -> str:
-    code = "from django.conf import settings; from playground.sandbox import flow; " \
-           "print(flow.api_key(settings.SECRET_KEY))"  # fmt: skip
-    return server.manage("shell", "-c", code).strip().splitlines()[-1]
-
-
 @pytest.mark.slow
 def test_over_daphne_a_spoken_flow_call_with_a_tool_works_and_is_stored(server, speech):
     client = server.client()
     pick = client.get("/talk/").text
-    key = server_key(server)
+    key = server_key(server, "flow")
     assert "Speechmatics Flow" in pick and key not in pick
     topic = re.search(r'<option value="(\d+)"[^>]*>Restaurant booking', pick).group(1)
     form = {"provider": "flow", "topic": topic, "voice": "default", "language": "en"}
@@ -868,4 +853,4 @@ def test_over_daphne_the_mounted_sandbox_refuses_a_bad_bearer(server):
             return refused_.response.status_code
 
     assert asyncio.run(status("wrong")) == 403  # Daphne cannot send a denial body: a plain refusal
-    assert asyncio.run(status(server_key(server))) == 101
+    assert asyncio.run(status(server_key(server, "flow"))) == 101

@@ -23,8 +23,7 @@ from sessions.upstreams.lokutor import Fatal, Generation, LokutorUpstream, Malfo
 from tests.browser_double import BrowserPeer
 from tests.engine.speech import silence
 from tests.peers import EchoPeer, finish, serving, stream
-from tests.server import Call, call
-from tests.vendors.helpers import astored, start
+from tests.vendors.helpers import astored, server_key, start, talk_over_daphne
 
 FRAME = 640  # 20 ms at 16 kHz, what the browser sends
 SECRET = "lk-secret-9f8e7d"
@@ -577,28 +576,11 @@ async def test_sandbox_greets_a_generic_prompt_in_korean_with_the_korean_voice()
 # ---- the product over a real Daphne, the sandbox mounted in it ----------------------------------
 
 
-async def talk_over_daphne(server, ws_path: str, pcm: bytes) -> tuple[list[dict], int]:
-    """A browser's part: open the conversation socket, wait out the greeting, speak, stop."""
-    async with call(server, ws_path) as c:
-        await c.until(lambda c: c.finals("agent"), 30)
-        await c.say(silence(300) + pcm + silence(1200))
-        await c.until(Call.answered)
-        await c.stop()
-    return c.seen, c.audio
-
-
-def server_key(server) -> str:
-    """The sandbox key of that server's deployment (derived from its SECRET_KEY)."""
-    code = "from django.conf import settings; from playground.sandbox import lokutor; " \
-           "print(lokutor.api_key(settings.SECRET_KEY))"  # fmt: skip
-    return server.manage("shell", "-c", code).strip().splitlines()[-1]
-
-
 @pytest.mark.slow
 def test_over_daphne_the_pick_page_talk_page_and_stored_turns_work_for_lokutor(server, speech):
     client = server.client()
     pick = client.get("/talk/").text
-    key = server_key(server)
+    key = server_key(server, "lokutor")
     assert "Lokutor" in pick and key not in pick
     topic = re.search(r'<option value="(\d+)"[^>]*>Restaurant booking', pick).group(1)
     form = {"provider": "lokutor", "topic": topic, "voice": "F2", "language": "en"}
