@@ -520,6 +520,7 @@ TOPICS = [
         "provider_options": {
             "liku": {"topic_id": "55", "face_id": "1", "liku_id": "33"},
             "aivoco": {"functions": ["check_availability", "current_time"]},
+            "retell": {"agent_id": "agent_restaurant", "functions": ["check_availability", "current_time"]},
         },
         "translations": RESTAURANT,
     },
@@ -593,7 +594,11 @@ TOPICS = [
                 "answer": "Take care, goodbye!",
             },
         ],
-        "provider_options": {"liku": {"topic_id": "56"}, "aivoco": {"functions": ["current_time"]}},
+        "provider_options": {
+            "liku": {"topic_id": "56"},
+            "aivoco": {"functions": ["current_time"]},
+            "retell": {"agent_id": "agent_clinic", "functions": ["current_time"]},
+        },
         "translations": CLINIC,
     },
     {
@@ -663,7 +668,7 @@ TOPICS = [
                 "answer": "Have a good trip!",
             },
         ],
-        "provider_options": {"liku": {"topic_id": "57"}},
+        "provider_options": {"liku": {"topic_id": "57"}, "retell": {"agent_id": "agent_travel"}},
         "translations": TRAVEL,
     },
 ]
