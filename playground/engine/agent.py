@@ -276,8 +276,9 @@ class Agent:
                     said.append(clause)
                     self._put(Transcript("agent", " ".join(said), False, self._reply_id))
                     await self._play(played, clause, pcm, rate, clock)
-            if played.t0 is not None:  # nothing to say (an empty opening line) plays nothing
-                await self._sleep_until(played, played.emitted_s)  # barge-in still counts while the tail plays
+            # Barge-in still counts while the tail plays; nothing said (an empty opening line) plays nothing.
+            if played.t0 is not None:
+                await self._sleep_until(played, played.emitted_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # report, and keep listening
