@@ -228,6 +228,20 @@ async def test_an_unknown_call_id_is_refused_at_the_handshake():
             await websockets.connect(ours.replace("http://", "ws://") + "/llm-websocket/call_over")
 
 
+async def test_with_allowed_ips_set_other_source_addresses_are_refused(settings):
+    """RETELL_LLM_ALLOWED_IPS: even a known call id is refused from an address not listed."""
+    settings.PROVIDERS = {**settings.PROVIDERS, "retell": {**settings.PROVIDERS["retell"],
+                                                           "llm_allowed_ips": "100.20.5.228"}}  # fmt: skip
+    async with serving(URLRouter(llm_websocket_urlpatterns)) as ours:
+        await sync_to_async(make_conversation)("call_known")
+        url = ours.replace("http://", "ws://") + "/llm-websocket/call_known"
+        with pytest.raises(websockets.InvalidStatus):
+            await websockets.connect(url)
+        settings.PROVIDERS["retell"]["llm_allowed_ips"] = "100.20.5.228, 127.0.0.1"
+        async with websockets.connect(url) as ws:
+            assert json.loads(await ws.recv())["response_type"] == "config"
+
+
 async def test_frames_that_are_not_json_are_ignored():
     async with serving(URLRouter(llm_websocket_urlpatterns)) as ours:
         await sync_to_async(make_conversation)("call_direct")
@@ -410,6 +424,30 @@ async def test_a_spoken_relayed_call_through_the_sandbox_stores_the_turns(speech
     assert violations(app) == []
 
 
+@pytest.mark.slow
+async def test_another_llm_servers_violations_reach_the_page_and_its_turns_come_from_the_sandbox():
+    """A topic's llm_websocket_url: the sandbox dials that server; what it gets wrong is shown to the
+    browser as a recoverable retell.violation, and the turns come from the sandbox's updates."""
+    async def careless(ws):
+        await ws.send(json.dumps({"response_type": "response", "response_id": 5, "content": "Hm.",
+                                  "content_complete": True}))  # fmt: skip
+        await ws.send(json.dumps({"response_type": "response", "response_id": 0, "content": "Hi there.",
+                                  "content_complete": True}))  # fmt: skip
+        await ws.wait_closed()
+
+    async with bad_llm(careless) as url, retell(url) as (app, base):
+        conversation = await sync_to_async(make_conversation)(llm_websocket_url=url)
+        config = {**sandbox.client_config(base, DEPLOYMENT), "sandbox": True}
+        relay, browser, task = start(conversation, RetellUpstream, config)
+        error = await browser.message("error", timeout=20, code="retell.violation")
+        assert "response_id 5, never requested" in error["message"] and error["fatal"] is False
+        greeting = (await browser.wait_for(finals("agent"), timeout=20))[0]
+        assert greeting["text"] == "Hi there."
+        await finish(relay, task)
+    assert (await astored(conversation))[0] == ("agent", "Hi there.", True, False)
+    assert any("response_id 5, never requested" in v for v in violations(app))
+
+
 # ---- the product over a real Daphne ---------------------------------------------------------------
 
 
@@ -449,3 +487,25 @@ def test_over_daphne_a_spoken_retell_sandbox_call_with_the_demo_topic(server, sp
     assert key not in json.dumps(c.seen)
     page = server.client().get(f"/history/{conversation['id']}/").text
     assert "Bella Vista" in page and finals[-1]["text"].split(",")[0] in page
+
+
+@pytest.mark.slow
+def test_over_daphne_the_llm_websocket_needs_no_origin_but_obeys_allowed_hosts(server):
+    code = ("from django.contrib.auth.models import User; from sessions.models import Conversation, Topic; "
+            "Conversation.objects.create(user=User.objects.get(username='demo'), provider='retell', "
+            "topic=Topic.objects.get(slug='restaurant-booking'), voice='default', language='en', "
+            "status='active', provider_refs={'call_id': 'call_hosttest'})")  # fmt: skip
+    server.manage("shell", "-c", code)
+    target, _, port = server.ws_url.split("://", 1)[1].rpartition(":")
+
+    async def status(host: str) -> int:
+        uri = f"ws://{host}:{port}/llm-websocket/call_hosttest"
+        try:
+            async with websockets.connect(uri, host=target, port=int(port)) as ws:  # no Origin header
+                assert json.loads(await ws.recv())["response_type"] == "config"
+                return 101
+        except websockets.InvalidStatus as refused:
+            return refused.response.status_code
+
+    assert asyncio.run(status("127.0.0.1")) == 101
+    assert asyncio.run(status("evil.example")) == 403
