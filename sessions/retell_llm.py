@@ -40,7 +40,7 @@ import logging
 import time
 import uuid
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -154,7 +154,7 @@ def spoken(name: str, result: dict) -> str:
 # ---- the consumer ----------------------------------------------------------------------------
 
 
-@sync_to_async
+@database_sync_to_async
 def _find_call(call_id: str):
     """(script, Retell options) of the live conversation that made `call_id`, or None."""
     from sessions.models import Conversation
