@@ -6,7 +6,7 @@ and the notes in shared/protocols.md section 4; it shares no code with our clien
 * ``POST /v2/create-web-call`` (Bearer key): ``{agent_id}`` -> 201 ``{call_type: "web_call",
   access_token, call_id, agent_id, agent_version, call_status: "registered", ...}``; 401 without a
   valid Bearer, 400 for a bad body, 404 for an agent the sandbox does not know (its agents are the
-  site's topics that name a Retell ``agent_id``). The sandbox's own extra field
+  site's topics that name a Retell ``agent_id``, and ``agent_sandbox``). The sandbox's own extra field
   ``llm_websocket_url`` chooses the LLM server for this call (the real service keeps it in the
   agent's dashboard settings); without it the sandbox's ``llm_url`` is used.
 * The relayed audio socket ``/audio-websocket/<call_id>?sample_rate=N&enable_update=true``: the
@@ -68,6 +68,9 @@ STALE_GRACE_S = 1.0  # chunks of a superseded id that were already on the wire a
 RESPONSE_TYPES = frozenset({"config", "response", "agent_interrupt", "ping_pong", "update_agent",
                             "tool_call_invocation", "tool_call_result", "metadata"})  # fmt: skip
 ACTIONS = ("end_call", "transfer_number", "digit_to_press")
+# The agent every sandbox knows, also when run alone (no topics of ours): its LLM server decides all.
+GENERIC_AGENT = "agent_sandbox"
+GENERIC_SCRIPT = Script(slug="retell-sandbox", title="Retell sandbox", persona="", greeting="")
 
 
 def api_key(secret: str) -> str:
@@ -137,6 +140,8 @@ async def _create_web_call(state: State, request: Request) -> JSONResponse:
         message = "llm_websocket_url must be a ws:// or wss:// URL"
         return JSONResponse({"error_message": message}, status_code=400)
     script = await find_script(state.scripts, lambda _s, opts: _agent_of(opts) == body["agent_id"])
+    if script is None and body["agent_id"] == GENERIC_AGENT:
+        script = GENERIC_SCRIPT
     if script is None:
         return JSONResponse({"error_message": f"agent {body['agent_id']} not found"}, status_code=404)
     call = Call(state, script, body["agent_id"], url.rstrip("/"), body.get("metadata") or {})

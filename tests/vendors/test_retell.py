@@ -366,6 +366,7 @@ async def test_create_web_call_refuses_a_missing_key_a_bad_body_and_an_unknown_a
         body = made.json()
         assert body["call_type"] == "web_call" and body["call_status"] == "registered"
         assert body["agent_id"] == AGENT and body["call_id"] and body["access_token"]
+        assert (await create_call(base, agent_id="agent_sandbox")).status_code == 201  # known when run alone
 
 
 # ---- our client through the relay -------------------------------------------------------------------
