@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 AGENT_RATE = 16000
 DEFAULT_RATE = 24000
 MAX_CALLS = 100
+REGISTERED_TTL_S = 600  # a created call must be joined within this (a real access token lasts 30 s)
 STALE_GRACE_S = 1.0  # chunks of a superseded id that were already on the wire are dropped quietly
 RESPONSE_TYPES = frozenset({"config", "response", "agent_interrupt", "ping_pong", "update_agent",
                             "tool_call_invocation", "tool_call_result", "metadata"})  # fmt: skip
@@ -97,6 +98,11 @@ class State:
     violations: list = field(default_factory=list)  # {"call_id", "problem", "message"}
 
     def prune(self) -> None:
+        """Forget calls never joined within REGISTERED_TTL_S, and the oldest ended ones past MAX_CALLS."""
+        now = time.monotonic()
+        for cid in [cid for cid, c in self.calls.items()
+                    if c.status == "registered" and now - c.created > REGISTERED_TTL_S]:  # fmt: skip
+            del self.calls[cid]
         ended = [cid for cid, c in self.calls.items() if c.status == "ended"]
         while len(self.calls) > MAX_CALLS and ended:
             self.calls.pop(ended.pop(0), None)
@@ -257,6 +263,8 @@ class Call:
         self._talking = False
         self._begun = False
         self._may_remind = True
+        self._ending = False
+        self.created = time.monotonic()
 
     def summary(self) -> dict:
         return {"call_type": "web_call", "access_token": self.access_token, "call_id": self.call_id,
@@ -308,9 +316,9 @@ class Call:
 
     async def end(self, code: int, reason: str) -> None:
         """End the call: the LLM socket first (its server stores the last turns), then the audio."""
-        if self._done.is_set():
+        if self._ending:
             return
-        self.ended_by = reason
+        self._ending, self.ended_by = True, reason
         if self.llm is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.llm.close(), 2)
@@ -471,7 +479,7 @@ class Call:
             log.info("retell sandbox: LLM server silent, reconnecting (%d)", attempt + 1)
         else:
             outcome = "silent"
-        if self.status == "ongoing" and not self._done.is_set():
+        if self.status == "ongoing" and not self._ending:  # not our own hang-up after end_call
             await self.violation(f"the LLM WebSocket {outcome}; the call ends")
             await self.end(1011, "llm_websocket_" + outcome.replace(" ", "_"))
 

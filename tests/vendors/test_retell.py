@@ -369,6 +369,16 @@ async def test_create_web_call_refuses_a_missing_key_a_bad_body_and_an_unknown_a
         assert (await create_call(base, agent_id="agent_sandbox")).status_code == 201  # known when run alone
 
 
+async def test_the_sandbox_forgets_calls_never_joined(monkeypatch):
+    await sync_to_async(make_topic)()
+    monkeypatch.setattr(sandbox, "REGISTERED_TTL_S", 0)
+    app = lone_sandbox()
+    async with serving(app) as base:
+        first = (await create_call(base)).json()["call_id"]
+        second = (await create_call(base)).json()["call_id"]
+    assert first not in app.state.calls and second in app.state.calls
+
+
 # ---- our client through the relay -------------------------------------------------------------------
 
 
