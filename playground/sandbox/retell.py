@@ -151,8 +151,8 @@ async def _create_web_call(state: State, request: Request) -> JSONResponse:
     if script is None:
         return JSONResponse({"error_message": f"agent {body['agent_id']} not found"}, status_code=404)
     call = Call(state, script, body["agent_id"], url.rstrip("/"), body.get("metadata") or {})
-    state.calls[call.call_id] = call
     state.prune()
+    state.calls[call.call_id] = call
     return JSONResponse(call.summary(), status_code=201)
 
 
