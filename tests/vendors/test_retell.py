@@ -163,6 +163,42 @@ async def test_a_newer_response_id_supersedes_the_older_answer():
     assert violations(app) == []
 
 
+def slow_llm():
+    """An OpenAI-compatible chat-completions server (the outside world) that streams slowly."""
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    async def chunks():
+        for word in "We are open from noon until late every single day of the week .".split():
+            yield f"data: {json.dumps({'choices': [{'delta': {'content': word + ' '}}]})}\n\n"
+            await asyncio.sleep(0.3)
+        yield "data: [DONE]\n\n"
+
+    async def complete(request):
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/chat/completions", complete, methods=["POST"])])
+
+
+async def test_an_answer_still_streaming_is_abandoned_when_a_newer_id_comes(settings):
+    """With a slow LLM, id 1 is still streaming when the user goes on: not one more chunk of it
+    follows id 2, and id 1 is never completed."""
+    async with serving(slow_llm()) as llm:
+        local = {**settings.PROVIDERS["local"], "llm": {"base_url": f"{llm}/v1", "model": "slow"}}
+        settings.PROVIDERS = {**settings.PROVIDERS, "local": local}
+        async with retell() as (app, base), web_call(app, base) as (call, _audio):
+            await until(lambda: 0 in call.complete)
+            await call.request("response_required")
+            await until(lambda: responses(call, 1), timeout=10)  # id 1 is under way
+            await call.user_says("what are your opening hours")
+            await until(lambda: 2 in call.complete, timeout=20)
+            first_of_2 = call.received.index(responses(call, 2)[0])
+            assert 1 not in call.complete
+            assert all(call.received.index(m) < first_of_2 for m in responses(call, 1))
+    assert violations(app) == []
+
+
 async def test_a_silence_after_the_agent_gets_one_reminder_answered():
     async with retell(reminder_s=0.5) as (app, base), web_call(app, base) as (call, _audio):
         await until(lambda: call.reminders == 1, timeout=20)
