@@ -209,7 +209,8 @@ class RetellLLMConsumer(AsyncWebsocketConsumer):
         await self._abandon()
         if self.responder is None:
             return
-        await self.publish([{"kind": "transcript", **t} for t in self.book.flush()])
+        # Partial turns stay partial: Retell may dial again and go on with them (the relay keeps what
+        # is still partial when the call ends).
         await self.publish([{"kind": "closed", "ended": self.ended}])
         await self.responder.aclose()
 

@@ -91,6 +91,7 @@ class RetellUpstream(Client):
         self._tasks: set[asyncio.Task] = set()
         self._llm_closed = asyncio.Event()
         self._book = TranscriptBook()  # turns from the sandbox's `update` events (another LLM server)
+        self._finals: set[int] = set()  # transcript indices already given as final
         self._closed = False
 
     @property
@@ -213,7 +214,10 @@ class RetellUpstream(Client):
             message = await self._layer.receive(self._channel)
             item = message.get("item") or {}
             kind = item.get("kind")
-            if kind == "transcript" and not self.external_llm:
+            if kind == "transcript" and not self.external_llm and item["index"] not in self._finals:
+                # A socket Retell dialled again reports the whole call anew: a final turn stays stored once.
+                if item["final"]:
+                    self._finals.add(item["index"])
                 self._queue.put_nowait(self._transcript(item))
             elif kind == "tool":
                 self._queue.put_nowait(ToolCall(item["id"], item["name"], item.get("arguments") or {},

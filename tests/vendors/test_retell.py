@@ -495,6 +495,25 @@ async def test_another_llm_servers_violations_reach_the_page_and_its_turns_come_
     assert any("response_id 5, never requested" in v for v in violations(app))
 
 
+async def test_a_reconnected_llm_socket_stores_no_turn_twice():
+    """After Retell dials again, the new socket sees the whole transcript anew: the turns already
+    stored are not stored again."""
+    conversation = await sync_to_async(make_conversation)()
+    async with retell() as (app, base):
+        config = {**sandbox.client_config(base, DEPLOYMENT), "sandbox": True, "llm_url": app.state.llm_url}
+        relay, browser, task = start(conversation, RetellUpstream, config)
+        await browser.wait_for(finals("agent"), timeout=20)
+        call = next(iter(app.state.calls.values()))
+        await call.drop_llm()
+        await until(lambda: call.connections == 2 and 0 in call.complete)
+        await call.user_says("what are your opening hours")
+        await browser.wait_for(lambda b: finals("agent")(b)[1:], timeout=15)
+        await finish(relay, task)
+    turns = await astored(conversation)
+    assert [t[:2] for t in turns] == [("agent", GREETING), ("user", "what are your opening hours"),
+                                      ("agent", "We open at noon every day.")]  # fmt: skip
+
+
 # ---- the product over a real Daphne ---------------------------------------------------------------
 
 
