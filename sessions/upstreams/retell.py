@@ -235,7 +235,7 @@ class RetellUpstream(Client):
     # ---- the page's SDK events (direct media) ------------------------------------------------
 
     async def forward(self, message: dict) -> None:
-        kind = message.get("event") or message.get("event_type") if isinstance(message, dict) else None
+        kind = (message.get("event") or message.get("event_type")) if isinstance(message, dict) else None
         if kind == "agent_start_talking":
             self._queue.put_nowait(Status("speaking"))
         elif kind == "agent_stop_talking":

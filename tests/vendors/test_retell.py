@@ -12,13 +12,15 @@ import httpx
 import pytest
 import websockets
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from channels.routing import URLRouter
 
 from playground.sandbox import retell as sandbox
 from sessions.models import Conversation, Topic
+from sessions.retell_llm import group_name
 from sessions.routing import llm_websocket_urlpatterns
 from sessions.sandbox_scripts import topic_scripts
-from sessions.upstreams.base import Join
+from sessions.upstreams.base import Ended, Join
 from sessions.upstreams.retell import RetellUpstream
 from tests.engine.speech import silence
 from tests.peers import finish, serving, stream
@@ -436,6 +438,18 @@ async def test_with_real_credentials_the_client_yields_a_join_without_the_provid
             assert client.refs == {"call_id": join.call_id, "agent_id": AGENT}
             await client.forward({"event": "agent_start_talking"})
             assert (await anext(events)).state == "speaking"
+            await client.forward({"event": "update", "transcript": [{"role": "agent", "content": "Hi"}]})
+            await client.forward({"event": "error", "message": f"token {join.token} rejected"})
+            error = await anext(events)  # an update brings no turn: the LLM socket has them
+            assert error.code == "retell.sdk" and join.token not in error.message
+            # What our LLM socket (any process) learns reaches the client through the call's group.
+            item = {"kind": "transcript", "role": "user", "text": "Hi", "final": True, "index": 1}
+            message = {"type": "retell.event", "item": item}
+            await get_channel_layer().group_send(group_name(join.call_id), message)
+            turn = await anext(events)
+            assert (turn.role, turn.text, turn.final, turn.id) == ("user", "Hi", True, f"{join.call_id}:1")
+            await client.forward({"event": "call_ended"})
+            assert isinstance(await anext(events), Ended)
         finally:
             await client.close()
 
