@@ -266,7 +266,8 @@ class RetellUpstream(Client):
         tasks = [t for t in self._tasks if not t.done()]
         for task in tasks:
             task.cancel()
-        await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT) if tasks else None
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
         if self._layer is not None and self._channel:
             with contextlib.suppress(Exception):
                 await self._layer.group_discard(group_name(self.call_id), self._channel)
