@@ -24,7 +24,7 @@ from sessions.upstreams.base import Ended, Join
 from sessions.upstreams.retell import RetellUpstream
 from tests.engine.speech import silence
 from tests.peers import finish, serving, stream
-from tests.server import call, start_server
+from tests.server import call
 from tests.vendors.helpers import astored, start
 
 DEPLOYMENT = "retell-test-deployment-secret"
@@ -529,11 +529,6 @@ async def test_a_reconnected_llm_socket_stores_no_turn_twice():
 
 
 # ---- the product over a real Daphne ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server():
-    yield from start_server()
 
 
 @pytest.mark.slow
