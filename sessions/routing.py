@@ -2,6 +2,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.urls import path, re_path
 
 from sessions.consumers import ConversationConsumer
+from sessions.retell_llm import RetellLLMConsumer
 
 
 class NoSuchSocket(AsyncWebsocketConsumer):
@@ -14,5 +15,12 @@ class NoSuchSocket(AsyncWebsocketConsumer):
 
 websocket_urlpatterns = [
     path("ws/conversations/<uuid:conversation_id>/", ConversationConsumer.as_asgi()),
+    re_path(r"", NoSuchSocket.as_asgi()),
+]
+
+# Retell's custom-LLM WebSocket: dialled by Retell's servers (no Origin, no cookies), so it is routed
+# apart from the browser sockets (playground/asgi.py); the call id is checked by the consumer.
+llm_websocket_urlpatterns = [
+    re_path(r"^llm-websocket/(?P<call_id>[A-Za-z0-9_.-]{1,128})/?$", RetellLLMConsumer.as_asgi()),
     re_path(r"", NoSuchSocket.as_asgi()),
 ]

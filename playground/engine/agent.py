@@ -215,6 +215,15 @@ class Agent:
         self._put(Status("thinking"))
         self._start_reply(self._answer(text, {"end_of_turn": time.monotonic(), "stt_final_ms": 0.0}))
 
+    def say(self, pieces: AsyncIterator[str]) -> None:
+        """Speak `pieces` now as an agent turn of its own (a vendor's opening line, a reminder), as
+        the greeting is spoken; a reply still running is cancelled first (the newer one supersedes it)."""
+        if self._closed:
+            return
+        if self._reply is not None and not self._reply.done():
+            self._reply.cancel()
+        self._start_reply(self._speak_reply(pieces, {}))
+
     # ---- replies ---------------------------------------------------------------------------
 
     def _start_reply(self, coro) -> None:
@@ -267,7 +276,9 @@ class Agent:
                     said.append(clause)
                     self._put(Transcript("agent", " ".join(said), False, self._reply_id))
                     await self._play(played, clause, pcm, rate, clock)
-            await self._sleep_until(played, played.emitted_s)  # barge-in still counts while the tail plays
+            # Barge-in still counts while the tail plays; nothing said (an empty opening line) plays nothing.
+            if played.t0 is not None:
+                await self._sleep_until(played, played.emitted_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # report, and keep listening

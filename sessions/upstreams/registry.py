@@ -264,9 +264,21 @@ PROVIDERS: dict[str, Provider] = {
             "sessions.upstreams.retell.RetellUpstream",
             {"default": "Agent's voice"},
             ("en",),
-            variables=(Var.url("RETELL_API_URL", "api_url", HTTP), Var.secret("RETELL_API_KEY")),
+            variables=(
+                Var.url("RETELL_API_URL", "api_url", HTTP),
+                Var.secret("RETELL_API_KEY"),
+                # Our LLM WebSocket as the sandbox dials it (default: SANDBOX_BASE_URL's host).
+                Var.url("RETELL_LLM_URL", "llm_url", WS),
+                Var("RETELL_LLM_ALLOWED_IPS", "llm_allowed_ips"),  # comma-separated; unset: any
+            ),
             configured_by=(("api_key",),),
-            options=(Option("agent_id"),),
+            options=(
+                Option("agent_id"),
+                Option("llm_websocket_url"),  # another LLM server for the sandbox to dial
+                Option("user_speaks_first", "switch"),
+                Option("functions", "names"),  # the demo functions (sessions/functions.py) it may call
+                Option("end_call_phrases", "names"),  # what ends the call (default: goodbye, bye)
+            ),
             sandbox="playground.sandbox.retell",
         ),
         Provider(

@@ -139,3 +139,24 @@ async def test_llm_reply_is_spoken_clause_by_clause_with_the_conversation(make_a
     partials = [e.text for e in events.seen if isinstance(e, Transcript) and e.role == "agent"]
     assert partials[:-1] == ["Sure, we can do that.", "Sure, we can do that. Anything else?"]
     assert server.requests[0][1]["messages"][1:] == [{"role": "user", "content": "Can I book a table?"}]
+
+
+async def _pieces(*texts):
+    for text in texts:
+        yield text
+
+
+async def test_say_speaks_given_text_as_an_agent_turn_and_nothing_for_empty_text(make_agent):
+    """`say` (a vendor's opening line or reminder): spoken like the greeting; an empty line (the user
+    speaks first) is silence, not a failed reply."""
+    from playground.engine.events import Failure
+
+    agent, events = await make_agent(speed=8.0, greet=False)
+    agent.say(_pieces(""))
+    await events.wait_for(lambda e: isinstance(e, Status) and e.state == "listening", start=1)
+    await asyncio.sleep(0.1)
+    assert not [e for e in events.seen if isinstance(e, (Failure, Audio, Transcript))]
+    agent.say(_pieces("Hello there."))
+    said = await events.wait_for(agent_final)
+    assert said.text == "Hello there."
+    assert [e for e in events.seen if isinstance(e, Audio)]
