@@ -94,12 +94,15 @@ def test_every_client_declares_its_capabilities_on_its_class(key):
         assert callable(getattr(client, "save_transcript", None))
 
 
-def test_the_defaults_are_documented_and_an_unbuilt_client_gets_them():
+def test_the_defaults_are_documented_and_an_unbuilt_client_gets_them(monkeypatch):
     assert DEFAULT_CAPABILITIES.as_dict() == {
         "accepts_text": False, "user_transcripts": True, "barge_in_signal": True, "saves_transcript": False,
         "direct_media": False,
     }  # fmt: skip
-    assert registry.capabilities("retell") == DEFAULT_CAPABILITIES  # listed, client not built yet
+    future = registry.Provider("future", "Future voice", "sessions.upstreams.future.FutureUpstream",
+                               {"default": "Its voice"}, ("en",))  # fmt: skip
+    monkeypatch.setitem(registry.PROVIDERS, "future", future)  # listed, its client not built yet
+    assert registry.capabilities("future") == DEFAULT_CAPABILITIES
     assert not hasattr(registry, "ACCEPTS_TEXT")
 
 

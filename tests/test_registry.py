@@ -97,7 +97,8 @@ def test_settings_read_the_entries_variables(settings):
         ("aivoco", {"url": "https://aivoco.example.test"}, "sandbox"),  # a URL is not a credential
         ("echo", {}, "unavailable"),  # no sandbox: hidden from the pick page
         ("echo", {"url": "ws://127.0.0.1:9"}, "real"),
-        ("retell", {"api_key": "k"}, "unavailable"),  # its client is not built yet
+        ("retell", {}, "sandbox"),
+        ("retell", {"api_key": "k"}, "real"),
         ("flow", {}, "sandbox"),
         ("flow", {"api_key": "k"}, "real"),
         ("local", {}, "offline"),
@@ -117,8 +118,20 @@ def test_the_sandbox_mode_names_every_way_to_configure_the_real_service():
         "runs against its sandbox; set LIKU_TOKEN, or LIKU_EMAIL and LIKU_PASSWORD, or LIKU_LOGIN=1 "
         "for the real service"
     )
-    unbuilt = "its client is not built yet (it will be configured by RETELL_API_KEY)"
-    assert registry.mode("retell")[1] == unbuilt
+
+
+
+def test_an_entry_whose_client_is_not_built_yet_is_unavailable(monkeypatch, settings):
+    """Every seed provider is built now; a new entry listed before its client module exists."""
+    future = registry.Provider("future", "Future voice", "sessions.upstreams.future.FutureUpstream",
+                               {"default": "Its voice"}, ("en",),
+                               variables=(registry.Var.secret("FUTURE_API_KEY"),),
+                               configured_by=(("api_key",),))  # fmt: skip
+    monkeypatch.setitem(registry.PROVIDERS, "future", future)
+    settings.PROVIDERS = {**settings.PROVIDERS, "future": {"api_key": "k"}}
+    assert registry.mode("future") == (
+        "unavailable", "its client is not built yet (it will be configured by FUTURE_API_KEY)"
+    )
 
 
 @pytest.mark.parametrize(
