@@ -162,7 +162,7 @@ def test_the_talk_page_says_when_the_microphone_is_denied(server, chromium):
     assert "microphone" in text
 
 
-@pytest.mark.parametrize("provider", ["liku", "lokutor", "aivoco"])
+@pytest.mark.parametrize("provider", ["liku", "lokutor", "aivoco", "flow"])
 def test_vendor_sandboxes_work_in_the_browser_like_the_offline_agent(server, browser, provider):
     """The same page, the same fake microphone, a vendor's client against its sandbox."""
     page = browser.new_page()
@@ -179,6 +179,10 @@ def test_vendor_sandboxes_work_in_the_browser_like_the_offline_agent(server, bro
     if provider == "aivoco":  # no user transcript from Aivoco: the page says so, and shows the tool call
         assert "does not send a transcript" in page.locator(".talk-note").inner_text()
         page.locator(".tool-card").first.wait_for(timeout=20000)
+    else:  # the fake microphone's sentence, as the provider heard it
+        user = page.locator('li.turn[data-role="user"][data-final="true"]').first
+        user.wait_for(timeout=40000)
+        assert "table" in user.inner_text().lower()
     page.click("#talk-stop")
     wait_for_js(page, "document.querySelector('#talk').dataset.state === 'ended'", timeout=10000)
     assert errors == []
