@@ -45,7 +45,7 @@ class Clock:
         """Feed `pcm` in real time; return the wall time at which its last frame was fed."""
         at = time.monotonic()
         for i in range(0, len(pcm), FRAME):
-            self.agent.feed(pcm[i:i + FRAME])
+            self.agent.feed(pcm[i : i + FRAME])
             at = time.monotonic()
             self.frames += 1
             await asyncio.sleep(max(0.0, self.t0 + self.frames * 0.02 - time.monotonic()))
@@ -77,8 +77,13 @@ def _agent_final(event) -> bool:
 
 
 async def run_session(index: int, samples, args) -> list[tuple[float, dict]]:
-    agent = Agent(RESTAURANT, greet=False, hangover_ms=args.hangover_ms, speed=0,
-                  llm={"base_url": args.llm_url, "model": args.llm_model} if args.llm_url else None)
+    agent = Agent(
+        RESTAURANT,
+        greet=False,
+        hangover_ms=args.hangover_ms,
+        speed=0,
+        llm={"base_url": args.llm_url, "model": args.llm_model} if args.llm_url else None,
+    )
     await agent.start()
     events: asyncio.Queue = asyncio.Queue()
 
@@ -96,10 +101,12 @@ async def run_session(index: int, samples, args) -> list[tuple[float, dict]]:
             latency, heard = await one_turn(agent, clock, events, pcm)
             rows.append((latency, agent.last_timings))
             t = agent.last_timings
-            print(f"s{index} {n + 1:2d}  {latency:6.0f} ms  hangover {t['hangover_ms']:5.0f}"
-                  f"  stt_final {t['stt_final_ms']:5.1f}  responder {t['responder_ms']:5.1f}"
-                  f"  tts_first {t['tts_first_chunk_ms']:5.1f}"
-                  f"  wer {word_error_rate(sentence, heard):.2f}  {heard!r}")
+            print(
+                f"s{index} {n + 1:2d}  {latency:6.0f} ms  hangover {t['hangover_ms']:5.0f}"
+                f"  stt_final {t['stt_final_ms']:5.1f}  responder {t['responder_ms']:5.1f}"
+                f"  tts_first {t['tts_first_chunk_ms']:5.1f}"
+                f"  wer {word_error_rate(sentence, heard):.2f}  {heard!r}"
+            )
     finally:
         await agent.close()
         await reader
@@ -113,10 +120,14 @@ async def main(args) -> None:
     results = await asyncio.gather(*(run_session(i, samples, args) for i in range(args.sessions)))
     rows = [row for rows in results for row in rows]
     med = statistics.median
-    print(f"\nmedian over {len(rows)} utterances, {args.sessions} concurrent session(s),"
-          f" hangover setting {args.hangover_ms:.0f} ms:")
-    print(f"  end of user speech -> first agent audio: {med(r[0] for r in rows):.0f} ms"
-          f"  (max {max(r[0] for r in rows):.0f} ms)")
+    print(
+        f"\nmedian over {len(rows)} utterances, {args.sessions} concurrent session(s),"
+        f" hangover setting {args.hangover_ms:.0f} ms:"
+    )
+    print(
+        f"  end of user speech -> first agent audio: {med(r[0] for r in rows):.0f} ms"
+        f"  (max {max(r[0] for r in rows):.0f} ms)"
+    )
     for key in ("hangover_ms", "stt_final_ms", "responder_ms", "tts_first_chunk_ms"):
         print(f"  {key:<20} {med(r[1][key] for r in rows):7.1f} ms")
     rest = med(r[0] - r[1]["speech_end_to_audio_ms"] for r in rows)
@@ -124,8 +135,9 @@ async def main(args) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--hangover-ms", type=float, default=500.0)
     parser.add_argument("--utterances", type=int, default=8, help="per session")
     parser.add_argument("--sessions", type=int, default=1, help="concurrent conversations")

@@ -126,8 +126,10 @@ def main() -> None:
         print(f"sent {f['sent']} frames ({mb:.0f} MB); the server closed it after {f['flooded']:.2f} s, "
               f"code {f['code']}")  # fmt: skip
     else:
-        print(f"sent {f['sent']} frames ({mb:.0f} MB) in {f['flooded']:.2f} s; the server never closed it;"
-              f" Stop on it answered after {f['own_stop_answered_after']:.2f} s (close code {f['code']})")
+        print(
+            f"sent {f['sent']} frames ({mb:.0f} MB) in {f['flooded']:.2f} s; the server never closed it;"
+            f" Stop on it answered after {f['own_stop_answered_after']:.2f} s (close code {f['code']})"
+        )
     print(f"server RSS: before {f['rss_before']:.0f} MB, peak {f['rss_peak']:.0f} MB, "
           f"3 s after {f['rss_after']:.0f} MB")  # fmt: skip
     print(f"stop on the other call answered after {f['stop_answered_after']:.2f} s")

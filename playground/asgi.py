@@ -19,9 +19,7 @@ from sessions.routing import llm_websocket_urlpatterns, websocket_urlpatterns  #
 from sessions.sandbox_scripts import topic_scripts  # noqa: E402
 from sessions.upstreams.registry import PROVIDERS  # noqa: E402
 
-browser_sockets = OriginValidator(
-    AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
-)
+browser_sockets = OriginValidator(AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns))))
 llm_sockets = URLRouter(llm_websocket_urlpatterns)
 
 
@@ -33,6 +31,7 @@ async def websockets(scope, receive, send):
     if not host_allowed(scope):
         return await refuse(scope, receive, send)
     return await llm_sockets(scope, receive, send)
+
 
 # Under Daphne (`daphne` or `runserver`, which imports it before us): heartbeat and sweep from
 # startup, end live calls on SIGTERM (sessions/liveness.py).

@@ -54,8 +54,12 @@ def pick(request):
         conversation = Conversation.objects.create(user=request.user, **form.cleaned_data)
         return redirect("talk", conversation.id)
     catalogue = provider_catalogue()
-    context = {"form": form, "providers": catalogue, "catalogue": catalogue,
-               "topic_languages": topic_languages()}
+    context = {
+        "form": form,
+        "providers": catalogue,
+        "catalogue": catalogue,
+        "topic_languages": topic_languages(),
+    }
     return render(request, "pick.html", context)
 
 

@@ -10,7 +10,12 @@ from sessions.upstreams import registry
 @admin.register(Topic)
 class TopicAdmin(admin.ModelAdmin):
     list_display = [
-        "title", "slug", "default_language", "languages_offered", "is_active", "providers_configured"
+        "title",
+        "slug",
+        "default_language",
+        "languages_offered",
+        "is_active",
+        "providers_configured",
     ]
     list_filter = ["is_active", "default_language"]
     search_fields = ["title", "slug", "description"]
@@ -51,7 +56,14 @@ class TopicAdmin(admin.ModelAdmin):
 class TurnInline(admin.TabularInline):
     model = Turn
     fields = [
-        "sequence", "role", "text", "interrupted", "start_ms", "end_ms", "reply_latency", "vendor_timings"
+        "sequence",
+        "role",
+        "text",
+        "interrupted",
+        "start_ms",
+        "end_ms",
+        "reply_latency",
+        "vendor_timings",
     ]
     readonly_fields = fields
     extra = 0
@@ -96,7 +108,14 @@ class ProviderFilter(admin.SimpleListFilter):
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
     list_display = [
-        "created_at", "user", "provider", "topic", "status", "turn_count", "reply_p50", "end_reason"
+        "created_at",
+        "user",
+        "provider",
+        "topic",
+        "status",
+        "turn_count",
+        "reply_p50",
+        "end_reason",
     ]
     list_filter = [ProviderFilter, "status", "user", "created_at", "topic"]
     search_fields = ["turns__text", "user__username", "id"]

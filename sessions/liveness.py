@@ -191,4 +191,5 @@ class Liveness:
         shut_down = lambda: defer.Deferred.fromFuture(asyncio.ensure_future(self.shutdown(), loop=loop))  # noqa: E731
         reactor.addSystemEventTrigger("before", "shutdown", shut_down)
 
+
 liveness = Liveness()

@@ -725,7 +725,10 @@ class Relay:
         if latencies:
             self.metrics["latency_p50_ms"] = latencies[len(latencies) // 2]
         await Conversation.objects.filter(id=self.conversation_id).aupdate(
-            status=status, ended_at=timezone.now(), end_reason=reason[:200], metrics=self.metrics,
+            status=status,
+            ended_at=timezone.now(),
+            end_reason=reason[:200],
+            metrics=self.metrics,
             provider_refs=self._refs(),
         )
 

@@ -53,7 +53,9 @@ log = logging.getLogger(__name__)
 END_CALL_PHRASES = ("goodbye", "bye")
 REMINDER = "Are you still there? I am happy to help whenever you are ready."
 BOOKING_WORDS = {"table", "book", "booking", "available", "availability", "reserve", "reservation"}
-NUMBERS = {w: n for n, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())}  # noqa: E501
+NUMBERS = {
+    w: n for n, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())
+}
 
 
 def group_name(call_id: str) -> str:
@@ -148,7 +150,8 @@ def spoken(name: str, result: dict) -> str:
         return f"Good news, there is a table for {result['party_size']} at {result['time']}."
     others = ", ".join(result.get("alternatives") or [])
     return f"Sorry, there is no table for {result.get('party_size')} at {result.get('time')}." + (
-        f" I could offer {others} instead." if others else "")
+        f" I could offer {others} instead." if others else ""
+    )
 
 
 # ---- the consumer ----------------------------------------------------------------------------

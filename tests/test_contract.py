@@ -36,7 +36,6 @@ FRAME = b"\x01\x00" * 320  # 20 ms at 16 kHz
 AGENT_AUDIO = b"\x00\x10" * 4800  # 0.3 s at 16 kHz
 
 
-
 def with_db(test):
     """A test that runs the relay: real transactions, and the ORM's worker-thread connections closed."""
     return pytest.mark.django_db(transaction=True)(pytest.mark.usefixtures("close_thread_connections")(test))
@@ -75,8 +74,9 @@ async def conv_of(conversation) -> Conversation:
 
 DECLARED = {
     "local": Capabilities(accepts_text=True, user_transcripts=True, barge_in_signal=True),
-    "liku": Capabilities(accepts_text=False, user_transcripts=True, barge_in_signal=False,
-                         saves_transcript=True),
+    "liku": Capabilities(
+        accepts_text=False, user_transcripts=True, barge_in_signal=False, saves_transcript=True
+    ),
     "lokutor": Capabilities(accepts_text=False, user_transcripts=True, barge_in_signal=True),
     "aivoco": Capabilities(accepts_text=False, user_transcripts=False, barge_in_signal=False),
     "echo": Capabilities(accepts_text=True, user_transcripts=True, barge_in_signal=True),

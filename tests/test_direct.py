@@ -96,6 +96,7 @@ def tagged(channel: int, pcm: bytes) -> bytes:
 
 # ---- the relay, with the browser double ---------------------------------------------------------
 
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
 async def test_the_owner_gets_join_forwards_reach_the_client_and_no_audio_goes_upstream(conversation):
@@ -293,7 +294,6 @@ async def intrude(server, ws_path: str) -> tuple[int, list]:
         except websockets.ConnectionClosed:
             pass
     return ws.close_code, seen
-
 
 
 def test_direct_media_origins_widen_connect_src_only_as_configured():

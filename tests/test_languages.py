@@ -94,8 +94,9 @@ def test_demo_topics_answer_every_question_in_every_language(data):
     english = topic.to_script("en")
     for language in topic.languages():
         script = topic.to_script(language)
-        assert script.greeting == (data["translations"][language]["greeting"] if language != "en"
-                                   else data["greeting"])
+        assert script.greeting == (
+            data["translations"][language]["greeting"] if language != "en" else data["greeting"]
+        )
         responder = Responder(script)
         for asked, own in zip(english.faq, script.faq, strict=True):
             assert responder.faq_answer(own.question) == own.answer, (language, own.question)
@@ -131,8 +132,9 @@ def page_data(html: str, element_id: str):
 
 
 def test_pick_page_tells_its_script_each_topics_languages(alice, bilingual):
-    other = Topic.objects.create(title="Clinic", slug="clinic", persona="p", greeting="g",
-                                 default_language="es")
+    other = Topic.objects.create(
+        title="Clinic", slug="clinic", persona="p", greeting="g", default_language="es"
+    )
     Topic.objects.create(title="Hidden", slug="hidden", persona="p", greeting="g", is_active=False)
     html = alice.get(reverse("pick")).content.decode()
     assert page_data(html, "topic-languages") == {str(bilingual.pk): ["en", "es"], str(other.pk): ["es"]}
@@ -161,8 +163,12 @@ def test_the_api_refuses_a_language_the_topic_lacks(client, user, bilingual):
 
     key = ApiToken.issue(user)
     body = {"provider": "local", "topic": "restaurant", "voice": "de", "language": "de"}
-    response = client.post("/api/conversations/", body, content_type="application/json",
-                           headers={"Authorization": f"Token {key}"})
+    response = client.post(
+        "/api/conversations/",
+        body,
+        content_type="application/json",
+        headers={"Authorization": f"Token {key}"},
+    )
     assert response.status_code == 400
     assert response.json()["fields"]["language"] == [
         "Restaurant booking has no German content (it is written in English, Spanish)."
@@ -197,11 +203,13 @@ ENGLISH_ONLY = "Speech recognition is English only here: speak English or type y
         ("lokutor", "es", "k-123", ""),  # the real service hears Spanish
     ],
 )
-def test_talk_page_says_where_speech_recognition_is_english_only(alice, user, bilingual, settings, provider,
-                                                                 language, api_key, note):
+def test_talk_page_says_where_speech_recognition_is_english_only(
+    alice, user, bilingual, settings, provider, language, api_key, note
+):
     settings.PROVIDERS = {**settings.PROVIDERS, "lokutor": {"url": "", "api_key": api_key}}
-    conv = Conversation.objects.create(user=user, provider=provider, topic=bilingual, voice="es",
-                                       language=language)
+    conv = Conversation.objects.create(
+        user=user, provider=provider, topic=bilingual, voice="es", language=language
+    )
     html = alice.get(reverse("talk", args=[conv.id])).content.decode()
     if note:
         assert note in html
@@ -216,8 +224,16 @@ def test_staff_edit_translations_in_the_admin(client, staff, topic):
     client.force_login(staff)
     url = reverse("admin:voice_sessions_topic_change", args=[topic.pk])
     data = {
-        "title": topic.title, "slug": topic.slug, "description": "", "is_active": "on", "persona": "p",
-        "greeting": "g", "default_language": "en", "phrases": "[]", "faq": "[]", "provider_options": "{}",
+        "title": topic.title,
+        "slug": topic.slug,
+        "description": "",
+        "is_active": "on",
+        "persona": "p",
+        "greeting": "g",
+        "default_language": "en",
+        "phrases": "[]",
+        "faq": "[]",
+        "provider_options": "{}",
         "translations": '{"es": {"persona": "Eres una anfitriona."}}',
     }
     response = client.post(url, data)

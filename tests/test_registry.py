@@ -120,7 +120,6 @@ def test_the_sandbox_mode_names_every_way_to_configure_the_real_service():
     )
 
 
-
 def test_an_entry_whose_client_is_not_built_yet_is_unavailable(monkeypatch, settings):
     """Every seed provider is built now; a new entry listed before its client module exists."""
     future = registry.Provider("future", "Future voice", "sessions.upstreams.future.FutureUpstream",
@@ -130,7 +129,8 @@ def test_an_entry_whose_client_is_not_built_yet_is_unavailable(monkeypatch, sett
     monkeypatch.setitem(registry.PROVIDERS, "future", future)
     settings.PROVIDERS = {**settings.PROVIDERS, "future": {"api_key": "k"}}
     assert registry.mode("future") == (
-        "unavailable", "its client is not built yet (it will be configured by FUTURE_API_KEY)"
+        "unavailable",
+        "its client is not built yet (it will be configured by FUTURE_API_KEY)",
     )
 
 

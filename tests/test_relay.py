@@ -74,6 +74,7 @@ async def test_audio_is_resampled_to_the_upstream_rate(conversation):
 async def test_turns_are_stored_before_they_are_shown_and_only_our_vad_starts_the_latency_clock(conversation):
     """The provider's user transcript alone does not time the reply (it arrives late): with no speech
     our VAD heard, no latency is stored or shown; tests/test_latency.py times real speech."""
+
     async def script(peer, ws):
         await ws.recv()  # the first user audio frame
         await ws.send(say("user", "a table for two", end_ms=20))

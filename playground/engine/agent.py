@@ -83,12 +83,25 @@ class _Played:
 class Agent:
     """One conversation with the offline agent. Not thread-safe: use from one event loop."""
 
-    def __init__(self, script: Script, *, voice: str = "", language: str = "",
-                 llm: LLMConfig | dict | None = None, hangover_ms: float = 500.0,
-                 start_threshold: float = 0.5, start_windows: int = 3,
-                 min_speech_ms: float = 200.0, lead_ms: float = 200.0, speed: float = 1.0,
-                 chunk_ms: float = 40.0, partial_every: float = 0.3, words_per_minute: int = 175,
-                 greet: bool = True, responder=None):
+    def __init__(
+        self,
+        script: Script,
+        *,
+        voice: str = "",
+        language: str = "",
+        llm: LLMConfig | dict | None = None,
+        hangover_ms: float = 500.0,
+        start_threshold: float = 0.5,
+        start_windows: int = 3,
+        min_speech_ms: float = 200.0,
+        lead_ms: float = 200.0,
+        speed: float = 1.0,
+        chunk_ms: float = 40.0,
+        partial_every: float = 0.3,
+        words_per_minute: int = 175,
+        greet: bool = True,
+        responder=None,
+    ):
         self.script = script
         self.language = language or script.language or "en"
         self.voice = tts.resolve_voice(self.language, voice)
@@ -96,10 +109,13 @@ class Agent:
         # Any object with Responder's reply(history) and aclose() (the Aivoco sandbox's calls functions).
         self.responder = responder if responder is not None else Responder(script, llm)
         # Hysteresis: a turn starts at `start_threshold` and stays voiced down to 0.15 below it.
-        self.turns = vad.TurnDetector(start_threshold=start_threshold,
-                                      end_threshold=max(0.15, start_threshold - 0.15),
-                                      start_windows=start_windows, hangover_ms=hangover_ms,
-                                      min_speech_ms=min_speech_ms)
+        self.turns = vad.TurnDetector(
+            start_threshold=start_threshold,
+            end_threshold=max(0.15, start_threshold - 0.15),
+            start_windows=start_windows,
+            hangover_ms=hangover_ms,
+            min_speech_ms=min_speech_ms,
+        )
         self.speed, self.lead_s, self.chunk_ms = speed, lead_ms / 1000, chunk_ms
         self.partial_every, self.wpm, self.greet = partial_every, words_per_minute, greet
         self.last_timings: dict[str, float] = {}
@@ -176,7 +192,7 @@ class Agent:
 
     def _push(self, to_byte: int) -> None:
         start = max(self._pushed_to, self._recent_at) - self._recent_at
-        self._utt.push(bytes(self._recent[start:to_byte - self._recent_at]))
+        self._utt.push(bytes(self._recent[start : to_byte - self._recent_at]))
         self._pushed_to = to_byte
 
     def _trim_recent(self) -> None:
@@ -192,8 +208,9 @@ class Agent:
         self._barge_in()
         self._utt_id = self._next_id("u")
         utt_id = self._utt_id
-        self._utt = stt.Utterance(self._rec, lambda text: self._put(Transcript("user", text, False, utt_id)),
-                                  self.partial_every)
+        self._utt = stt.Utterance(
+            self._rec, lambda text: self._put(Transcript("user", text, False, utt_id)), self.partial_every
+        )
         self._pushed_to = max(self._recent_at, int((event.start_ms - PREROLL_MS) * BYTES_PER_MS))
         self._push(int(self.turns.position_ms * BYTES_PER_MS))
 
@@ -244,8 +261,9 @@ class Agent:
             self.history.append({"role": "assistant", "content": heard})
         self._put(Status("listening"))
 
-    async def _answer_speech(self, utt: stt.Utterance, utt_id: str, event: vad.TurnEvent,
-                             clock: dict) -> None:
+    async def _answer_speech(
+        self, utt: stt.Utterance, utt_id: str, event: vad.TurnEvent, clock: dict
+    ) -> None:
         self._put(Status("thinking"))
         try:
             text = (await utt.finish()).strip()
@@ -348,7 +366,7 @@ async def _once(text: str) -> AsyncIterator[str]:
 
 def _pieces(pcm: bytes, step: int) -> list[bytes]:
     """`pcm` cut into `step`-byte pieces; a short remainder joins the last piece (no 2 ms packets)."""
-    pieces = [pcm[i:i + step] for i in range(0, len(pcm), step)]
+    pieces = [pcm[i : i + step] for i in range(0, len(pcm), step)]
     if len(pieces) > 1 and len(pieces[-1]) < step // 2:
         pieces[-2] += pieces.pop()
     return pieces

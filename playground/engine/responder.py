@@ -79,8 +79,10 @@ class FaqIndex:
 
     def ranked(self, text: str) -> list[tuple[float, FAQ]]:
         query = self._weigh(Counter(terms(text)))
-        scores = [(sum(w * vec.get(t, 0.0) for t, w in query.items()), f)
-                  for vec, f in zip(self._vectors, self.faq, strict=True)]
+        scores = [
+            (sum(w * vec.get(t, 0.0) for t, w in query.items()), f)
+            for vec, f in zip(self._vectors, self.faq, strict=True)
+        ]
         return sorted(scores, key=lambda s: -s[0])
 
     def best(self, text: str) -> FAQ | None:
@@ -99,8 +101,12 @@ class LLMConfig:
     def from_dict(cls, data: dict | None) -> LLMConfig | None:
         if not data or not data.get("base_url") or not data.get("model"):
             return None
-        return cls(data["base_url"].rstrip("/"), data["model"], data.get("api_key") or "",
-                   float(data.get("timeout", 5.0)))
+        return cls(
+            data["base_url"].rstrip("/"),
+            data["model"],
+            data.get("api_key") or "",
+            float(data.get("timeout", 5.0)),
+        )
 
 
 _DONE = object()
@@ -122,8 +128,9 @@ def parse_sse_line(line: str):
 
 def system_prompt(script: Script) -> str:
     facts = "\n".join(f"Q: {f.question}\nA: {f.answer}" for f in script.faq)
-    return (f"{script.persona}\n\nAnswer in one to three short spoken sentences, no lists or markup."
-            + (f"\n\nFacts you can rely on:\n{facts}" if facts else ""))
+    return f"{script.persona}\n\nAnswer in one to three short spoken sentences, no lists or markup." + (
+        f"\n\nFacts you can rely on:\n{facts}" if facts else ""
+    )
 
 
 class Responder:
@@ -172,10 +179,14 @@ class Responder:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=httpx.Timeout(cfg.timeout))
         headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
-        body = {"model": cfg.model, "stream": True,
-                "messages": [{"role": "system", "content": system_prompt(self.script)}, *history]}
-        async with self._client.stream("POST", f"{cfg.base_url}/chat/completions", json=body,
-                                       headers=headers) as response:
+        body = {
+            "model": cfg.model,
+            "stream": True,
+            "messages": [{"role": "system", "content": system_prompt(self.script)}, *history],
+        }
+        async with self._client.stream(
+            "POST", f"{cfg.base_url}/chat/completions", json=body, headers=headers
+        ) as response:
             response.raise_for_status()
             async for line in response.aiter_lines():
                 piece = parse_sse_line(line)
@@ -188,4 +199,3 @@ class Responder:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-

@@ -38,9 +38,25 @@ from .text import words
 
 # Things people say in any conversation, so that "yes" or "thank you" are in the LM of every topic.
 COMMON_PHRASES = (
-    "yes", "no", "yes please", "no thanks", "okay", "thank you", "thanks", "hello", "hi", "goodbye",
-    "bye", "sorry", "what", "can you repeat that", "i don't know", "that's all", "help",
-    "what can you do", "i have a question",
+    "yes",
+    "no",
+    "yes please",
+    "no thanks",
+    "okay",
+    "thank you",
+    "thanks",
+    "hello",
+    "hi",
+    "goodbye",
+    "bye",
+    "sorry",
+    "what",
+    "can you repeat that",
+    "i don't know",
+    "that's all",
+    "help",
+    "what can you do",
+    "i have a question",
 )
 _lock = threading.Lock()
 _cmudict: dict[str, list[str]] | None = None
@@ -192,7 +208,7 @@ class Recognizer:
     def transcribe(self, pcm: bytes) -> str:
         self.begin()
         for i in range(0, len(pcm), 3200):
-            self.process(pcm[i:i + 3200])
+            self.process(pcm[i : i + 3200])
         return self.finish()
 
 
@@ -205,8 +221,7 @@ class Utterance:
     hypothesis goes to `on_partial` if it changed.
     """
 
-    def __init__(self, recognizer: Recognizer, on_partial: Callable[[str], None],
-                 partial_every: float = 0.3):
+    def __init__(self, recognizer: Recognizer, on_partial: Callable[[str], None], partial_every: float = 0.3):
         self._rec = recognizer
         self._on_partial = on_partial
         self._every = partial_every

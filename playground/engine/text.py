@@ -66,7 +66,7 @@ def split_clauses(text: str, min_chars: int = 12) -> tuple[list[str], str]:
     clauses: list[str] = []
     start = 0
     for match in _CLAUSE_END.finditer(text):
-        piece = text[start:match.end()].strip()
+        piece = text[start : match.end()].strip()
         if len(piece) >= min_chars:
             clauses.append(piece)
             start = match.end()

@@ -40,16 +40,22 @@ _MAX_TAIL_S = 0.12  # espeak ends every clause with 300 ms of silence; keep a co
 
 def voices_for(language: str, piper_dir: str | None = None) -> list[tuple[str, str]]:
     """(voice key, label) pairs offered for `language`; the first is the default."""
-    voices = [(name + suffix, f"{label}, {kind}") for name, label in _ESPEAK.get(language, ())
-              for suffix, kind in _VARIANTS]
+    voices = [
+        (name + suffix, f"{label}, {kind}")
+        for name, label in _ESPEAK.get(language, ())
+        for suffix, kind in _VARIANTS
+    ]
     return voices + _piper_voices(language, piper_dir)
 
 
 def _piper_voices(language: str, piper_dir: str | None) -> list[tuple[str, str]]:
     if not piper_dir or not shutil.which("piper") or not os.path.isdir(piper_dir):
         return []
-    return [(f"piper:{os.path.join(piper_dir, name)}", f"Piper {name[:-5]}")
-            for name in sorted(os.listdir(piper_dir)) if name.endswith(".onnx") and name.startswith(language)]
+    return [
+        (f"piper:{os.path.join(piper_dir, name)}", f"Piper {name[:-5]}")
+        for name in sorted(os.listdir(piper_dir))
+        if name.endswith(".onnx") and name.startswith(language)
+    ]
 
 
 def resolve_voice(language: str, voice: str | None) -> str:
@@ -74,15 +80,16 @@ def _wav_data_offset(header: bytes) -> int | None:
     """Byte offset of the sample data in a (possibly still growing) WAV stream, None if not there yet."""
     pos = 12
     while pos + 8 <= len(header):
-        chunk, size = header[pos:pos + 4], struct.unpack("<I", header[pos + 4:pos + 8])[0]
+        chunk, size = header[pos : pos + 4], struct.unpack("<I", header[pos + 4 : pos + 8])[0]
         if chunk == b"data":
             return pos + 8
         pos += 8 + size
     return None
 
 
-async def synthesize(text: str, voice: str = "en-us", speed: int = 175,
-                     chunk_bytes: int = 4096) -> AsyncIterator[tuple[bytes, int]]:
+async def synthesize(
+    text: str, voice: str = "en-us", speed: int = 175, chunk_bytes: int = 4096
+) -> AsyncIterator[tuple[bytes, int]]:
     """(pcm s16le mono, rate) pieces of `text` spoken with `voice`, as the synthesiser produces them."""
     if voice.startswith("piper:") and shutil.which("piper"):
         rate, argv = _piper_command(voice[6:])
@@ -101,9 +108,12 @@ def _piper_command(model: str) -> tuple[int, list[str]]:
 
 async def _run(argv: list[str], text: str, wav: bool, rate: int, chunk_bytes: int) -> AsyncIterator[bytes]:
     """Run a synthesiser with `text` on stdin; yield its samples, holding back the tail to trim it."""
-    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE,
-                                                stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
         proc.stdin.write(text.encode("utf-8"))
         proc.stdin.close()
@@ -118,7 +128,7 @@ async def _run(argv: list[str], text: str, wav: bool, rate: int, chunk_bytes: in
                 buf = buf[chunk_bytes:]
         tail = trim_tail(buf, rate) if offset is not None else b""
         for i in range(0, len(tail), chunk_bytes):
-            yield tail[i:i + chunk_bytes]
+            yield tail[i : i + chunk_bytes]
         await proc.wait()
     finally:
         if proc.returncode is None:
@@ -131,8 +141,9 @@ async def _run(argv: list[str], text: str, wav: bool, rate: int, chunk_bytes: in
 # reply stops its synthesiser and HTTP stream at once instead of at garbage collection.
 
 
-async def speak(pieces: AsyncIterator[str], voice: str = "en-us",
-                speed: int = 175) -> AsyncIterator[tuple[str, bytes, int]]:
+async def speak(
+    pieces: AsyncIterator[str], voice: str = "en-us", speed: int = 175
+) -> AsyncIterator[tuple[str, bytes, int]]:
     """(clause, pcm, rate) for each clause of a streamed text, synthesised one clause at a time.
 
     Clause 1 is yielded before clause 2 is even read from `pieces`, so speech

@@ -582,6 +582,12 @@ def make_app(secret: str, *, scripts: Scripts | None = None, cost_per_minute: fl
     make in a minute before ``error {type: "rate_limit_exceeded"}`` (None: no limit);
     `typed_start_errors`: an unknown key or one without credits also gets the typed ``error``
     after its ``auth_failed``."""
-    sandbox = AivocoSandbox(secret, scripts=scripts, cost_per_minute=cost_per_minute, voices=voices,
-                            calls_per_minute=calls_per_minute, typed_start_errors=typed_start_errors)
+    sandbox = AivocoSandbox(
+        secret,
+        scripts=scripts,
+        cost_per_minute=cost_per_minute,
+        voices=voices,
+        calls_per_minute=calls_per_minute,
+        typed_start_errors=typed_start_errors,
+    )
     return SandboxApp(socketio.ASGIApp(sandbox.sio, socketio_path="socket.io"), sandbox)

@@ -86,8 +86,11 @@ TOOL_TIMEOUT = 30.0
 ROOMS_KEPT = 100
 GENERIC_FAQ = (
     FAQ("Who are you", "I am a voice assistant in the Flow sandbox.", ("who", "name")),
-    FAQ("What can you do", "I can answer short questions, tell the time and look for a table.",
-        ("what", "help")),
+    FAQ(
+        "What can you do",
+        "I can answer short questions, tell the time and look for a table.",
+        ("what", "help"),
+    ),
     FAQ("Thank you goodbye", "You are welcome. Goodbye!", ("thank", "thanks", "goodbye", "bye")),
 )
 

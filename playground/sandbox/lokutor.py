@@ -302,7 +302,7 @@ class Call:
         if self.agent is None:
             await self._start()  # audio means the client is done configuring
         pcm = self._odd + data
-        self._odd = pcm[len(pcm) - len(pcm) % 2:]
+        self._odd = pcm[len(pcm) - len(pcm) % 2 :]
         pcm = pcm[: len(pcm) - len(pcm) % 2]
         if self.agent is not None and pcm:
             self.agent.feed(self._to_agent.process(pcm))
@@ -429,4 +429,3 @@ async def _cancel(task: asyncio.Task | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
-

@@ -439,8 +439,9 @@ class AivocoUpstream(Client):
         self._live = False
         if self._closing:
             return
-        if self._fail_start(UpstreamError("Aivoco closed the connection before the call started",
-                                          code="aivoco.closed")):
+        if self._fail_start(
+            UpstreamError("Aivoco closed the connection before the call started", code="aivoco.closed")
+        ):
             return
         if self._stopped.is_set():
             self._queue.put_nowait(_CLOSED)  # the call was over anyway

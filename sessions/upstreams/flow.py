@@ -521,8 +521,15 @@ class FlowUpstream(Client):
 
     def _items(self, message: str | bytes) -> list:
         if isinstance(message, bytes):
-            return [Audio(message, RATE)] if len(message) % 2 == 0 else [
-                Error("flow.malformed", f"Flow sent an audio frame of {len(message)} bytes; it was ignored.")]
+            return (
+                [Audio(message, RATE)]
+                if len(message) % 2 == 0
+                else [
+                    Error(
+                        "flow.malformed", f"Flow sent an audio frame of {len(message)} bytes; it was ignored."
+                    )
+                ]
+            )
         try:
             return parse_text(message)
         except Malformed as exc:

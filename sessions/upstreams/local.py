@@ -54,8 +54,13 @@ class LocalAgent(Client):
     def __init__(self, session: Session):
         config = session.config or {}
         options = {key: config[key] for key in _AGENT_OPTIONS if key in config}
-        self.agent = Agent(session.topic, voice=session.voice, language=session.language,
-                           llm=config.get("llm") or None, **options)
+        self.agent = Agent(
+            session.topic,
+            voice=session.voice,
+            language=session.language,
+            llm=config.get("llm") or None,
+            **options,
+        )
 
     async def connect(self) -> None:
         try:

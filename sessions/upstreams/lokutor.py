@@ -257,8 +257,11 @@ def rates_setting(value) -> tuple[int, dict | None]:
     if value is True:
         value = {"input": SDK_INPUT_RATE}
     if not isinstance(value, dict):
-        raise UpstreamError("Lokutor option 'rates' must be true or {\"input\": ..., \"playback\": ...}",
-                            permanent=True, code="lokutor.config")
+        raise UpstreamError(
+            'Lokutor option \'rates\' must be true or {"input": ..., "playback": ...}',
+            permanent=True,
+            code="lokutor.config",
+        )
     input_rate, playback = value.get("input", SDK_INPUT_RATE), value.get("playback", OUTPUT_RATE)
     if input_rate not in RATES or playback not in RATES:
         raise UpstreamError(f"Lokutor rates must be among {RATES}", permanent=True, code="lokutor.config")

@@ -243,8 +243,12 @@ PROVIDERS: dict[str, Provider] = {
                 Var.secret("LIVEKIT_API_SECRET", "livekit_api_secret"),
             ),
             configured_by=(("api_key",),),
-            options=(Option("template_id", required=True), Option("template_variables", "object"),
-                     Option("tools", "list"), Option("quiet_tools", "names")),
+            options=(
+                Option("template_id", required=True),
+                Option("template_variables", "object"),
+                Option("tools", "list"),
+                Option("quiet_tools", "names"),
+            ),
             sandbox="playground.sandbox.flow",
         ),
         Provider(

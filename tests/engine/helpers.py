@@ -38,5 +38,5 @@ class Events:
 async def feed(agent, pcm: bytes, speedup: float = 1.0) -> None:
     """Feed `pcm` in 20 ms frames at `speedup` times real time."""
     for i in range(0, len(pcm), FRAME):
-        agent.feed(pcm[i:i + FRAME])
+        agent.feed(pcm[i : i + FRAME])
         await asyncio.sleep(0.02 / speedup)

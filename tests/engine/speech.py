@@ -60,4 +60,4 @@ def trimmed(pcm: bytes, threshold: int = 300) -> bytes:
     """`pcm` without the leading and trailing silence flite puts around speech."""
     samples = np.frombuffer(pcm, dtype="<i2")
     loud = np.nonzero(np.abs(samples.astype(np.int32)) > threshold)[0]
-    return samples[loud[0]:loud[-1] + 1].tobytes() if len(loud) else b""
+    return samples[loud[0] : loud[-1] + 1].tobytes() if len(loud) else b""

@@ -55,7 +55,7 @@ async def test_spoken_question_gets_greeting_then_transcript_then_spoken_answer(
 
     answer = await events.wait_for(agent_final, start=mark)
     assert answer.text == script.faq[2].answer and not answer.interrupted
-    after = events.seen[events.seen.index(user):events.seen.index(answer)]
+    after = events.seen[events.seen.index(user) : events.seen.index(answer)]
     assert [e.state for e in after if isinstance(e, Status)][:1] == ["speaking"]
     audio = [e for e in after if isinstance(e, Audio)]
     assert audio and {a.rate for a in audio} == {22050}
@@ -87,7 +87,7 @@ async def test_barge_in_stops_the_agent_and_reports_what_was_heard(make_agent, s
     assert cut.text and len(cut.text) < len(script.greeting)
     assert script.greeting.startswith(cut.text.rsplit(" ", 1)[0])
     user = await events.wait_for(user_final)
-    between = events.seen[events.seen.index(interrupted):events.seen.index(user)]
+    between = events.seen[events.seen.index(interrupted) : events.seen.index(user)]
     assert not any(isinstance(e, Audio) for e in between)  # the agent went quiet at once
     assert word_error_rate("where is the restaurant", user.text) <= 0.35
     answer = await events.wait_for(agent_final, start=events.seen.index(user))
@@ -110,8 +110,10 @@ async def test_typed_text_is_answered_like_speech(make_agent, script):
     assert user.text == "Is there parking nearby?"
     answer = await events.wait_for(agent_final)
     assert answer.text == script.faq[4].answer
-    assert agent.history[-2:] == [{"role": "user", "content": user.text},
-                                  {"role": "assistant", "content": answer.text}]
+    assert agent.history[-2:] == [
+        {"role": "user", "content": user.text},
+        {"role": "assistant", "content": answer.text},
+    ]
 
 
 async def test_close_cancels_everything_and_ends_events(script, speech):

@@ -62,8 +62,13 @@ class FakeLLM:
         self._handlers.add(asyncio.current_task())
         try:
             head = await reader.readuntil(b"\r\n\r\n")
-            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length")))
+            length = int(
+                next(
+                    line.split(b":")[1]
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+            )
             self.requests.append((head.split(b" ")[1].decode(), json.loads(await reader.readexactly(length))))
             await getattr(self, "_" + self.mode.replace("500", "error"))(writer)
         finally:
@@ -87,8 +92,9 @@ class FakeLLM:
         await asyncio.sleep(3600)
 
     async def _error(self, writer):
-        writer.write(b"HTTP/1.1 500 Internal Server Error\r\n"
-                     b"Content-Length: 5\r\nConnection: close\r\n\r\noops!")
+        writer.write(
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\nConnection: close\r\n\r\noops!"
+        )
         await writer.drain()
 
 
@@ -158,7 +164,11 @@ def test_llm_config_from_settings_dict():
 
 
 SPANISH = Script(
-    "restaurante", "Restaurante", "Eres Sofía.", "Hola, ¿en qué puedo ayudarle?", language="es",
+    "restaurante",
+    "Restaurante",
+    "Eres Sofía.",
+    "Hola, ¿en qué puedo ayudarle?",
+    language="es",
     faq=(
         FAQ("¿Cuál es el horario?", "Abrimos de doce a once.", ("horario", "abren", "cierran", "open")),
         FAQ("Quisiera reservar una mesa", "¿Para cuántas personas?", ("reservar", "mesa", "book")),
@@ -184,8 +194,10 @@ def test_spanish_faq_matches_whatever_the_accents(question, answer):
 
 
 def test_accented_keywords_match_unaccented_questions():
-    faq = (FAQ("Où êtes-vous ?", "Rue du Port.", ("adresse", "situés")),
-           FAQ("Quel prix ?", "Trente euros.", ("prix", "coûte")))
+    faq = (
+        FAQ("Où êtes-vous ?", "Rue du Port.", ("adresse", "situés")),
+        FAQ("Quel prix ?", "Trente euros.", ("prix", "coûte")),
+    )
     script = Script("s", "S", "p", "g", faq=faq)
     responder = Responder(script)
     assert responder.faq_answer("Quelle est l'adresse ?") == "Rue du Port."  # "l'" is cut off

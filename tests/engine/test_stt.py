@@ -51,7 +51,7 @@ async def test_streaming_utterance_gives_partials_then_the_final_text(script, sp
     utterance = stt.Utterance(recognizer, partials.append, partial_every=0.0)
     pcm = speech.pcm("do you have vegetarian options")
     for i in range(0, len(pcm), 3200):
-        utterance.push(pcm[i:i + 3200])
+        utterance.push(pcm[i : i + 3200])
         await asyncio.sleep(0.01)
     final = await utterance.finish()
     assert final == "do you have vegetarian options"

@@ -29,8 +29,11 @@ async def test_first_clause_is_spoken_before_the_rest_of_the_reply_is_written():
     async for clause, pcm, rate in tts.speak(slow_reply(), "en-gb"):
         out.append((clause, len(written), time.monotonic() - start))
         assert rate == 22050 and len(pcm) > 22050  # each clause is at least half a second of speech
-    assert [c for c, _, _ in out] == ["Sure, I can book that for you.", "What time would you like?",
-                                      "And for how many?"]
+    assert [c for c, _, _ in out] == [
+        "Sure, I can book that for you.",
+        "What time would you like?",
+        "And for how many?",
+    ]
     assert out[0][1] == 1  # clause 1 was audio while only the first piece had been written
     assert out[0][2] < 0.5
 

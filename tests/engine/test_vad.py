@@ -18,7 +18,7 @@ def turn_events(vad: Vad, pcm: bytes, frame: int = 640, **options):
     turns = TurnDetector(window_ms=vad.window_ms, **options)
     events = []
     for i in range(0, len(pcm), frame):  # relay-sized frames: the VAD buffers to its own window
-        events += [e for p in vad.process(pcm[i:i + frame]) if (e := turns.update(p))]
+        events += [e for p in vad.process(pcm[i : i + frame]) if (e := turns.update(p))]
     return events
 
 

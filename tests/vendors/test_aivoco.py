@@ -608,7 +608,9 @@ async def test_function_round_trip_is_stored_and_shown(conversation, speech):
 @pytest.mark.slow
 async def test_upstream_dying_mid_turn_is_an_error_and_keeps_what_was_stored(conversation, speech):
     async with sandbox() as (url, _), Proxy(int(url.rsplit(":", 1)[1])) as proxy:
-        relay, browser, task = start(conversation, AivocoUpstream, client_config(f"http://127.0.0.1:{proxy.port}"))
+        relay, browser, task = start(
+            conversation, AivocoUpstream, client_config(f"http://127.0.0.1:{proxy.port}")
+        )
         await browser.message("ready", timeout=15)
         await talk(relay, silence(300) + speech.pcm("I would like to book a table for two") + silence(1000))
         await browser.message("tool_call", timeout=10)

@@ -178,8 +178,16 @@ def test_flow_messages_to_events(message, expected):
     assert parse_text(json.dumps(message)) == expected
 
 
-@pytest.mark.parametrize("text", ["not json", "[1]", jmsg("AudioAdded", seq_no="1"),
-                                  jmsg("AddTranscript", metadata={}), jmsg("ToolInvoke", function={})])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        "[1]",
+        jmsg("AudioAdded", seq_no="1"),
+        jmsg("AddTranscript", metadata={}),
+        jmsg("ToolInvoke", function={}),
+    ],
+)
 def test_malformed_flow_messages_are_refused(text):
     with pytest.raises(Malformed):
         parse_text(text)
@@ -189,7 +197,10 @@ def test_urls_start_message_and_close_code_setting():
     assert endpoint("") == "wss://flow.api.speechmatics.com/v1/flow"
     assert endpoint("https://flow.example.test") == "wss://flow.example.test/v1/flow"
     assert livekit_endpoint("") == "https://flow.api.speechmatics.com/v1/flow/livekit"
-    assert livekit_endpoint("ws://127.0.0.1:9/sandbox/flow/v1/flow") == "http://127.0.0.1:9/sandbox/flow/v1/flow/livekit"
+    assert (
+        livekit_endpoint("ws://127.0.0.1:9/sandbox/flow/v1/flow")
+        == "http://127.0.0.1:9/sandbox/flow/v1/flow/livekit"
+    )
     options = {"template_id": "t1", "template_variables": {"persona": "Sofia"}, "tools": ["current_time"]}
     message = start_message(session(options, {}), "Europe/Paris")
     variables = {"timezone": "Europe/Paris", "persona": "Sofia"}
@@ -340,8 +351,10 @@ async def test_info_and_warning_are_shown_and_the_call_goes_on():
         assert not task.done()
         await finish(relay, task)
     errors = [(e["code"], e["message"], e["fatal"]) for e in browser.of_type("error")]
-    assert errors[:2] == [("flow.info", "Flow: 2 of 3 sessions in use (concurrent_session_usage)", False),
-                          ("flow.warning", "Flow warning: slow LLM, key *** (high_llm_latency)", False)]
+    assert errors[:2] == [
+        ("flow.info", "Flow: 2 of 3 sessions in use (concurrent_session_usage)", False),
+        ("flow.warning", "Flow warning: slow LLM, key *** (high_llm_latency)", False),
+    ]
     assert errors[2][0] == "flow.malformed" and not errors[2][2]
     start_conversation = peer.received[0]
     assert start_conversation["message"] == "StartConversation"
@@ -687,7 +700,7 @@ async def test_sandbox_livekit_endpoint_refuses_and_mints_a_one_room_token():
     body = answer.json()
     assert set(body) == {"url", "token", "id"} and body["url"] == "ws://127.0.0.1:7880"
     claims = TokenVerifier(*sandbox.livekit_credentials(DEPLOYMENT)).verify(body["token"])
-    (ident, room, template), = box.state.rooms
+    ((ident, room, template),) = box.state.rooms
     assert ident == body["id"] and template == f"{TEMPLATE}-host"
     grants = claims.video
     assert grants.room == room and grants.room_join and grants.can_publish and grants.can_subscribe

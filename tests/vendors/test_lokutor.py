@@ -202,8 +202,9 @@ async def test_the_sdk_rates_variant_announces_16k_input():
             peer.received.append(message)
 
     async with EchoPeer(script) as peer:
-        relay, browser, task = start(conversation, LokutorUpstream, peer_config(peer),
-                                     options={"rates": True}, browser=Browser())
+        relay, browser, task = start(
+            conversation, LokutorUpstream, peer_config(peer), options={"rates": True}, browser=Browser()
+        )
         await browser.message("ready")
         assert relay.upstream.input_rate == 16000
         await relay.feed_audio(bytes(FRAME) * 5)
@@ -478,7 +479,9 @@ async def test_sandbox_refuses_the_engines_extra_languages_and_keeps_english():
         for code in ENGINE_ONLY:
             await ws.send(msg("language", code))
             assert await recv_json(ws) == {
-                "type": "error", "data": f"Unsupported language '{code}': use en, es, fr, pt, ko."}
+                "type": "error",
+                "data": f"Unsupported language '{code}': use en, es, fr, pt, ko.",
+            }
         for code in SEED_LANGUAGES:  # accepted quietly
             await ws.send(msg("language", code))
         with pytest.raises(TimeoutError):
@@ -490,8 +493,9 @@ async def test_sandbox_refuses_the_engines_extra_languages_and_keeps_english():
         assert (await recv_json(ws))["data"] == refused
 
 
-@pytest.mark.parametrize("errors, code", [("string", "lokutor.error"),
-                                          ("object", "lokutor.validation.invalid_language")])
+@pytest.mark.parametrize(
+    "errors, code", [("string", "lokutor.error"), ("object", "lokutor.validation.invalid_language")]
+)
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
 async def test_a_refused_language_reaches_the_browser_as_a_clear_error_and_the_call_goes_on(errors, code):
@@ -501,8 +505,12 @@ async def test_a_refused_language_reaches_the_browser_as_a_clear_error_and_the_c
     async with serving(make_app(errors=errors)) as base:
         relay, browser, task = start(conversation, LokutorUpstream, client_config(base), browser=Browser())
         error = await browser.message("error", timeout=10)
-        assert error == {"type": "error", "code": code, "fatal": False,
-                         "message": "Lokutor: Unsupported language 'de': use en, es, fr, pt, ko."}
+        assert error == {
+            "type": "error",
+            "code": code,
+            "fatal": False,
+            "message": "Lokutor: Unsupported language 'de': use en, es, fr, pt, ko.",
+        }
         greeting = (await browser.wait_for(final("agent"), timeout=20))[0]
         assert greeting["text"] == "Hello, how can I help?" and not task.done()
         await finish(relay, task)

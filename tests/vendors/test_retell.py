@@ -298,6 +298,7 @@ async def test_frames_that_are_not_json_are_ignored():
 @contextlib.asynccontextmanager
 async def bad_llm(behaviour):
     """A tiny LLM WebSocket server that runs `behaviour(ws)` per connection; yields its ws base URL."""
+
     async def serve(ws):
         with contextlib.suppress(websockets.ConnectionClosed):
             await behaviour(ws)
@@ -425,7 +426,7 @@ async def test_with_real_credentials_the_client_yields_a_join_without_the_provid
     conversation = await sync_to_async(make_conversation)()
     async with serving(lone_sandbox()) as base:
         config = {"api_url": base, "api_key": KEY, "sandbox": False}
-        session_options = (await sync_to_async(lambda: conversation.topic.options_for("retell"))())
+        session_options = await sync_to_async(lambda: conversation.topic.options_for("retell"))()
         client = RetellUpstream(_session(conversation, session_options, config))
         assert client.capabilities.direct_media and not RetellUpstream.capabilities.direct_media
         await client.connect()
@@ -457,8 +458,9 @@ async def test_with_real_credentials_the_client_yields_a_join_without_the_provid
 def _session(conversation, options, config):
     from sessions.upstreams.base import Session
 
-    return Session(str(conversation.id), topic=None, voice="default", language="en", options=options,
-                   config=config)
+    return Session(
+        str(conversation.id), topic=None, voice="default", language="en", options=options, config=config
+    )
 
 
 @pytest.mark.slow
@@ -489,6 +491,7 @@ async def test_a_spoken_relayed_call_through_the_sandbox_stores_the_turns(speech
 async def test_another_llm_servers_violations_reach_the_page_and_its_turns_come_from_the_sandbox():
     """A topic's llm_websocket_url: the sandbox dials that server; what it gets wrong is shown to the
     browser as a recoverable retell.violation, and the turns come from the sandbox's updates."""
+
     async def careless(ws):
         await ws.send(json.dumps({"response_type": "response", "response_id": 5, "content": "Hm.",
                                   "content_complete": True}))  # fmt: skip

@@ -227,8 +227,9 @@ async def _until(condition, within: float = 5.0) -> None:
 
 def test_redact_hides_credential_query_values_only():
     line = "GET /sandbox/liku/api/init-websocket?token=abc&topic_id=5 /ws?api_key=k1&key=k2&monkey=3"
-    assert redact(line) == ("GET /sandbox/liku/api/init-websocket?token=***&topic_id=5 "
-                            "/ws?api_key=***&key=***&monkey=3")
+    assert redact(line) == (
+        "GET /sandbox/liku/api/init-websocket?token=***&topic_id=5 /ws?api_key=***&key=***&monkey=3"
+    )
 
 
 @contextlib.contextmanager
