@@ -24,6 +24,8 @@ one alone.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import importlib
@@ -142,3 +144,12 @@ async def refuse(scope, receive, send) -> None:
     headers = [(b"content-type", b"text/html"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 400, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def cancel(task: asyncio.Task | None) -> None:
+    """Cancel a sandbox's task and wait for it; whatever it raised on the way out is its own end."""
+    if task is None or task.done():
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task

@@ -59,7 +59,7 @@ from playground.engine.agent import Agent
 from playground.engine.events import Audio, Failure, Interrupted, Status, Transcript
 from playground.engine.resample import Resampler
 from playground.engine.script import FAQ, Script
-from playground.sandbox import SandboxApp, Scripts, derive, find_script
+from playground.sandbox import SandboxApp, Scripts, cancel, derive, find_script
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class Call:
                     await self.on_text(message["text"])
         finally:
             for task in (self._starter, self._pump):
-                await _cancel(task)
+                await cancel(task)
             if self.agent is not None:
                 await self.agent.close()
 
@@ -421,11 +421,3 @@ class Call:
 
 def _rate(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value in RATES
-
-
-async def _cancel(task: asyncio.Task | None) -> None:
-    if task is None or task.done():
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task

@@ -57,7 +57,7 @@ from playground.engine.agent import Agent
 from playground.engine.events import Audio, Interrupted, Status, Transcript
 from playground.engine.resample import Resampler
 from playground.engine.script import Script
-from playground.sandbox import SandboxApp, Scripts, derive, find_script
+from playground.sandbox import SandboxApp, Scripts, cancel, derive, find_script
 
 log = logging.getLogger(__name__)
 
@@ -504,7 +504,7 @@ class Call:
         except websockets.ConnectionClosed:
             return "closed" if not self._dropped.is_set() else "silent"
         finally:
-            await _cancel(pinger)
+            await cancel(pinger)
             with contextlib.suppress(Exception):
                 await self.llm.close()
 
@@ -672,11 +672,3 @@ def _rate(value) -> int:
     except (TypeError, ValueError):
         return DEFAULT_RATE
     return rate if 8000 <= rate <= 48000 else DEFAULT_RATE
-
-
-async def _cancel(task: asyncio.Task | None) -> None:
-    if task is None or task.done():
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
