@@ -83,7 +83,11 @@ async def finish(relay, task, timeout: float = 10) -> None:
 @contextlib.asynccontextmanager
 async def serving(app):
     """An ASGI `app` (a sandbox) on 127.0.0.1 port 0 in this process; yields its http base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical", lifespan="off")
+    # A call still winding down when the test ends (its agent closing, a socket's close handshake)
+    # gets 5 s, then uvicorn cancels it: a loaded machine must not fail the test in teardown.
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="critical", lifespan="off", timeout_graceful_shutdown=5
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -93,4 +97,4 @@ async def serving(app):
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, 15)

@@ -225,7 +225,7 @@ def test_the_pick_page_offers_the_languages_topic_and_provider_share_then_talks_
     greeting = page.locator('li.turn[data-role="agent"]').first.inner_text()
     assert "Hola, le atiende Bella Vista" in greeting
     page.click("#talk-stop")
-    page.wait_for_function("document.querySelector('#talk').dataset.state === 'ended'", timeout=10000)
+    wait_for_js(page, "document.querySelector('#talk').dataset.state === 'ended'", timeout=10000)
     assert errors == []
 
 
