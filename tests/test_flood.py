@@ -29,9 +29,8 @@ def test_flood_meter_tells_a_flood_from_real_time_and_a_burst():
 
 async def flood(c, frame_bytes: int, seconds: float) -> tuple[int, float]:
     """Send frames as fast as the socket takes them, reading meanwhile, until the server says the
-    call is over; (frames, time to close). It stops at the fatal error as a client that reads the
-    socket would: one that keeps writing into a socket the server has closed gets a TCP reset,
-    which can overtake the close frame (1006 instead of 4400) — closed all the same."""
+    call is over; (frames, time to close). It stops at the fatal error, as a client that reads the
+    socket would."""
     reader = asyncio.create_task(c.until(lambda _: False, seconds + 10))
     frame, sent, start = b"\x01\x00" * (frame_bytes // 2), 0, time.monotonic()
     with contextlib.suppress(websockets.ConnectionClosed):
@@ -63,7 +62,11 @@ def test_a_flooding_socket_is_closed_and_another_call_goes_on(server, frame_byte
     flooder, sent, closed_after, answered_after, calm = asyncio.run(scenario())
     assert sent * frame_bytes > 2_000_000  # it did flood: over a minute of audio
     assert closed_after < 5, closed_after
-    assert flooder.ws.close_code == 4400
+    # The server sends close 4400 at once; whether the flooder reads it depends on its own side: its
+    # close reply waits behind megabytes of its flood in the socket, so Daphne (Autobahn's 1 s close
+    # handshake) may drop the connection first, and the reset can overtake the close frame (1006).
+    # What a client that reads the socket always sees is asserted below: the fatal error, `ended`.
+    assert flooder.ws.close_code in (4400, 1006), flooder.ws.close_code
     error = [m for m in flooder.of("error") if m.get("fatal")]
     assert error and error[0]["code"] == "flood" and "faster than real time" in error[0]["message"]
     ended = flooder.of("ended")
