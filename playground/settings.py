@@ -91,6 +91,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # collectstatic writes here and WhiteNoise serves from here when DEBUG is off.
 STATIC_ROOT = Path(env.get("STATIC_ROOT", "").strip() or BASE_DIR / "var" / "staticfiles")
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing root
+# Files the site writes (A/B comparison clips and inputs, sessions/abtest.py), served only through
+# staff views, never as public URLs.
+MEDIA_ROOT = Path(env.get("MEDIA_ROOT", "").strip() or BASE_DIR / "var" / "media")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

@@ -368,3 +368,75 @@ class LikuAccount(models.Model):
 
     def __str__(self) -> str:
         return self.email
+
+
+class CompareRun(models.Model):
+    """One A/B comparison: the same utterances played into several providers, one conversation each
+    (sessions/abtest.py runs it; `manage.py compare`)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    topic = models.ForeignKey(Topic, on_delete=models.PROTECT, related_name="+")
+    language = models.CharField(max_length=10, default="en")
+    providers = models.JSONField(default=list, help_text="Provider keys, in the order they are run.")
+    utterances = models.JSONField(
+        default=list, blank=True,
+        help_text='What is said, in order: [{"text": …, "audio": <storage name of its 16 kHz WAV>}].',
+    )  # fmt: skip
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    cancel_requested = models.BooleanField(default=False)
+    done_steps = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"comparison {self.pk}: {self.topic} with {', '.join(self.providers)}"
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.done_steps / self.total_steps) if self.total_steps else 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED, self.Status.CANCELLED)
+
+
+class CompareItem(models.Model):
+    """One utterance as one provider heard and answered it, within a CompareRun."""
+
+    run = models.ForeignKey(CompareRun, on_delete=models.CASCADE, related_name="items")
+    index = models.PositiveIntegerField(help_text="The utterance's place in the run, from 0.")
+    provider = models.CharField(max_length=20)
+    conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.SET_NULL)
+    utterance = models.TextField(blank=True)
+    user_text = models.TextField(blank=True, help_text="The provider's final transcript of the utterance.")
+    reply_text = models.TextField(blank=True)
+    timings = models.JSONField(
+        default=dict, blank=True,
+        help_text="The waterfall, ms from the end of the utterance: as the server measured it "
+        "(the reply Turn's timings) and as the client heard it. See sessions/abtest.py.",
+    )  # fmt: skip
+    clip = models.FileField(upload_to="compare/clips/", blank=True)
+    error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["run", "index", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "index", "provider"], name="compare_item_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}/{self.index} {self.provider}"
