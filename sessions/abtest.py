@@ -614,6 +614,7 @@ def _attach_server_timings(run, provider: str, conversation: Conversation) -> No
 # ---- the report ----------------------------------------------------------------------------
 
 COLUMNS = (
+    "item",
     "index",
     "utterance",
     "provider",
@@ -639,6 +640,7 @@ def row(item: CompareItem) -> dict:
     played = server.get("first_played_ms", server.get("played_ms"))
     reply = next((server[k] for k in DURATIONS if k in server), None)
     return {
+        "item": item.pk,
         "index": item.index,
         "utterance": item.utterance,
         "provider": item.provider,
