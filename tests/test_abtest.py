@@ -237,7 +237,8 @@ def test_a_comparison_plays_the_script_into_each_provider_through_the_relay(ab_s
         assert "table" in r["user_text"], r  # the provider's transcript of what was said
         assert "how many people" in r["reply_text"], r
         assert 0 < r["latency_ms"] < 5000 and 0 < r["client_first_audio_ms"] < 5000, r
-        assert r["first_audio_ms"] == r["latency_ms"] and r["user_final_ms"] is not None, r
+        # the waterfall's moments are rounded offsets, the latency a rounded difference
+        assert abs(r["first_audio_ms"] - r["latency_ms"]) <= 1 and r["user_final_ms"] is not None, r
         assert r["client_reply_ms"] > 1000, r  # the reply was heard to its end, not cut off
     summary = {s["provider"]: s for s in report["summary"]}
     assert summary["lokutor"]["mode"] == "sandbox" and summary["local"]["answered"] == 2
