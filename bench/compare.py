@@ -7,7 +7,7 @@ conversation each, through the relay, exactly as the staff page runs a compariso
 per provider P50/P90/P99 of the reply latency (end of the user's speech at the server's VAD to
 the first agent audio the server sent) and the client's own P50.
 
-Run:  .venv/bin/python bench/compare.py [--providers local,liku,lokutor,flow,aivoco] [--count 8]
+Run:  .venv/bin/python bench/compare.py [--providers local,liku,lokutor,flow,aivoco] [--count 8] [--repeat 2]
 Everything listens on 127.0.0.1 and stops by itself.
 """
 
@@ -29,32 +29,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--providers", default="local,liku,lokutor,flow,aivoco")
     parser.add_argument("--count", type=int, default=8, help="script sentences (the fixed set's size)")
+    parser.add_argument("--repeat", type=int, default=2, help="times the set is said, in one conversation")
     parser.add_argument("--topic", default="restaurant-booking")
     args = parser.parse_args()
     server_process = start_server()
     server = next(server_process)
     try:
         started = time.monotonic()
-        argv = [
-            sys.executable,
-            "manage.py",
-            "compare",
-            "--server",
-            server.url,
-            "--providers",
-            args.providers,
-            "--topic",
-            args.topic,
-            "--count",
-            str(args.count),
-            "--user",
-            server.username,
-            "--bench",
-        ]
+        options = ["--providers", args.providers, "--topic", args.topic, "--count", str(args.count)]
+        options += ["--repeat", str(args.repeat), "--user", server.username, "--bench"]
+        argv = [sys.executable, "manage.py", "compare", "--server", server.url, *options]
         # server.manage() gives up after 120 s; a comparison runs at real time, so longer
         result = subprocess.run(argv, cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=3600)
         print(result.stdout + result.stderr[-2000:] * (result.returncode != 0), end="")
-        calls = f"{args.count} utterances x {len(args.providers.split(','))} providers"
+        calls = f"{args.count} utterances x {args.repeat} x {len(args.providers.split(','))} providers"
         print(f"({time.monotonic() - started:.0f} s, {calls})")
     finally:
         server_process.close()

@@ -61,7 +61,7 @@ REPLY_TIMEOUT_S = 30.0  # an utterance gets no answer after this long: recorded 
 GREETING_WAIT_S = 6.0  # a provider that has not begun a greeting by then has none
 READY_TIMEOUT_S = 30.0
 LEAD_IN_MS = 400  # silence before each utterance, as a person draws breath
-MAX_UTTERANCES = 20
+MAX_UTTERANCES = 40  # a run of 40 utterances x 5 providers lasts about half an hour
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 STALE_S = 120  # a running run whose process has not written for this long has died
 
@@ -251,6 +251,10 @@ class Browser:
         self.played_ms = 0.0
         self.underruns = 0
 
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
     async def run(self, body: Callable) -> None:
         """Run `body(self)` with the microphone and the reader going; both are stopped after."""
         reader = asyncio.create_task(self._read())
@@ -273,6 +277,7 @@ class Browser:
             pass
         finally:
             self._closed.set()
+            self.ready.set()  # whoever waits for `ready` must not wait for a closed socket
 
     def _on_message(self, message: dict) -> None:
         kind = message.get("type")
@@ -384,6 +389,11 @@ async def converse(ws_url: str, origin: str, token: str, utterances: list[bytes]
         async def body(b: Browser) -> None:
             async with asyncio.timeout(READY_TIMEOUT_S):
                 await b.ready.wait()
+            if b.closed:
+                code = ws.close_code
+                raise CompareError(
+                    f"the server closed the call ({code}): {'; '.join(b.errors) or 'no reason given'}"
+                )
             await b.greeting()
             for i, pcm in enumerate(utterances):
                 heard = await b.say(pcm)

@@ -296,3 +296,43 @@ def test_staff_start_a_comparison_from_the_page_and_it_runs_to_done(ab_server):
     page = client.get(run_url).text
     assert page.count('class="ab-cell"') == 2 and page.count("open every day") == 2
     assert all(r["user_text"] and r["reply_text"] and r["item"] for r in report["rows"])
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_in_the_browser_a_run_started_from_the_page_shows_progress_then_the_report(ab_server):
+    """Headless Chromium at phone width: the form starts a run, the progress bar moves under the
+    page's CSP, and the finished report (with its reply players) replaces it; no page of the
+    comparison overflows 390 px."""
+    pytest.importorskip("playwright.sync_api")
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_browser import BASE_ARGS, CHROMIUM, log_in, wait_for_js, watch_csp
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BASE_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            csp = watch_csp(page)
+            log_in(page, ab_server)
+            page.goto(f"{ab_server.url}/compare/runs/new/")
+            page.check("input[name=providers][value=local]")
+            page.select_option("#ab-topic", label="Restaurant booking")
+            page.fill("#ab-texts", "what time do you open")
+            page.click("button[type=submit]")
+            page.wait_for_url("**/compare/runs/*/")
+            widths = {"detail, running": page.evaluate("document.documentElement.scrollWidth")}
+            page.wait_for_selector(".ab-cell audio", timeout=180_000)  # the page reloaded with the report
+            wait_for_js(page, "document.querySelector('#abrun-progress progress').value === 100")
+            assert "open every day" in page.inner_text(".ab-cell")
+            assert page.inner_text("[data-state]") == "done"
+            widths["detail, done"] = page.evaluate("document.documentElement.scrollWidth")
+            for name in ("", "new/"):
+                page.goto(f"{ab_server.url}/compare/runs/{name}")
+                widths[name or "list"] = page.evaluate("document.documentElement.scrollWidth")
+            assert all(w <= 390 for w in widths.values()), widths
+            assert errors == [] and csp == []
+        finally:
+            browser.close()

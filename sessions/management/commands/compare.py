@@ -33,6 +33,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--count", type=int, default=3, help="Script sentences to say when no --wav/--text."
         )
+        parser.add_argument("--repeat", type=int, default=1, help="Say the whole set this many times (1-10).")
         parser.add_argument("--server", default="", help="http URL of a running server (default: start one).")
         parser.add_argument("--user", default="", help="Who owns the run (default: the first superuser).")
         parser.add_argument("--run", type=int, help="Execute this stored run (as the staff page does).")
@@ -62,6 +63,8 @@ class Command(BaseCommand):
         wavs = [(Path(p).name, self._read(p)) for p in options["wav"]]
         texts = options["text"] or ([] if wavs else abtest.script_lines(topic, language, options["count"]))
         providers = options["providers"].split(",")
+        repeat = max(1, min(options["repeat"], 10))
+        texts, wavs = list(texts) * repeat, wavs * repeat
         return abtest.create_run(self._user(options["user"]), topic, providers, language, texts, wavs)
 
     def _read(self, path: str) -> bytes:
@@ -93,12 +96,12 @@ class Command(BaseCommand):
             f"Comparison {run.pk} ({run.status}): reply latency, end of speech to first agent audio"
         )
         self.stdout.write(
-            f"{'provider':<22}{'mode':<9}{'answered':>9}{'P50':>8}{'P90':>8}{'P99':>8}{'client P50':>12}"
+            f"{'provider':<28}{'mode':<9}{'answered':>9}{'P50':>8}{'P90':>8}{'P99':>8}{'client P50':>12}"
         )
         for s in report["summary"]:
             answered = f"{s['answered']}/{s['utterances']}"
             self.stdout.write(
-                f"{s['provider_label'][:21]:<22}{s['mode']:<9}{answered:>9}{_ms(s['p50_ms']):>8}"
+                f"{s['provider_label'][:27]:<28}{s['mode']:<9}{answered:>9}{_ms(s['p50_ms']):>8}"
                 f"{_ms(s['p90_ms']):>8}{_ms(s['p99_ms']):>8}{_ms(s['client_p50_ms']):>12}"
             )
         if run.error:
