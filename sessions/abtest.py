@@ -433,11 +433,10 @@ def own_server(timeout: float = 60):
         "0",
         "playground.asgi:application",
     ]
-    process = subprocess.Popen(
-        argv, cwd=settings.BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    log = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would stall Daphne
+    process = subprocess.Popen(argv, cwd=settings.BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
-        _wait_for_port(process, port, timeout)
+        _wait_for_port(process, port, timeout, log)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
@@ -446,13 +445,16 @@ def own_server(timeout: float = 60):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+        log.close()
 
 
-def _wait_for_port(process: subprocess.Popen, port: int, timeout: float) -> None:
+def _wait_for_port(process: subprocess.Popen, port: int, timeout: float, log) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise CompareError(f"the comparison's server exited: {process.stderr.read().decode()[-500:]}")
+            log.seek(0)
+            tail = log.read().decode(errors="replace")[-500:]
+            raise CompareError(f"the comparison's server exited: {tail}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
             return
         time.sleep(0.2)
