@@ -1,9 +1,11 @@
 from django.contrib import admin
 from django.db.models import Count
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
+from django.utils.html import format_html
 
-from sessions.models import ApiToken, Conversation, LikuAccount, Topic, TranscriptSave, Turn
+from sessions.models import ApiToken, CompareRun, Conversation, LikuAccount, Topic, TranscriptSave, Turn
 from sessions.upstreams import registry
 
 
@@ -192,4 +194,22 @@ class LikuAccountAdmin(admin.ModelAdmin):
     readonly_fields = ["user", "email", "created_at"]
 
     def has_add_permission(self, request):
+        return False
+
+
+@admin.register(CompareRun)
+class CompareRunAdmin(admin.ModelAdmin):
+    """A/B comparison runs: read only here; started and read on their own staff pages."""
+
+    list_display = ("id", "topic", "providers", "status", "done_steps", "total_steps", "created_at", "report")
+    list_filter = ("status",)
+
+    @admin.display(description="Report")
+    def report(self, obj):
+        return format_html('<a href="{}">side by side</a>', reverse("abrun_detail", args=[obj.pk]))
+
+    def has_add_permission(self, request):
+        return False  # a run is started from /compare/runs/new/, which speaks the utterances
+
+    def has_change_permission(self, request, obj=None):
         return False

@@ -181,6 +181,8 @@ def test_staff_read_the_side_by_side_report_and_download_it(client, staff, finis
     with wave.open(io.BytesIO(b"".join(clip.streaming_content))) as w:
         assert (w.getframerate(), w.getnchannels(), w.getnframes()) == (24000, 1, 2400)
     assert client.get(f"/compare/runs/{run.pk}/export.xml").status_code == 404
+    admin = client.get("/admin/voice_sessions/comparerun/").content.decode()
+    assert f'href="/compare/runs/{run.pk}/"' in admin  # the admin lists runs and links to their report
 
 
 def test_a_run_that_cannot_start_says_why(client, staff, topic):
