@@ -323,7 +323,7 @@ def test_in_the_browser_a_run_started_from_the_page_shows_progress_then_the_repo
             page.check("input[name=providers][value=local]")
             page.select_option("#ab-topic", label="Restaurant booking")
             page.fill("#ab-texts", "what time do you open")
-            page.click("button[type=submit]")
+            page.click(".abrun-form button[type=submit]")
             page.wait_for_url("**/compare/runs/*/")
             widths = {"detail, running": page.evaluate("document.documentElement.scrollWidth")}
             page.wait_for_selector(".ab-cell audio", timeout=180_000)  # the page reloaded with the report
