@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import re
+import subprocess
 import time
 import wave
 
@@ -271,21 +272,22 @@ def _poll_until_finished(client, run_url: str, limit_s: float = 300) -> list[dic
 
 
 @pytest.mark.slow
-def test_staff_start_a_comparison_from_the_page_and_it_runs_to_done(ab_server):
-    """The new-run form spawns the run; its status climbs to 100 % and done; the report shows
-    a typed sentence answered by the offline agent and the Liku sandbox."""
+def test_staff_start_a_comparison_from_the_page_and_it_runs_to_done(ab_server, tmp_path):
+    """The new-run form takes an uploaded WAV file (44.1 kHz stereo, as a user might record it)
+    and spawns the run; its status climbs to 100 % and done; the offline agent and the Liku
+    sandbox both understood the recording and answered it."""
+    from tests.engine.speech import flite_wav
+
+    recording = tmp_path / "open-44k-stereo.wav"
+    mono = flite_wav("what time do you open", tmp_path / "open.wav")
+    subprocess.run(["sox", str(mono), "-r", "44100", "-c", "2", str(recording)], check=True)
     client = ab_server.client()
     form = client.get("/compare/runs/new/")
     topic_id = re.search(r'<option value="(\d+)"[^>]*>Restaurant', form.text).group(1)
-    data = {
-        "providers": ["local", "liku"],
-        "topic": topic_id,
-        "language": "en",
-        "texts": "what time do you open",
-    }
-    response = client.post(
-        "/compare/runs/new/", data=data, headers={"X-CSRFToken": client.cookies["csrftoken"]}
-    )
+    data = {"providers": ["local", "liku"], "topic": topic_id, "language": "en"}
+    files = {"wavs": (recording.name, recording.read_bytes(), "audio/wav")}
+    headers = {"X-CSRFToken": client.cookies["csrftoken"]}
+    response = client.post("/compare/runs/new/", data=data, files=files, headers=headers)
     assert response.status_code == 302, response.text
     run_url = response.headers["Location"]
     seen = _poll_until_finished(client, run_url)
@@ -293,11 +295,16 @@ def test_staff_start_a_comparison_from_the_page_and_it_runs_to_done(ab_server):
                                     "finished": True, "error": ""}  # fmt: skip
     assert any(s["status"] == "running" for s in seen)
     report = client.get(f"{run_url}export.json").json()
-    assert [r["provider"] for r in report["rows"]] == ["local", "liku"], report
-    assert all("open every day" in r["reply_text"] for r in report["rows"]), report["rows"]
+    assert [(r["utterance"], r["provider"]) for r in report["rows"]] == [
+        (recording.name, "local"), (recording.name, "liku")
+    ], report  # fmt: skip
+    for r in report["rows"]:
+        assert "open" in r["user_text"] and "open every day" in r["reply_text"], r
     page = client.get(run_url).text
     assert page.count('class="ab-cell"') == 2 and page.count("open every day") == 2
-    assert all(r["user_text"] and r["reply_text"] and r["item"] for r in report["rows"])
+    played = client.get(f"{run_url}input/0.wav")  # the input as it was played: 16 kHz mono
+    with wave.open(io.BytesIO(played.content)) as w:
+        assert (w.getframerate(), w.getnchannels()) == (16000, 1)
 
 
 @pytest.mark.slow
