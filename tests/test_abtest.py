@@ -308,6 +308,21 @@ def test_staff_start_a_comparison_from_the_page_and_it_runs_to_done(ab_server, t
 
 
 @pytest.mark.slow
+def test_a_cancelled_run_stops_at_the_next_utterance(ab_server):
+    """Cancel on the page: the run stops after the reply it is waiting for and says so."""
+    client = ab_server.client()
+    form = client.get("/compare/runs/new/")
+    topic_id = re.search(r'<option value="(\d+)"[^>]*>Restaurant', form.text).group(1)
+    data = {"providers": ["local", "lokutor"], "topic": topic_id, "texts": "what time do you open\nthank you"}
+    headers = {"X-CSRFToken": client.cookies["csrftoken"]}
+    run_url = client.post("/compare/runs/new/", data=data, headers=headers).headers["Location"]
+    assert client.post(f"{run_url}cancel/", headers=headers).status_code == 302
+    seen = _poll_until_finished(client, run_url)
+    assert seen[-1]["status"] == "cancelled" and seen[-1]["done"] <= 1 < seen[-1]["total"] == 4, seen[-1]
+    assert "Cancel</button>" not in client.get(run_url).text
+
+
+@pytest.mark.slow
 @pytest.mark.browser
 def test_in_the_browser_a_run_started_from_the_page_shows_progress_then_the_report(ab_server):
     """Headless Chromium at phone width: the form starts a run, the progress bar moves under the
