@@ -261,3 +261,50 @@ def test_the_admin_shows_accuracy_per_provider_with_labels(staff_client, reviewe
 def test_accuracy_page_is_for_staff_only(alice):
     response = alice.get(reverse("admin:voice_sessions_conversation_accuracy"))
     assert response.status_code == 302 and "/login/" in response.headers["Location"]
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_staff_review_in_chromium_then_the_owner_filters_history_on_a_phone(server):
+    """In headless Chromium: staff correct and tag a turn and mark the conversation reviewed on
+    the admin page; the history page, 390 px wide, filters by tag and status without overflowing."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from tests.test_browser import BASE_ARGS, CHROMIUM, log_in, watch_csp
+
+    conv = server.conversation()["id"]
+    server.manage("shell", "-c", "from sessions.models import Turn; Turn.objects.create("
+                  f"conversation_id='{conv}', sequence=1, role='user', text='a tabel for too')")  # fmt: skip
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BASE_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            csp = watch_csp(page)
+            log_in(page, server)
+            page.goto(f"{server.url}/admin/voice_sessions/conversation/{conv}/change/")
+            page.fill("textarea[name='turns-0-corrected_text']", "a table for two")
+            page.locator("input[name='turns-0-tags']").and_(page.get_by_label("Echo")).check()
+            page.select_option("select[name='review_status']", "reviewed")
+            page.click("input[name='_save']")
+            page.wait_for_url("**/admin/voice_sessions/conversation/")
+            page.goto(f"{server.url}/admin/voice_sessions/conversation/accuracy/")
+            accuracy = page.locator("tr[data-provider='local']").inner_text()
+            page.goto(f"{server.url}/history/")
+            page.select_option("select[name='tag']", "echo")
+            page.select_option("select[name='review']", "reviewed")
+            page.click("form.filters button[type=submit]")
+            page.wait_for_url("**/history/?*tag=echo*")
+            rows = page.locator("tr.conversation-row").count()
+            link = page.locator("tr.conversation-row a").get_attribute("href")
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            page.select_option("select[name='review']", "attention")
+            page.click("form.filters button[type=submit]")
+            page.wait_for_url("**/history/?*review=attention*")
+            none = page.locator("tr.conversation-row").count()
+        finally:
+            browser.close()
+    assert "Built-in offline agent" in accuracy and "50.0%" in accuracy  # 2 of 4 words: tabel, too
+    assert (rows, none) == (1, 0) and link == f"/history/{conv}/"
+    assert overflow <= 0
+    assert csp == []
