@@ -1,8 +1,10 @@
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Count
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.cache import add_never_cache_headers
@@ -165,6 +167,19 @@ class ReviewEventInline(admin.TabularInline):
         return False
 
 
+def review_status_action(status: Conversation.ReviewStatus):
+    """A bulk action setting the review status, each change audited."""
+
+    @admin.action(description=f"Mark as {status.label.lower()}", permissions=["change"])
+    def action(modeladmin, request, queryset):
+        for conversation in queryset:
+            review.set_status(conversation, status, request.user)
+        modeladmin.message_user(request, f"{len(queryset)} conversation(s) marked {status.label.lower()}.")
+
+    action.__name__ = f"mark_{status.value}"
+    return action
+
+
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
     """The review tool: staff set the review status here and correct and tag the turns inline.
@@ -206,6 +221,7 @@ class ConversationAdmin(admin.ModelAdmin):
         ("Call", {"fields": call_fields}),
     ]
     inlines = [TurnInline, TranscriptSaveInline, ReviewEventInline]
+    actions = [review_status_action(status) for status in Conversation.ReviewStatus]
 
     def get_queryset(self, request):
         # distinct: a search or filter across turns joins a row per matching turn, which would
@@ -268,7 +284,10 @@ class ConversationAdmin(admin.ModelAdmin):
         shows (its filters and search apply: the page is linked with them)."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        conversations = self.get_changelist_instance(request).get_queryset(request)
+        try:
+            conversations = self.get_changelist_instance(request).get_queryset(request)
+        except IncorrectLookupParameters:  # a hand-edited query: show all, as the list does
+            return HttpResponseRedirect(request.path)
         rows = [
             {"provider": registry.label(key), "key": key, "percent": f"{figures['wer']:.1%}", **figures}
             for key, figures in review.provider_accuracy(conversations).items()

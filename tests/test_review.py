@@ -157,6 +157,22 @@ def test_review_functions_audit_changes_made_outside_the_admin(staff, user, topi
     ]
 
 
+def test_a_bulk_action_sets_the_review_status_with_an_audit(staff_client, staff, user, topic):
+    first, second = (make_conversation(user, topic) for _ in range(2))
+    untouched = make_conversation(user, topic)
+    url = reverse("admin:voice_sessions_conversation_changelist")
+    assert "Mark as needs attention" in staff_client.get(url).content.decode()
+    data = {"action": "mark_attention", "_selected_action": [first.pk, second.pk]}
+    response = staff_client.post(url, data, follow=True)
+    assert "2 conversation(s) marked needs attention." in response.content.decode()
+    statuses = dict(Conversation.objects.values_list("id", "review_status"))
+    assert statuses == {first.pk: "attention", second.pk: "attention", untouched.pk: "unreviewed"}
+    events = ReviewEvent.objects.values_list("conversation", "field", "old", "new", "user")
+    assert sorted(events) == sorted(
+        (c.pk, "review_status", "unreviewed", "attention", staff.pk) for c in (first, second)
+    )
+
+
 def rows_of(html):
     return html.count('class="field-provider_name"')
 
@@ -256,6 +272,8 @@ def test_the_admin_shows_accuracy_per_provider_with_labels(staff_client, reviewe
     filtered = staff_client.get(url, {"provider": "local"}).content.decode()
     assert "Built-in offline agent" in filtered and "Liku voice chat" not in filtered
     assert "100.0%" in filtered
+    bad = staff_client.get(url, {"created_at__gte": "not a date"})
+    assert bad.status_code == 302 and bad.headers["Location"] == url
 
 
 def test_accuracy_page_is_for_staff_only(alice):
