@@ -95,6 +95,10 @@ class TurnInline(admin.TabularInline):
     readonly_fields = [f for f in fields if f not in ("corrected_text", "tags")]
     formfield_overrides = REVIEW_WIDGETS
     extra = 0
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("tags")
+
     can_delete = False
     show_change_link = False
 
