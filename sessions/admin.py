@@ -414,6 +414,12 @@ class TagAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return obj is None or not obj.builtin
 
+    def get_readonly_fields(self, request, obj=None):
+        return ["slug"] if obj and obj.builtin else []  # the built-in slugs are what filters link by
+
+    def get_prepopulated_fields(self, request, obj=None):
+        return {} if obj and obj.builtin else self.prepopulated_fields
+
 
 @admin.register(ReviewEvent)
 class ReviewEventAdmin(admin.ModelAdmin):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import re
 import unicodedata
 
-import jiwer
 from django.db import transaction
 from django.db.models import Q
 
@@ -61,6 +60,8 @@ def provider_accuracy(conversations_queryset=None) -> dict[str, dict]:
 
 
 def _score(references: list[str], hypotheses: list[str]) -> dict:
+    import jiwer  # here, not at the top: the admin imports this module in every process
+
     out = jiwer.process_words(references, hypotheses)
     words = sum(len(r.split()) for r in references)
     return {"wer": out.wer, "turns": len(references), "words": words}

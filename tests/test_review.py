@@ -77,6 +77,18 @@ def test_the_built_in_tags_come_with_the_migration(db):
     }  # fmt: skip
 
 
+def test_staff_add_tags_of_their_own_and_the_built_in_ones_stay(staff_client, db):
+    add = reverse("admin:voice_sessions_tag_add")
+    assert staff_client.post(add, {"label": "Cut off", "slug": "cut-off"}).status_code == 302
+    assert Tag.objects.get(slug="cut-off").builtin is False
+    echo = Tag.objects.get(slug="echo")
+    page = staff_client.get(reverse("admin:voice_sessions_tag_change", args=[echo.pk])).content.decode()
+    assert 'name="label"' in page and 'name="slug"' not in page and "Delete" not in page
+    mine = Tag.objects.get(slug="cut-off")
+    assert staff_client.get(reverse("admin:voice_sessions_tag_delete", args=[mine.pk])).status_code == 200
+    assert staff_client.get(reverse("admin:voice_sessions_tag_delete", args=[echo.pk])).status_code == 403
+
+
 def test_staff_correct_and_tag_a_turn_and_set_the_status_in_the_admin(staff_client, staff, user, topic):
     """The original text stays; the correction, tags and status are saved and each change audited."""
     conv = make_conversation(
