@@ -41,7 +41,7 @@ def ground_truth(conversations=None):
     conversations = Conversation.objects.all() if conversations is None else conversations
     turns = Turn.objects.filter(conversation__in=conversations.values("id"), role=Turn.Role.USER, final=True)
     known = ~Q(corrected_text="") | Q(conversation__review_status=Conversation.ReviewStatus.REVIEWED)
-    return turns.filter(known).select_related("conversation")
+    return turns.filter(known)
 
 
 def provider_accuracy(conversations_queryset=None) -> dict[str, dict]:
@@ -49,13 +49,14 @@ def provider_accuracy(conversations_queryset=None) -> dict[str, dict]:
     words}, over the ground truth of `conversations_queryset` (default: all conversations).
     Providers with nothing scored are absent."""
     pairs: dict[str, tuple[list[str], list[str]]] = {}
-    for turn in ground_truth(conversations_queryset).order_by("conversation_id", "sequence"):
-        reference = normalise(turn.reviewed_text)
+    rows = ground_truth(conversations_queryset).order_by("conversation_id", "sequence")
+    for provider, text, corrected in rows.values_list("conversation__provider", "text", "corrected_text"):
+        reference = normalise(corrected or text)  # Turn.reviewed_text, without building each Turn
         if not reference:
             continue
-        references, hypotheses = pairs.setdefault(turn.conversation.provider, ([], []))
+        references, hypotheses = pairs.setdefault(provider, ([], []))
         references.append(reference)
-        hypotheses.append(normalise(turn.text))
+        hypotheses.append(normalise(text))
     return {provider: _score(*texts) for provider, texts in sorted(pairs.items())}
 
 
