@@ -1,8 +1,13 @@
 from django.contrib import admin
 from django.db.models import Count
+from django.http import HttpResponse
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
+from django.utils.safestring import mark_safe
 
+from sessions import exports
 from sessions.models import ApiToken, Conversation, LikuAccount, Topic, TranscriptSave, Turn
 from sessions.upstreams import registry
 
@@ -134,8 +139,29 @@ class ConversationAdmin(admin.ModelAdmin):
         "end_reason",
         "provider_refs",
         "metrics",
+        "review_player",
     ]
     inlines = [TurnInline, TranscriptSaveInline]
+    actions = ["export_bundle"]
+
+    class Media:  # the recording synced to the turns (templates/sessions/_turns.html)
+        css = {"all": ["css/review.css"]}
+        js = ["js/player.js"]
+
+    @admin.display(description="Recording and turns")
+    def review_player(self, obj):
+        url = reverse("conversation_recording", args=[obj.id]) if obj.recording else ""
+        links = render_to_string("sessions/_downloads.html", {"conversation": obj, "recording_url": url})
+        turns = render_to_string("sessions/_turns.html", {"conversation": obj, "rows": exports.timeline(obj),
+                                                           "recording_url": url})  # fmt: skip
+        return mark_safe(links + turns)  # both templates escape what they show
+
+    @admin.action(description="Export selected conversations (ZIP, a folder each)")
+    def export_bundle(self, request, queryset):
+        archive = exports.bundle(queryset.select_related("topic"))
+        response = HttpResponse(archive, content_type="application/zip")
+        response["Content-Disposition"] = 'attachment; filename="conversations.zip"'
+        return response
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("user", "topic").annotate(n_turns=Count("turns"))

@@ -196,6 +196,10 @@ class Conversation(models.Model):
         Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls",
         help_text="The server process that claimed the call (sessions/liveness.py).",
     )  # fmt: skip
+    recording = models.FileField(
+        upload_to="recordings/", max_length=200, blank=True,
+        help_text="Stereo 16 kHz WAV, the user left and the agent as played right (sessions/recording.py).",
+    )  # fmt: skip
 
     class Meta:
         ordering = ["-created_at"]
