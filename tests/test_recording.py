@@ -16,12 +16,13 @@ import pytest
 
 from sessions.models import Conversation, Turn
 from sessions.recording import RATE, Recording, heard_part
-from sessions.relay import Browser, Relay
+from sessions.relay import AGENT_CHANNEL, USER_CHANNEL, Browser, Relay
 from sessions.upstreams.base import Session
 from sessions.upstreams.echo import EchoUpstream
 from tests.browser_double import BrowserPeer
 from tests.peers import EchoPeer, finish, say
 from tests.server import call, start_server
+from tests.test_direct import DirectVendor
 
 FRAME_S = 0.02
 SAMPLE_MS = 1000 / RATE
@@ -215,3 +216,39 @@ def test_a_killed_server_leaves_a_readable_recording_served_while_the_call_goes_
     assert reader.getnframes() / RATE >= 2.0  # all but the last second of the 3 s said
     start, end = loud(samples[:, 0])
     assert 700 <= end - start <= 1050  # the user's 1 s tone
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_a_direct_call_records_the_frames_the_page_sends(conversation):
+    """Direct media: the page's microphone frames (channel 0) go left, the agent as it heard it
+    (channel 1) right, each where it arrived."""
+    from sessions.relay import AGENT_CHANNEL, USER_CHANNEL
+    from tests.test_direct import DirectVendor
+
+    session = Session(
+        str(conversation.id), topic=None, voice="default", language="en", config={"api_key": "k"}
+    )
+    browser = BrowserPeer()
+    relay = Relay(conversation.id, DirectVendor(session), browser.browser, provider="flow",
+                  on_end=browser.on_end, record=True)  # fmt: skip
+    task = asyncio.create_task(relay.run())
+    await browser.wait_for(lambda b: b.of_type("join"), 10)
+    t0 = relay.recording.t0
+    mic = silence(0.4) + tone(0.2, freq=300) + silence(1.4)
+    heard = silence(1.0) + tone(0.5) + silence(0.5)
+    moments = {}
+    for n in range(len(mic) // 640):
+        await relay.feed_recording(USER_CHANNEL, mic[n * 640 : (n + 1) * 640])
+        await relay.feed_recording(AGENT_CHANNEL, heard[n * 640 : (n + 1) * 640])
+        if n in (20, 50):  # the first frame of each tone, which began a frame before it arrived
+            moments[n] = (time.monotonic() - FRAME_S - t0) * 1000
+        await asyncio.sleep(max(0.0, t0 + (n + 1) * FRAME_S - time.monotonic()))
+    await finish(relay, task)
+    conv = await Conversation.objects.aget(id=conversation.id)
+    reader, samples = read_wav(conv.recording.read())
+    assert reader.getnchannels() == 2 and reader.getnframes() / RATE >= 1.9
+    user_start, user_end = loud(samples[:, 0])
+    agent_start, agent_end = loud(samples[:, 1])
+    assert abs(user_start - moments[20]) <= 40 and 180 <= user_end - user_start <= 210
+    assert abs(agent_start - moments[50]) <= 40 and 480 <= agent_end - agent_start <= 510
