@@ -223,9 +223,6 @@ def test_a_killed_server_leaves_a_readable_recording_served_while_the_call_goes_
 async def test_a_direct_call_records_the_frames_the_page_sends(conversation):
     """Direct media: the page's microphone frames (channel 0) go left, the agent as it heard it
     (channel 1) right, each where it arrived."""
-    from sessions.relay import AGENT_CHANNEL, USER_CHANNEL
-    from tests.test_direct import DirectVendor
-
     session = Session(
         str(conversation.id), topic=None, voice="default", language="en", config={"api_key": "k"}
     )
