@@ -14,9 +14,9 @@ now, so nothing written can still be cleared or still be waiting for a late user
 header's sizes are rewritten with each write, so a crash leaves a valid WAV of all but about the last
 second. The cost per frame is a deque append; the file is written every FLUSH_S, with no fsync.
 
-Storage is Django's (the default storage, `Conversation.recording`). A storage on the local disk is
-written in place; any other (S3, say) gets a local spool file that is uploaded when the call ends,
-so there a crash keeps nothing.
+Storage is Django's (the default storage, `Conversation.recording`). A FileSystemStorage is written
+in place; any other (S3, say) gets a local spool file that is uploaded when the call ends, so there
+a crash keeps nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 from asgiref.sync import sync_to_async
 from django.core.files import File
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
+from django.core.files.storage import FileSystemStorage, default_storage
 
 from playground.engine.resample import Resampler
 
@@ -203,11 +203,9 @@ def _open(conversation_id, t0: float, agent_rate: int) -> Handle | None:
     from sessions.models import Conversation
 
     name = f"recordings/{conversation_id}.wav"
-    try:
-        path = default_storage.path(name)
-    except NotImplementedError:  # a remote storage: spool locally, upload at the end
-        path = None
-    if path is not None:
+    # Only files on the local disk can be appended to in place (a storage's path() is no sign:
+    # InMemoryStorage has one too); any other storage gets a spool file, uploaded at the end.
+    if isinstance(default_storage, FileSystemStorage):
         name = default_storage.save(name, ContentFile(wav_header(0)))
         file, spool = open(default_storage.path(name), "r+b"), None  # closed in _close
     else:

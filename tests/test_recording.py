@@ -10,6 +10,7 @@ import os
 import signal
 import time
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,3 +250,29 @@ async def test_a_direct_call_records_the_frames_the_page_sends(conversation):
     agent_start, agent_end = loud(samples[:, 1])
     assert abs(user_start - moments[20]) <= 40 and 180 <= user_end - user_start <= 210
     assert abs(agent_start - moments[50]) <= 40 and 480 <= agent_end - agent_start <= 510
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_a_storage_without_local_files_gets_the_recording_when_the_call_ends(conversation, settings):
+    """Django's in-memory storage has no paths, as S3 has none: the recording is spooled on local
+    disk and saved to the storage at the end."""
+    from django.core.files.storage import default_storage
+
+    from sessions import recording
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+    }
+    t0 = time.monotonic()
+    handle = await recording.start(conversation.id, t0, 24000)
+    for n in range(50):
+        handle.recording.user(tone(0.02), t0 + (n + 1) * FRAME_S)
+    assert not (await Conversation.objects.aget(id=conversation.id)).recording  # not there yet
+    await recording.finish(handle)
+    conv = await Conversation.objects.aget(id=conversation.id)
+    assert conv.recording.name == f"recordings/{conversation.id}.wav"
+    reader, samples = read_wav(default_storage.open(conv.recording.name).read())
+    assert reader.getnframes() >= RATE and loud(samples[:, 0]) is not None
+    assert not Path(handle.spool).exists()  # noqa: ASYNC240 - a test's check, not a server's work
