@@ -141,6 +141,7 @@ class ConversationAdmin(admin.ModelAdmin):
         "metrics",
         "review_player",
     ]
+    exclude = ["recording"]  # written by the relay only; played and downloaded under "Recording and turns"
     inlines = [TurnInline, TranscriptSaveInline]
     actions = ["export_bundle"]
 

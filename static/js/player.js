@@ -10,6 +10,7 @@
     if (!audio || !turns.length) return;
     const times = turns.map((el) => Number(el.dataset.atMs) / 1000);
     let current = null;
+    let pinned = null; // the turn clicked: it stays highlighted over others that start with it
 
     function highlight() {
       const now = audio.currentTime;
@@ -17,6 +18,11 @@
       // The last turn that started at or before now (turns are in order, times nearly so).
       for (let i = 0; i < turns.length; i += 1) {
         if (times[i] <= now + 0.05) found = turns[i];
+      }
+      if (pinned && found) {
+        const at = times[turns.indexOf(pinned)];
+        if (times[turns.indexOf(found)] === at && at <= now + 0.05) found = pinned;
+        else if (times[turns.indexOf(found)] > at) pinned = null;
       }
       if (found === current) return;
       if (current) {
@@ -31,6 +37,7 @@
     }
 
     function seek(turn) {
+      pinned = turn;
       audio.currentTime = Number(turn.dataset.atMs) / 1000;
       highlight();
       const played = audio.play();
