@@ -21,7 +21,7 @@ from sessions.relay import AGENT_CHANNEL, USER_CHANNEL, Browser, Relay
 from sessions.upstreams.base import Session
 from sessions.upstreams.echo import EchoUpstream
 from tests.browser_double import BrowserPeer
-from tests.peers import EchoPeer, finish, say
+from tests.peers import EchoPeer, finish, realtime, say
 from tests.server import call, start_server
 from tests.test_direct import DirectVendor
 
@@ -276,3 +276,38 @@ async def test_a_storage_without_local_files_gets_the_recording_when_the_call_en
     reader, samples = read_wav(default_storage.open(conv.recording.name).read())
     assert reader.getnframes() >= RATE and loud(samples[:, 0]) is not None
     assert not Path(handle.spool).exists()  # noqa: ASYNC240 - a test's check, not a server's work
+
+
+@pytest.mark.parametrize("on", [True, False])
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_the_recording_setting_turns_it_on_and_off(client, user, topic, settings, tmp_path, on):
+    """Through the consumer (the real ASGI stack), as settings.RECORDING says: with it, a call to an
+    echoing provider leaves the user's tone left and its echo, as played, right."""
+    from tests.test_consumer import live, make_conversation, next_audio
+
+    settings.MEDIA_ROOT, settings.RECORDING = tmp_path, on
+    settings_providers = settings.PROVIDERS
+    conv = await make_conversation(user, topic)
+
+    def point_at(url):
+        settings.PROVIDERS = {**settings_providers, "echo": {"url": url}}
+
+    async with live(client, user, conv, point_at) as (ws, _):
+        pcm = tone(0.5, freq=300) + silence(0.5)
+        await realtime(lambda frame: ws.send_to(bytes_data=frame), pcm)
+        await next_audio(ws)
+        await asyncio.sleep(0.6)  # the echo plays out
+        await ws.send_to(text_data='{"type": "stop"}')
+        await ws.receive_output(10)
+        await ws.disconnect()
+    conv = await Conversation.objects.aget(id=conv.id)
+    if not on:
+        assert not conv.recording and not (tmp_path / "recordings").exists()
+        return
+    _, samples = read_wav(conv.recording.read())
+    user_start, user_end = loud(samples[:, 0])
+    agent_start, agent_end = loud(samples[:, 1])
+    # The echo comes back as it was sent, in real time: a late frame leaves a gap in the playout.
+    assert 480 <= user_end - user_start <= 520 and 480 <= agent_end - agent_start <= 600
+    assert 0 <= agent_start - user_start <= 300  # the echo, a little after
