@@ -224,8 +224,8 @@ def to_csv(rows: list[dict]) -> str:
         tool = row["tool"] or {}
         record = {key: row.get(key) for key in CSV_FIELDS if key in row}
         record.update(tool_name=tool.get("name") or "",
-                      tool_arguments=json.dumps(tool["arguments"]) if tool else "",
-                      tool_result=json.dumps(tool["result"]) if tool else "")  # fmt: skip
+                      tool_arguments=json.dumps(tool["arguments"], sort_keys=True) if tool else "",
+                      tool_result=json.dumps(tool["result"], sort_keys=True) if tool else "")  # fmt: skip
         writer.writerow({key: "" if value is None else value for key, value in record.items()})
     return out.getvalue()
 
@@ -234,8 +234,10 @@ def _line(row: dict) -> str:
     when = f"[{row['at']}] " if row["at"] else ""
     if row["tool"]:
         tool = row["tool"]
-        arguments = json.dumps(tool["arguments"], ensure_ascii=False)
-        return f"{when}Tool {tool['name']}({arguments}) -> {json.dumps(tool['result'], ensure_ascii=False)}"
+        # Keys sorted: PostgreSQL's jsonb keeps no order, and the same call should read the same.
+        arguments = json.dumps(tool["arguments"], ensure_ascii=False, sort_keys=True)
+        result = json.dumps(tool["result"], ensure_ascii=False, sort_keys=True)
+        return f"{when}Tool {tool['name']}({arguments}) -> {result}"
     text = f"{when}{row['role'].capitalize()}: {row['text']}"
     if row["interrupted"]:
         text += " [interrupted" + (f"; heard: {row['heard']}" if row["heard"] is not None else "") + "]"
