@@ -43,7 +43,11 @@ def clock(ms: int | None) -> str:
 
 def at_ms(turn: Turn, conversation: Conversation) -> int | None:
     """When the turn happened, in ms from the call's start: its own offset if the relay stored one
-    (start of speech, start of the reply's audio), else when it was written (tool calls)."""
+    (start of speech, start of the reply's audio), else when it was written (tool calls). A user
+    turn's offset counts from the first audio the user sent, which the relay notes as
+    metrics["input_offset_ms"]."""
+    if turn.start_ms is not None and turn.role == Turn.Role.USER:  # an offset into the input stream
+        return turn.start_ms + (conversation.metrics or {}).get("input_offset_ms", 0)
     if turn.start_ms is not None:
         return turn.start_ms
     if conversation.started_at is None:

@@ -399,9 +399,16 @@ class Relay:
             return
         self.metrics["frames_in"] += 1
         now = time.monotonic()
+        self._input_started(pcm, now)
         self._timeline.add(len(pcm), now)
         if self.recording is not None:
             self.recording.user(pcm, now)
+
+    def _input_started(self, pcm: bytes, now: float) -> None:
+        """Where the user's input stream begins on the call's clock: vendors give user turns'
+        start_ms as offsets into that stream; this puts them on the recording's timeline."""
+        if "input_offset_ms" not in self.metrics:
+            self.metrics["input_offset_ms"] = max(0, self._offset_ms(now) - round(len(pcm) / 32))
 
     async def feed_recording(self, channel: int, pcm: bytes) -> None:
         """Direct media: a recording-only frame the page tagged with `channel`, already checked for
@@ -423,6 +430,7 @@ class Relay:
             await self._on_agent_heard(pcm, now)
             return
         self.metrics["frames_in"] += 1
+        self._input_started(pcm, now)
         self._timeline.add(len(pcm), now)
         self._unheard += pcm  # for our VAD only (_listen)
         if len(self._unheard) >= VAD_BATCH_BYTES:

@@ -214,3 +214,11 @@ def test_the_admin_review_shows_the_player(client, staff, conversation):
         reverse("admin:voice_sessions_conversation_change", args=[conversation.id])
     ).content.decode()
     assert "data-player" in html and "js/player.js" in html and "Heard:</span> one two three" in html
+
+
+def test_a_user_turn_is_placed_where_its_audio_began(conversation):
+    """A provider times user turns from the first audio the user sent; the relay notes when that was."""
+    conversation.metrics = {**conversation.metrics, "input_offset_ms": 300}
+    conversation.save()
+    rows = exports.timeline(conversation)
+    assert [row["at_ms"] for row in rows] == [200, 2800, 5000, 5200]  # only the user's moves

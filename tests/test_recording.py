@@ -149,7 +149,7 @@ async def test_a_relayed_call_records_the_user_and_the_agent_as_played(conversat
         await browser.wait_for(lambda b: b.of_type("ready"), 10)
         t0 = relay.recording.t0
         mic = silence(0.6) + tone(0.3, freq=300) + silence(1.9)
-        said_at = None
+        said_at, first_at = None, time.monotonic()
         for n in range(len(mic) // 640):
             await relay.feed_audio(mic[n * 640 : (n + 1) * 640])
             if n == 30:  # the tone's first frame: it began a frame before it arrived
@@ -165,6 +165,8 @@ async def test_a_relayed_call_records_the_user_and_the_agent_as_played(conversat
     assert conv.recording.name == f"recordings/{conversation.id}.wav"
     reader, samples = read_wav(conv.recording.read())
     assert (reader.getnchannels(), reader.getframerate()) == (2, 16000)
+    # User turns' offsets count from here (sessions/exports.at_ms): the first frame's start.
+    assert abs(conv.metrics["input_offset_ms"] - ((first_at - t0) * 1000 - 20)) <= 20
     assert reader.getnframes() / RATE >= len(mic) / 2 / RATE  # the whole call, to the stop
     user_start, user_end = loud(samples[:, 0])
     assert abs(user_start - (said_at - t0) * 1000) <= 40
