@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.db.models import Count
-from django.http import HttpResponse
+from django.http import FileResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -160,9 +160,8 @@ class ConversationAdmin(admin.ModelAdmin):
     @admin.action(description="Export selected conversations (ZIP, a folder each)")
     def export_bundle(self, request, queryset):
         archive = exports.bundle(queryset.select_related("topic"))
-        response = HttpResponse(archive, content_type="application/zip")
-        response["Content-Disposition"] = 'attachment; filename="conversations.zip"'
-        return response
+        return FileResponse(archive, as_attachment=True, filename="conversations.zip",
+                            content_type="application/zip")  # fmt: skip
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("user", "topic").annotate(n_turns=Count("turns"))

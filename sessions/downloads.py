@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 
 from sessions import exports
@@ -35,7 +35,10 @@ def export(request, conversation_id, fmt):
         raise Http404("No such format.")
     conversation = viewable(request, conversation_id)
     content_type, name = exports.FORMATS[fmt]
-    response = HttpResponse(exports.render(conversation, fmt), content_type=content_type)
+    if fmt == "zip":
+        response = FileResponse(exports.bundle([conversation]), content_type=content_type)
+    else:
+        response = HttpResponse(exports.render(conversation, fmt), content_type=content_type)
     response["Content-Disposition"] = _attachment(name, conversation)
     response["Cache-Control"] = "private, no-store"
     return response

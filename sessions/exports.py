@@ -8,6 +8,9 @@ import copy
 import csv
 import io
 import json
+import shutil
+import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -30,6 +33,7 @@ FORMATS = {
 }
 CSV_FIELDS = ["sequence", "at", "at_ms", "role", "text", "final", "interrupted", "heard", "start_ms",
               "end_ms", "latency_ms", "tool_name", "tool_arguments", "tool_result"]  # fmt: skip
+BUNDLE_CHUNK = 1024 * 1024
 CUE_MS = 3000  # a caption with no known end shows this long (or until the next turn)
 
 
@@ -290,28 +294,29 @@ def write_bundle(archive: zipfile.ZipFile, conversation: Conversation, folder: s
     archive.writestr(prefix + "transcript.txt", to_text(conversation, rows))
     archive.writestr(prefix + "captions.vtt", to_vtt(rows))
     if conversation.recording:
+        info = zipfile.ZipInfo(prefix + "recording.wav", date_time=time.localtime()[:6])
+        info.compress_type = zipfile.ZIP_DEFLATED
         try:
-            with conversation.recording.open("rb") as audio:
-                archive.writestr(prefix + "recording.wav", audio.read(), compress_type=zipfile.ZIP_STORED)
+            with conversation.recording.open("rb") as audio, archive.open(info, "w", force_zip64=True) as out:
+                shutil.copyfileobj(audio, out, BUNDLE_CHUNK)  # an hour is 230 MB: never all in memory
         except FileNotFoundError:
             pass  # a recording removed from storage: the rest is still worth having
 
 
-def bundle(conversations) -> bytes:
-    """One ZIP: a single conversation's files at its root, several with a folder each."""
+def bundle(conversations):
+    """One ZIP in a temporary file (open, at its start): a single conversation's files at its root,
+    several with a folder each. The caller closes it (a FileResponse does)."""
     conversations = list(conversations)
-    out = io.BytesIO()
+    out = tempfile.TemporaryFile()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         for conversation in conversations:
             folder = f"{conversation.created_at:%Y%m%d-%H%M%S}-{conversation.id}"
-            folder = folder if len(conversations) > 1 else ""
-            write_bundle(archive, conversation, folder)
-    return out.getvalue()
+            write_bundle(archive, conversation, folder if len(conversations) > 1 else "")
+    out.seek(0)
+    return out
 
 
 def render(conversation: Conversation, fmt: str) -> bytes:
-    if fmt == "zip":
-        return bundle([conversation])
     rows = timeline(conversation)
     text = {"json": lambda: to_json(conversation, rows), "csv": lambda: to_csv(rows),
             "txt": lambda: to_text(conversation, rows), "vtt": lambda: to_vtt(rows)}[fmt]()  # fmt: skip

@@ -611,6 +611,7 @@ class Relay:
         how much of the reply was heard is kept for its turn (Turn.data["heard"])."""
         if self.recording is not None and not self.direct:
             self.recording.clear(now)
+        self._heard = None  # nothing was playing: no reply was cut short
         if now < self._audible_until:
             started, sent = self._stretch
             self._heard = (round(min(now - started, sent) * 1000), round(sent * 1000))

@@ -22,6 +22,10 @@ SECRET = "sekret-token-5b1f"
 FORMATS = list(exports.FORMATS)
 
 
+def read(response) -> bytes:
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
 @pytest.fixture
 def conversation(user, topic, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
@@ -99,7 +103,7 @@ def test_the_schema_check_finds_what_is_wrong(conversation):
 
 def test_no_secret_gets_into_any_export(alice, conversation):
     for fmt in FORMATS:
-        body = alice.get(reverse("conversation_export", args=[conversation.id, fmt])).content
+        body = read(alice.get(reverse("conversation_export", args=[conversation.id, fmt])))
         parts = [body]
         if fmt == "zip":
             with zipfile.ZipFile(io.BytesIO(body)) as archive:
@@ -137,7 +141,10 @@ def test_csv_text_and_captions_round_trip(alice, conversation):
 
 
 def test_the_zip_holds_the_recording_and_every_format(alice, conversation):
-    body = alice.get(reverse("conversation_export", args=[conversation.id, "zip"])).content
+    response = alice.get(reverse("conversation_export", args=[conversation.id, "zip"]))
+    assert response["Content-Type"] == "application/zip"
+    assert f'filename="conversation-{conversation.id}.zip"' in response["Content-Disposition"]
+    body = read(response)
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
         assert sorted(archive.namelist()) == ["captions.vtt", "conversation.json", "recording.wav",
                                               "transcript.csv", "transcript.txt"]  # fmt: skip
@@ -152,7 +159,7 @@ def test_the_admin_exports_several_conversations_a_folder_each(client, staff, co
     url = reverse("admin:voice_sessions_conversation_changelist")
     response = client.post(url, {"action": "export_bundle", "_selected_action": [conversation.id, other.id]})
     assert response.status_code == 200 and response["Content-Type"] == "application/zip"
-    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+    with zipfile.ZipFile(io.BytesIO(read(response))) as archive:
         folders = {name.split("/")[0] for name in archive.namelist()}
         assert {folder[-36:] for folder in folders} == {str(conversation.id), str(other.id)}
         assert any(name.endswith(f"{conversation.id}/recording.wav") for name in archive.namelist())
