@@ -101,7 +101,7 @@ STORAGES = {
 }
 
 # Uploaded and generated files (call recordings): never served as static files; only the owner and
-# staff download a recording, through sessions/views.py.
+# staff download a recording, through sessions/downloads.py.
 MEDIA_ROOT = Path(env.get("MEDIA_ROOT", "").strip() or BASE_DIR / "var" / "media")
 # RECORDING=0: calls are not recorded (sessions/recording.py).
 RECORDING = config.env_bool(env, "RECORDING", default=True)

@@ -85,7 +85,8 @@ class Browser:
     send_bytes: Callable[[bytes], Awaitable[None]]
 
 
-# A later recording feature plugs in here: (channel "user"|"agent", 16 kHz s16le PCM, arrival time).
+# Direct media's recording frames go here: (channel "user"|"agent", 16 kHz s16le PCM, arrival time).
+# sessions/recording.Recording is one; relayed calls feed it through its user/agent_sent/clear.
 Recorder = Callable[[str, bytes, float], None]
 
 
@@ -611,7 +612,7 @@ class Relay:
         how much of the reply was heard is kept for its turn (Turn.data["heard"])."""
         if self.recording is not None and not self.direct:
             self.recording.clear(now)
-        self._heard = None  # nothing was playing: no reply was cut short
+        self._heard = None  # unless something was still playing, no reply was cut short
         if now < self._audible_until:
             started, sent = self._stretch
             self._heard = (round(min(now - started, sent) * 1000), round(sent * 1000))
