@@ -313,3 +313,46 @@ async def test_the_recording_setting_turns_it_on_and_off(client, user, topic, se
     # The echo comes back as it was sent, in real time: a late frame leaves a gap in the playout.
     assert 480 <= user_end - user_start <= 520 and 480 <= agent_end - agent_start <= 600
     assert 0 <= agent_start - user_start <= 300  # the echo, a little after
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_our_own_barge_in_cuts_the_agent_channel_and_keeps_the_heard_part(conversation, tmp_path):
+    """A provider with no barge-in signal (Liku, Aivoco): our VAD hears the user talk over a 4 s
+    reply and the relay clears the browser; the recording and the turn's heard part stop there."""
+    from tests.engine.speech import Speech
+
+    speech = Speech(tmp_path).pcm("Sorry, could you repeat that please")
+    text = "We open at noon every day of the week except on public holidays"
+
+    async def provider(peer, ws):
+        await ws.send(tone(4.0))  # the whole reply at once
+        async for message in ws:
+            if isinstance(message, bytes):
+                peer.received.append(message)
+            if len(peer.received) == 60:  # the user has talked over it for a while
+                await ws.send(say("agent", text))
+
+    async with EchoPeer(provider) as peer:
+        browser = StampedBrowser()
+        config = {"url": peer.url, "rate": 16000, "capabilities": {"barge_in_signal": False}}
+        session = Session(str(conversation.id), topic=None, voice="default", language="en", config=config)
+        relay = Relay(conversation.id, EchoUpstream(session), browser.browser, provider="echo",
+                      on_end=browser.on_end, record=True)  # fmt: skip
+        task = asyncio.create_task(relay.run())
+        await browser.wait_for(lambda b: b.of_type("ready"), 10)
+        mic = silence(0.3) + speech + silence(1.0)
+        await realtime(relay.feed_audio, mic)
+        await browser.wait_for(lambda b: any(m.get("role") == "agent" for m in b.of_type("transcript")), 10)
+        await finish(relay, task)
+    assert browser.cleared is not None
+    t0 = relay.recording.t0
+    conv = await Conversation.objects.aget(id=conversation.id)
+    _, samples = read_wav(conv.recording.read())
+    agent_start, agent_end = loud(samples[:, 1])
+    assert abs(agent_start - (browser.first_audio - t0) * 1000) <= 40
+    assert abs(agent_end - (browser.cleared - t0) * 1000) <= 40 and agent_end - agent_start < 3500
+    turn = await Turn.objects.aget(conversation=conv, role="agent")
+    assert turn.interrupted and text.startswith(turn.data["heard"]) and turn.data["heard"] != text
+    assert abs(turn.data["played_ms"] - (agent_end - agent_start)) <= 60 and turn.data["audio_ms"] >= 3900
