@@ -4,7 +4,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from playground import views
-from sessions import api
+from sessions import api, downloads
 from sessions import views as session_views
 
 urlpatterns = [
@@ -15,6 +15,8 @@ urlpatterns = [
     path("talk/<uuid:conversation_id>/", views.talk, name="talk"),
     path("history/", session_views.history, name="history"),
     path("history/<uuid:conversation_id>/", session_views.conversation, name="conversation"),
+    path("history/<uuid:conversation_id>/recording.wav", downloads.recording, name="conversation_recording"),
+    path("history/<uuid:conversation_id>/export.<str:fmt>", downloads.export, name="conversation_export"),
     path("api/conversations/", api.create_conversation, name="api_conversations"),
     path("admin/", admin.site.urls),
     path("favicon.ico", views.favicon),

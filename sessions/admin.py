@@ -4,12 +4,14 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Count
-from django.http import HttpResponseRedirect
+from django.http import FileResponse, HttpResponseRedirect
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.utils.cache import add_never_cache_headers
+from django.utils.safestring import mark_safe
 
-from sessions import review
+from sessions import exports, review
 from sessions.models import (
     ApiToken,
     Conversation,
@@ -218,6 +220,7 @@ class ConversationAdmin(admin.ModelAdmin):
         "end_reason",
         "provider_refs",
         "metrics",
+        "review_player",
     ]
     readonly_fields = call_fields
     fieldsets = [
@@ -225,7 +228,25 @@ class ConversationAdmin(admin.ModelAdmin):
         ("Call", {"fields": call_fields}),
     ]
     inlines = [TurnInline, TranscriptSaveInline, ReviewEventInline]
-    actions = [review_status_action(status) for status in Conversation.ReviewStatus]
+    actions = [*(review_status_action(status) for status in Conversation.ReviewStatus), "export_bundle"]
+
+    class Media:  # the recording synced to the turns (templates/sessions/_turns.html)
+        css = {"all": ["css/review.css"]}
+        js = ["js/player.js"]
+
+    @admin.display(description="Recording and turns")
+    def review_player(self, obj):
+        url = reverse("conversation_recording", args=[obj.id]) if obj.recording else ""
+        links = render_to_string("sessions/_downloads.html", {"conversation": obj, "recording_url": url})
+        turns = render_to_string("sessions/_turns.html", {"conversation": obj, "rows": exports.timeline(obj),
+                                                           "recording_url": url})  # fmt: skip
+        return mark_safe(links + turns)  # both templates escape what they show
+
+    @admin.action(description="Export selected conversations (ZIP, a folder each)")
+    def export_bundle(self, request, queryset):
+        archive = exports.bundle(queryset.select_related("topic"))
+        return FileResponse(archive, as_attachment=True, filename="conversations.zip",
+                            content_type="application/zip")  # fmt: skip
 
     def get_queryset(self, request):
         # distinct: a search or filter across turns joins a row per matching turn, which would

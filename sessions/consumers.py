@@ -87,6 +87,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             close_timeout=settings.UPSTREAM_CLOSE_TIMEOUT,
             on_end=self._ended,
             sandbox=bool(session.config.get("sandbox")),
+            record=settings.RECORDING,
         )
         self.task = asyncio.create_task(self.relay.run(), name=f"relay-{self.conversation.id}")
 

@@ -207,6 +207,10 @@ class Conversation(models.Model):
         help_text="Set by staff. Reviewed: every user turn was checked, so the uncorrected ones count "
         "as right in the per-provider accuracy (sessions/review.py).",
     )  # fmt: skip
+    recording = models.FileField(
+        upload_to="recordings/", max_length=200, blank=True,
+        help_text="Stereo 16 kHz WAV, the user left and the agent as played right (sessions/recording.py).",
+    )  # fmt: skip
 
     class Meta:
         ordering = ["-created_at"]

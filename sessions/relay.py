@@ -21,6 +21,7 @@ import numpy as np
 from django.db.models import Max
 from django.utils import timezone
 
+from sessions import recording
 from sessions.audio import Converter, frame_bytes
 from sessions.latency import Measure, ReplyClock
 from sessions.models import Conversation, TranscriptSave, Turn
@@ -84,7 +85,8 @@ class Browser:
     send_bytes: Callable[[bytes], Awaitable[None]]
 
 
-# A later recording feature plugs in here: (channel "user"|"agent", 16 kHz s16le PCM, arrival time).
+# Direct media's recording frames go here: (channel "user"|"agent", 16 kHz s16le PCM, arrival time).
+# sessions/recording.Recording is one; relayed calls feed it through its user/agent_sent/clear.
 Recorder = Callable[[str, bytes, float], None]
 
 
@@ -221,6 +223,7 @@ class Relay:
         close_timeout: float = 2.0,
         on_end: Callable[[int], Awaitable[None]] | None = None,
         sandbox: bool = False,
+        record: bool = False,
     ):
         self.conversation_id = conversation_id
         self.upstream = upstream
@@ -265,6 +268,11 @@ class Relay:
         self.recorder: Recorder | None = None  # direct media: gets every recording frame (see Recorder)
         self._agent_bucket = TokenBucket(rate=BYTES_PER_SECOND * 1.5, burst=BYTES_PER_SECOND * 2)
         self._agent_heard_until = 0.0  # direct media: the stretch of audible agent audio ends here
+        self.record = record  # keep the call's audio (sessions/recording.py; settings.RECORDING)
+        self._recording: recording.Handle | None = None
+        self.recording: recording.Recording | None = None  # relayed calls feed it; direct ones via recorder
+        self._stretch = [0.0, 0.0]  # the agent audio playing: when it started, seconds of it sent
+        self._heard: tuple[int, int] | None = None  # (played, sent) ms of the reply a clear cut short
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -281,6 +289,7 @@ class Relay:
             await self._connect()
             self._vad = await asyncio.get_running_loop().run_in_executor(VAD_EXECUTOR, UplinkVad)
             await self._mark_active()
+            await self._start_recording()
             await self._announce()
             writer = asyncio.create_task(self._write_upstream(), name=f"relay-writer-{self.conversation_id}")
             listener = asyncio.create_task(self._listen(), name=f"relay-vad-{self.conversation_id}")
@@ -337,6 +346,8 @@ class Relay:
             return
         self.ended = True
         await self._close_upstream()
+        if self._recording is not None:
+            await recording.finish(self._recording)
         if self._vad:  # in its thread, after any frame still in it: the model then goes back to the pool
             await asyncio.get_running_loop().run_in_executor(VAD_EXECUTOR, self._vad.close)
         await self._store_pending()
@@ -388,7 +399,17 @@ class Relay:
             await self.warn("upstream_slow", "The provider is not keeping up; audio was dropped.")
             return
         self.metrics["frames_in"] += 1
-        self._timeline.add(len(pcm), time.monotonic())
+        now = time.monotonic()
+        self._input_started(pcm, now)
+        self._timeline.add(len(pcm), now)
+        if self.recording is not None:
+            self.recording.user(pcm, now)
+
+    def _input_started(self, pcm: bytes, now: float) -> None:
+        """Where the user's input stream begins on the call's clock: vendors give user turns'
+        start_ms as offsets into that stream; this puts them on the recording's timeline."""
+        if "input_offset_ms" not in self.metrics:
+            self.metrics["input_offset_ms"] = max(0, self._offset_ms(now) - round(len(pcm) / 32))
 
     async def feed_recording(self, channel: int, pcm: bytes) -> None:
         """Direct media: a recording-only frame the page tagged with `channel`, already checked for
@@ -410,6 +431,7 @@ class Relay:
             await self._on_agent_heard(pcm, now)
             return
         self.metrics["frames_in"] += 1
+        self._input_started(pcm, now)
         self._timeline.add(len(pcm), now)
         self._unheard += pcm  # for our VAD only (_listen)
         if len(self._unheard) >= VAD_BATCH_BYTES:
@@ -510,6 +532,7 @@ class Relay:
             case Interrupted():
                 if self._out:
                     self._out.reset()
+                self._cleared(time.monotonic())
                 self._audible_until = 0.0  # the browser flushes: the next agent audio starts afresh
                 await self._send({"type": "clear"})
             case ToolCall():
@@ -564,6 +587,7 @@ class Relay:
         """The user talks over the agent: flush the browser now, drop the rest of that reply."""
         if time.monotonic() >= self._audible_until:
             return
+        self._cleared(time.monotonic())
         self._audible_until = 0.0
         self._muted = True
         if self._out:
@@ -579,8 +603,27 @@ class Relay:
         sequence, message = self._last_agent
         self._last_agent = None
         turn = Turn.objects.filter(conversation_id=self.conversation_id, sequence=sequence)
-        await turn.aupdate(interrupted=True)
+        # An agent turn's data is otherwise empty: the heard part is all of it.
+        await turn.aupdate(interrupted=True, data=self._heard_data(message["text"]))
         await self._send({**message, "interrupted": True})
+
+    def _cleared(self, now: float) -> None:
+        """The browser drops the agent audio it has not played yet: the recording drops it too, and
+        how much of the reply was heard is kept for its turn (Turn.data["heard"])."""
+        if self.recording is not None and not self.direct:
+            self.recording.clear(now)
+        self._heard = None  # unless something was still playing, no reply was cut short
+        if now < self._audible_until:
+            started, sent = self._stretch
+            self._heard = (round(min(now - started, sent) * 1000), round(sent * 1000))
+
+    def _heard_data(self, text: str) -> dict:
+        """For an interrupted agent turn: the part heard, estimated from the share of its audio that
+        played before the clear (sessions/recording.heard_part)."""
+        if self._heard is None:
+            return {}
+        (played, sent), self._heard = self._heard, None
+        return {"heard": recording.heard_part(text, played, sent), "played_ms": played, "audio_ms": sent}
 
     async def _on_audio(self, event: Audio) -> None:
         if self._muted:
@@ -607,7 +650,11 @@ class Relay:
         measure = None
         if now >= self._audible_until:  # the browser had nothing of ours left to play: a reply starts
             measure = self._clock.agent_audio(now, self.upstream.last_timings)
+            self._stretch = [now, 0.0]
+        self._stretch[1] += FRAME_MS / 1000
         self._audible_until = max(self._audible_until, now) + FRAME_MS / 1000
+        if self.recording is not None:
+            self.recording.agent_sent(frame, now)
         try:
             await self.browser.send_bytes(frame)
         except Exception as exc:  # the browser went away; the consumer's disconnect ends us
@@ -684,6 +731,8 @@ class Relay:
 
     async def _store_turn(self, event: Transcript, ident: str, final: bool = True) -> None:
         fields = {"role": event.role, "text": event.text, "final": final, "interrupted": event.interrupted}
+        if event.role == "agent" and event.interrupted:
+            fields["data"] = self._heard_data(event.text)
         fields["provider_ids"] = {"id": event.id} if event.id else {}
         if event.role == "user":
             fields["start_ms"], fields["end_ms"] = event.start_ms, event.end_ms
@@ -719,6 +768,14 @@ class Relay:
         await Conversation.objects.filter(id=self.conversation_id).aupdate(
             status=Conversation.Status.ACTIVE, started_at=timezone.now(), provider_refs=self._refs()
         )
+
+    async def _start_recording(self) -> None:
+        if not self.record:
+            return
+        self._recording = await recording.start(self.conversation_id, self._t0, self.playback_rate)
+        if self._recording is not None:
+            self.recording = self._recording.recording
+            self.recorder = self.recorder or self.recording  # direct media: the page's tagged frames
 
     async def _mark_ended(self, status: str, reason: str) -> None:
         latencies = sorted(self.metrics["latencies_ms"])

@@ -6,7 +6,9 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
 
+from sessions import exports
 from sessions.models import Conversation, Tag, Topic, Turn
 from sessions.upstreams import registry
 
@@ -75,6 +77,8 @@ def conversation(request, conversation_id):
     context = {
         "conversation": conv,
         "turns": conv.turns.all(),
+        "rows": exports.timeline(conv),  # the turns as templates/sessions/_turns.html shows them
+        "recording_url": reverse("conversation_recording", args=[conv.id]) if conv.recording else "",
         "saves": conv.saves.all(),
         "hears_user": registry.hears_user(conv.provider),
     }
