@@ -36,6 +36,7 @@ from sessions.upstreams.base import (
     Upstream,
     UpstreamError,
 )
+from sessions.waterfall import CallTimeline, Reply
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,10 @@ class Relay:
         self._pending: dict[str, Transcript] = {}
         self._clock = ReplyClock()  # per-turn reply latency from our own VAD (sessions/latency.py)
         self._measured: Measure | None = None  # a reply's figures, for the agent turn stored next
-        self._awaiting: tuple[int, Measure] | None = None  # (sequence, measure) of a reply stored first
+        self._awaiting: tuple[int, Measure, str] | None = (
+            None  # (sequence, measure, id) of a reply stored first
+        )
+        self._waterfall = CallTimeline(rate=playback_rate)  # per-reply waterfall, turn-taking timeline
         self._reply_started: float | None = None
         self._last_warning: dict[str, float] = {}
         self._stop_reason: str | None = None
@@ -454,11 +458,16 @@ class Relay:
         self._reply_started = None
         await self._inbox.put(("text", text))
 
-    def playback(self, report: dict) -> None:
+    async def playback(self, report: dict) -> None:
         for key in ("played_ms", "buffered_ms", "underruns"):
             value = report.get(key)
             if isinstance(value, int | float) and value >= 0:
                 self.metrics[f"playback_{key}"] = value
+        edges = report.get("edges")
+        if isinstance(edges, list) and not self.direct:
+            edges = [e for e in edges if isinstance(e, dict)]
+            for reply in self._waterfall.edges(edges, time.monotonic()):
+                await self._reply_changed(reply)
 
     async def _write_upstream(self) -> None:
         """Browser input to the upstream. Whatever a send raises ends the call: it is kept for
@@ -510,6 +519,7 @@ class Relay:
             case Interrupted():
                 if self._out:
                     self._out.reset()
+                self._waterfall.flushed(time.monotonic())
                 self._audible_until = 0.0  # the browser flushes: the next agent audio starts afresh
                 await self._send({"type": "clear"})
             case ToolCall():
@@ -540,6 +550,7 @@ class Relay:
         for event in events:
             if event.kind == "start":
                 self._clock.speech_started(time.monotonic())
+                self._waterfall.user_started(self._timeline.arrival(event.start_ms) or time.monotonic())
                 if not self.capabilities.barge_in_signal:
                     await self._interrupt_locally()
             elif event.kind == "end":
@@ -550,6 +561,7 @@ class Relay:
         decision came a hangover later)."""
         now = time.monotonic()
         end = self._timeline.arrival(event.end_ms) or now - event.hangover_ms / 1000
+        self._waterfall.user_ended(end)
         if not self.capabilities.user_transcripts:
             # No user transcript will mark the turn (Aivoco): the end of the user's speech does,
             # so the next reply plays after a barge-in.
@@ -568,6 +580,7 @@ class Relay:
         self._muted = True
         if self._out:
             self._out.reset()
+        self._waterfall.flushed(time.monotonic())
         await self._send({"type": "clear"})
         async with self._turn_lock:  # decide against a turn stored completely, or the next one
             if self._reply_started is None and self._last_agent:
@@ -605,9 +618,11 @@ class Relay:
         self.metrics["frames_out"] += 1
         now = time.monotonic()
         measure = None
-        if now >= self._audible_until:  # the browser had nothing of ours left to play: a reply starts
+        stretch = now >= self._audible_until
+        if stretch:  # the browser had nothing of ours left to play: a reply starts
             measure = self._clock.agent_audio(now, self.upstream.last_timings)
         self._audible_until = max(self._audible_until, now) + FRAME_MS / 1000
+        self._waterfall.audio_sent(len(frame) // 2, now, stretch, self._audible_until)
         try:
             await self.browser.send_bytes(frame)
         except Exception as exc:  # the browser went away; the consumer's disconnect ends us
@@ -650,6 +665,7 @@ class Relay:
         speech ended (an offset into our input stream) mapped to when that audio reached us."""
         vendor_end = self._timeline.arrival(event.end_ms) if event.end_ms is not None else None
         self._clock.user_final(time.monotonic(), vendor_end)
+        self._waterfall.user_words(time.monotonic(), event.text)
         self._reply_started = None
 
     async def _on_measured(self, measure: Measure) -> None:
@@ -658,13 +674,28 @@ class Relay:
         latency = measure.latency_ms
         self.metrics["latencies_ms"].append(latency)
         await self._send({"type": "metrics", "latency_ms": latency, "latency_from": measure.source})
+        previous = self._waterfall.replies[-1] if self._waterfall.replies else None
+        reply = self._waterfall.measured(measure)
+        if previous is not None and previous is not reply:  # its duration is known now
+            await self._reply_changed(previous)
         async with self._turn_lock:
             if self._awaiting is None or self._awaiting[1] is not measure:
                 self._measured = measure
                 return
-            sequence, self._awaiting = self._awaiting[0], None
+            (sequence, _, ident), self._awaiting = self._awaiting, None
+            self._waterfall.stored(measure, sequence, ident)
             turn = Turn.objects.filter(conversation_id=self.conversation_id, sequence=sequence)
-            await turn.aupdate(latency_ms=latency, timings=measure.timings(self._t0))
+            await turn.aupdate(latency_ms=latency, timings=self._waterfall.timings(reply, self._t0))
+        await self._send(self._waterfall.message(reply, self._t0))
+
+    async def _reply_changed(self, reply: Reply, store: bool = True) -> None:
+        """A reply's waterfall gained a step (played at the page, its duration): stored and shown."""
+        if reply.sequence is None:
+            return
+        if store:
+            turn = Turn.objects.filter(conversation_id=self.conversation_id, sequence=reply.sequence)
+            await turn.aupdate(timings=self._waterfall.timings(reply, self._t0))
+        await self._send(self._waterfall.message(reply, self._t0))
 
     def _current_id(self, role: str) -> str:
         if not self._ids[role]:
@@ -691,13 +722,22 @@ class Relay:
             fields["start_ms"] = self._offset_ms(self._reply_started) if self._reply_started else None
             fields["end_ms"] = self._offset_ms()
             self._reply_started = None
+            measure = None
             if self._measured is not None and final:
                 measure, self._measured = self._measured, None
-                fields["latency_ms"], fields["timings"] = measure.latency_ms, measure.timings(self._t0)
+                reply = self._waterfall.measured(measure)
+                fields["latency_ms"], fields["timings"] = (
+                    measure.latency_ms,
+                    self._waterfall.timings(reply, self._t0),
+                )
         await self._create_turn(**fields)
+        if event.role == "agent" and final and "timings" in fields:
+            await self._send(
+                self._waterfall.message(self._waterfall.stored(measure, self._sequence, ident), self._t0)
+            )
         if event.role == "agent" and final and "timings" not in fields and not event.interrupted:
             measure = self._clock.awaiting()  # its audio, or its figure, is still to come
-            self._awaiting = (self._sequence, measure) if measure is not None else None
+            self._awaiting = (self._sequence, measure, ident) if measure is not None else None
 
     async def _create_turn(self, **fields) -> None:
         self._sequence += 1
@@ -724,6 +764,7 @@ class Relay:
         latencies = sorted(self.metrics["latencies_ms"])
         if latencies:
             self.metrics["latency_p50_ms"] = latencies[len(latencies) // 2]
+        await self._store_waterfall()
         await Conversation.objects.filter(id=self.conversation_id).aupdate(
             status=status,
             ended_at=timezone.now(),
@@ -731,6 +772,18 @@ class Relay:
             metrics=self.metrics,
             provider_refs=self._refs(),
         )
+
+    async def _store_waterfall(self) -> None:
+        """At the end: each reply's final waterfall (its duration is known now), and the turn-taking
+        figures with the timeline they come from (sessions/turntaking.py)."""
+        self._waterfall.finish()
+        for reply in self._waterfall.replies:
+            if reply.sequence is not None:
+                turn = Turn.objects.filter(conversation_id=self.conversation_id, sequence=reply.sequence)
+                await turn.aupdate(timings=self._waterfall.timings(reply, self._t0))
+        now = time.monotonic()
+        self.metrics["timeline"] = self._waterfall.turn_taking_input(self._t0, now)
+        self.metrics["turn_taking"] = self._waterfall.turn_taking(self._t0, now)
 
     def _refs(self) -> dict:
         """The provider's own ids for this call (connection data, call ids), for review and re-saving."""
