@@ -21,7 +21,7 @@ TIMELINE = {
         [8500, 9000, "drained"],
         [12000, 13000, "drained"],
         [13600, 14200, "cleared"],
-    ],  # fmt: skip
+    ],
     "words": [[4200, 7], [8100, 5], [14500, 1]],
 }
 
@@ -166,6 +166,10 @@ def test_without_playback_reports_the_servers_own_estimate_is_used():
 
 def test_edges_that_make_no_sense_are_ignored():
     timeline = CallTimeline(rate=24000)
-    bad = [{"kind": "start", "sample": -1, "ago_ms": 0}, {"kind": "start", "sample": True, "ago_ms": 0},
-           {"kind": "start", "sample": 5, "ago_ms": "x"}, {"kind": "start", "sample": 5, "ago_ms": 1e9}]  # fmt: skip
+    bad = [
+        {"kind": "start", "sample": -1, "ago_ms": 0},
+        {"kind": "start", "sample": True, "ago_ms": 0},
+        {"kind": "start", "sample": 5, "ago_ms": "x"},
+        {"kind": "start", "sample": 5, "ago_ms": 1e9},
+    ]
     assert timeline.edges(bad, 1.0) == [] and timeline.ear_agent == []
