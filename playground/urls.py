@@ -4,7 +4,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from playground import views
-from sessions import api
+from sessions import api, comparison
 from sessions import views as session_views
 
 urlpatterns = [
@@ -15,6 +15,7 @@ urlpatterns = [
     path("talk/<uuid:conversation_id>/", views.talk, name="talk"),
     path("history/", session_views.history, name="history"),
     path("history/<uuid:conversation_id>/", session_views.conversation, name="conversation"),
+    path("compare/", comparison.comparison, name="compare"),
     path("api/conversations/", api.create_conversation, name="api_conversations"),
     path("admin/", admin.site.urls),
     path("favicon.ico", views.favicon),
