@@ -244,9 +244,7 @@ class Relay:
         self._pending: dict[str, Transcript] = {}
         self._clock = ReplyClock()  # per-turn reply latency from our own VAD (sessions/latency.py)
         self._measured: Measure | None = None  # a reply's figures, for the agent turn stored next
-        self._awaiting: tuple[int, Measure, str] | None = (
-            None  # (sequence, measure, id) of a reply stored first
-        )
+        self._awaiting: tuple[int, Measure, str] | None = None  # (sequence, measure, id): stored first
         self._waterfall = CallTimeline(rate=playback_rate)  # per-reply waterfall, turn-taking timeline
         self._reply_started: float | None = None
         self._last_warning: dict[str, float] = {}
@@ -688,13 +686,12 @@ class Relay:
             await turn.aupdate(latency_ms=latency, timings=self._waterfall.timings(reply, self._t0))
         await self._send(self._waterfall.message(reply, self._t0))
 
-    async def _reply_changed(self, reply: Reply, store: bool = True) -> None:
+    async def _reply_changed(self, reply: Reply) -> None:
         """A reply's waterfall gained a step (played at the page, its duration): stored and shown."""
         if reply.sequence is None:
             return
-        if store:
-            turn = Turn.objects.filter(conversation_id=self.conversation_id, sequence=reply.sequence)
-            await turn.aupdate(timings=self._waterfall.timings(reply, self._t0))
+        turn = Turn.objects.filter(conversation_id=self.conversation_id, sequence=reply.sequence)
+        await turn.aupdate(timings=self._waterfall.timings(reply, self._t0))
         await self._send(self._waterfall.message(reply, self._t0))
 
     def _current_id(self, role: str) -> str:
@@ -722,19 +719,14 @@ class Relay:
             fields["start_ms"] = self._offset_ms(self._reply_started) if self._reply_started else None
             fields["end_ms"] = self._offset_ms()
             self._reply_started = None
-            measure = None
             if self._measured is not None and final:
                 measure, self._measured = self._measured, None
-                reply = self._waterfall.measured(measure)
-                fields["latency_ms"], fields["timings"] = (
-                    measure.latency_ms,
-                    self._waterfall.timings(reply, self._t0),
-                )
+                fields["latency_ms"] = measure.latency_ms
+                fields["timings"] = self._waterfall.timings(self._waterfall.measured(measure), self._t0)
         await self._create_turn(**fields)
-        if event.role == "agent" and final and "timings" in fields:
-            await self._send(
-                self._waterfall.message(self._waterfall.stored(measure, self._sequence, ident), self._t0)
-            )
+        if "timings" in fields:  # shown once its turn is there: the page puts the chip on it
+            reply = self._waterfall.stored(measure, self._sequence, ident)
+            await self._send(self._waterfall.message(reply, self._t0))
         if event.role == "agent" and final and "timings" not in fields and not event.interrupted:
             measure = self._clock.awaiting()  # its audio, or its figure, is still to come
             self._awaiting = (self._sequence, measure, ident) if measure is not None else None
@@ -772,6 +764,10 @@ class Relay:
             metrics=self.metrics,
             provider_refs=self._refs(),
         )
+
+    def turn_taking_now(self) -> dict:
+        """The call's turn-taking figures so far (sessions/turntaking.py), e.g. for a live view."""
+        return self._waterfall.turn_taking(self._t0, time.monotonic())
 
     async def _store_waterfall(self) -> None:
         """At the end: each reply's final waterfall (its duration is known now), and the turn-taking
