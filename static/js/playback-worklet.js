@@ -150,7 +150,7 @@ export class PlaybackBuffer {
 
   #edge(kind, how, frame) {
     this.wasPlaying = kind === 'start';
-    if (this.edges.length < 64) this.edges.push({ kind, how, sample: this.head, frame });
+    if (this.edges.length < 32) this.edges.push({ kind, how, sample: this.head, frame });
   }
 
   takeEdges() {

@@ -351,7 +351,10 @@ class View {
     };
     this.turnEls = new Map();
     this.toolEls = new Map();
-    this.latency = new LatencyView(doc, { turnEl: (id) => this.turnEls.get(`agent:${id}`), anchor: this.el.elapsed?.parentElement });
+    this.latency = new LatencyView(doc, {
+      turnEl: (id) => this.turnEls.get(`agent:${id}`),
+      anchor: this.el.elapsed?.parentElement, // the running P50 goes beside the call's clock
+    });
     this.levelDb = -100;
     this.meterQueued = false;
   }
