@@ -202,10 +202,16 @@ class CallTimeline:
 
     def timings(self, reply: Reply, t0: float) -> dict:
         """Turn.timings v2 of a reply."""
-        out = reply.measure.timings(t0)
+        measure = reply.measure
+        out = measure.timings(t0)
         out["v"] = TIMINGS_VERSION
-        if reply.played is not None:
-            out["played_ms"] = round((reply.played - t0) * 1000)
+        base = out.get("speech_end_ms")
+        if base is not None:  # each moment rounded from the end of speech: its step equals the figure shown
+            moments = {"first_audio_ms": measure.first_audio, "user_final_ms": measure.user_final,
+                       "played_ms": reply.played}  # fmt: skip
+            for key, when in moments.items():
+                if when is not None:
+                    out[key] = base + round((when - measure.speech_end) * 1000)
         end = reply.end_sample if reply.end_sample is not None else self.sent
         if reply.first_sample is not None and end > reply.first_sample:
             out["reply_ms"] = round((end - reply.first_sample) * 1000 / self.rate)

@@ -173,3 +173,15 @@ def test_edges_that_make_no_sense_are_ignored():
         {"kind": "start", "sample": 5, "ago_ms": 1e9},
     ]
     assert timeline.edges(bad, 1.0) == [] and timeline.ear_agent == []
+
+
+def test_each_step_is_rounded_from_the_end_of_speech_so_it_matches_the_latency_shown():
+    """Rounded from the call start, 1000.6 ms and 1619.4 ms would give a 618 ms step for a 619 ms
+    (618.8) latency; the stored moments keep the step equal to the figure."""
+    clock, timeline = ReplyClock(), CallTimeline(rate=24000)
+    clock.speech_started(0.5)
+    clock.speech_ended(1.0006)
+    measure = clock.agent_audio(1.6194)
+    _sent(timeline, 1.6194, 0.2)
+    timings = timeline.timings(timeline.measured(measure), t0=0.0)
+    assert measure.latency_ms == 619 and steps(timings)["first_audio"] == 619
