@@ -11,7 +11,7 @@ from django.urls import path, reverse
 from django.utils.cache import add_never_cache_headers
 from django.utils.safestring import mark_safe
 
-from sessions import exports, review
+from sessions import exports, review, turntaking
 from sessions.models import (
     ApiToken,
     Conversation,
@@ -23,6 +23,7 @@ from sessions.models import (
     Turn,
 )
 from sessions.upstreams import registry
+from sessions.waterfall import STEPS, steps, summary
 
 
 @admin.register(Topic)
@@ -92,6 +93,7 @@ class TurnInline(admin.TabularInline):
         "start_ms",
         "end_ms",
         "reply_latency",
+        "waterfall",
         "vendor_timings",
     ]
     readonly_fields = [f for f in fields if f not in ("corrected_text", "tags")]
@@ -111,6 +113,12 @@ class TurnInline(admin.TabularInline):
     def reply_latency(self, obj):
         """The primary figure, with what it is measured from (sessions/latency.py)."""
         return "—" if obj.latency_ms is None else f"{obj.latency_ms} ms {obj.latency_basis}"
+
+    @admin.display(description="Waterfall from the end of speech")
+    def waterfall(self, obj):
+        """Transcript, first audio sent, played at the ear, reply length (sessions/waterfall.py)."""
+        figures = steps(obj.timings)
+        return "; ".join(f"{label} {figures[key]} ms" for key, label in STEPS if key in figures) or "—"
 
     @admin.display(description="Reported by the provider")
     def vendor_timings(self, obj):
@@ -219,6 +227,8 @@ class ConversationAdmin(admin.ModelAdmin):
         "ended_at",
         "end_reason",
         "provider_refs",
+        "latency_percentiles",
+        "turn_taking",
         "metrics",
         "review_player",
     ]
@@ -274,6 +284,28 @@ class ConversationAdmin(admin.ModelAdmin):
         """Median reply latency, from the end of the user's speech our VAD heard (or typed text)."""
         value = (obj.metrics or {}).get("latency_p50_ms")
         return "—" if value is None else f"{value} ms"
+
+    @admin.display(description="Latency percentiles (P50 / P90 / P99)")
+    def latency_percentiles(self, obj):
+        table = summary([steps(t.timings) for t in obj.turns.filter(role="agent").exclude(timings={})])
+        return (
+            "; ".join(
+                f"{label}: {p['p50']} / {p['p90']} / {p['p99']} ms"
+                for key, label in STEPS
+                if (p := table[key])["n"]
+            )
+            or "—"
+        )
+
+    @admin.display(description="Turn-taking")
+    def turn_taking(self, obj):
+        return (
+            "; ".join(
+                f"{label}: {value}"
+                for label, value in turntaking.rows((obj.metrics or {}).get("turn_taking") or {})
+            )
+            or "—"
+        )
 
     def get_search_results(self, request, queryset, search_term):
         # Searching across turns joins many rows per conversation; keep one row each.

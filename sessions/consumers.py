@@ -295,7 +295,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         elif kind == "text":
             await self._receive_text(message.get("text"))
         elif kind == "playback":
-            self.relay.playback(message)
+            await self.relay.playback(message)
         elif kind == "forward":
             await self._receive_forward(message, len(text))
         else:

@@ -37,6 +37,7 @@ from sessions.upstreams.base import (
     Upstream,
     UpstreamError,
 )
+from sessions.waterfall import CallTimeline, Reply
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,8 @@ class Relay:
         self._pending: dict[str, Transcript] = {}
         self._clock = ReplyClock()  # per-turn reply latency from our own VAD (sessions/latency.py)
         self._measured: Measure | None = None  # a reply's figures, for the agent turn stored next
-        self._awaiting: tuple[int, Measure] | None = None  # (sequence, measure) of a reply stored first
+        self._awaiting: tuple[int, Measure, str] | None = None  # (sequence, measure, id): stored first
+        self._waterfall = CallTimeline(rate=playback_rate)  # per-reply waterfall, turn-taking timeline
         self._reply_started: float | None = None
         self._last_warning: dict[str, float] = {}
         self._stop_reason: str | None = None
@@ -476,11 +478,16 @@ class Relay:
         self._reply_started = None
         await self._inbox.put(("text", text))
 
-    def playback(self, report: dict) -> None:
+    async def playback(self, report: dict) -> None:
         for key in ("played_ms", "buffered_ms", "underruns"):
             value = report.get(key)
             if isinstance(value, int | float) and value >= 0:
                 self.metrics[f"playback_{key}"] = value
+        edges = report.get("edges")
+        if isinstance(edges, list) and not self.direct:
+            edges = [e for e in edges if isinstance(e, dict)]
+            for reply in self._waterfall.edges(edges, time.monotonic()):
+                await self._reply_changed(reply)
 
     async def _write_upstream(self) -> None:
         """Browser input to the upstream. Whatever a send raises ends the call: it is kept for
@@ -563,6 +570,7 @@ class Relay:
         for event in events:
             if event.kind == "start":
                 self._clock.speech_started(time.monotonic())
+                self._waterfall.user_started(self._timeline.arrival(event.start_ms) or time.monotonic())
                 if not self.capabilities.barge_in_signal:
                     await self._interrupt_locally()
             elif event.kind == "end":
@@ -573,6 +581,7 @@ class Relay:
         decision came a hangover later)."""
         now = time.monotonic()
         end = self._timeline.arrival(event.end_ms) or now - event.hangover_ms / 1000
+        self._waterfall.user_ended(end)
         if not self.capabilities.user_transcripts:
             # No user transcript will mark the turn (Aivoco): the end of the user's speech does,
             # so the next reply plays after a barge-in.
@@ -609,7 +618,9 @@ class Relay:
 
     def _cleared(self, now: float) -> None:
         """The browser drops the agent audio it has not played yet: the recording drops it too, and
-        how much of the reply was heard is kept for its turn (Turn.data["heard"])."""
+        how much of the reply was heard is kept for its turn (Turn.data["heard"]); the waterfall
+        notes the flush."""
+        self._waterfall.flushed(now)
         if self.recording is not None and not self.direct:
             self.recording.clear(now)
         self._heard = None  # unless something was still playing, no reply was cut short
@@ -648,13 +659,15 @@ class Relay:
         self.metrics["frames_out"] += 1
         now = time.monotonic()
         measure = None
-        if now >= self._audible_until:  # the browser had nothing of ours left to play: a reply starts
+        stretch = now >= self._audible_until
+        if stretch:  # the browser had nothing of ours left to play: a reply starts
             measure = self._clock.agent_audio(now, self.upstream.last_timings)
             self._stretch = [now, 0.0]
         self._stretch[1] += FRAME_MS / 1000
         self._audible_until = max(self._audible_until, now) + FRAME_MS / 1000
         if self.recording is not None:
             self.recording.agent_sent(frame, now)
+        self._waterfall.audio_sent(len(frame) // 2, now, stretch, self._audible_until)
         try:
             await self.browser.send_bytes(frame)
         except Exception as exc:  # the browser went away; the consumer's disconnect ends us
@@ -697,6 +710,7 @@ class Relay:
         speech ended (an offset into our input stream) mapped to when that audio reached us."""
         vendor_end = self._timeline.arrival(event.end_ms) if event.end_ms is not None else None
         self._clock.user_final(time.monotonic(), vendor_end)
+        self._waterfall.user_words(time.monotonic(), event.text)
         self._reply_started = None
 
     async def _on_measured(self, measure: Measure) -> None:
@@ -705,13 +719,27 @@ class Relay:
         latency = measure.latency_ms
         self.metrics["latencies_ms"].append(latency)
         await self._send({"type": "metrics", "latency_ms": latency, "latency_from": measure.source})
+        previous = self._waterfall.replies[-1] if self._waterfall.replies else None
+        reply = self._waterfall.measured(measure)
+        if previous is not None and previous is not reply:  # its duration is known now
+            await self._reply_changed(previous)
         async with self._turn_lock:
             if self._awaiting is None or self._awaiting[1] is not measure:
                 self._measured = measure
                 return
-            sequence, self._awaiting = self._awaiting[0], None
+            (sequence, _, ident), self._awaiting = self._awaiting, None
+            self._waterfall.stored(measure, sequence, ident)
             turn = Turn.objects.filter(conversation_id=self.conversation_id, sequence=sequence)
-            await turn.aupdate(latency_ms=latency, timings=measure.timings(self._t0))
+            await turn.aupdate(latency_ms=latency, timings=self._waterfall.timings(reply, self._t0))
+        await self._send(self._waterfall.message(reply, self._t0))
+
+    async def _reply_changed(self, reply: Reply) -> None:
+        """A reply's waterfall gained a step (played at the page, its duration): stored and shown."""
+        if reply.sequence is None:
+            return
+        turn = Turn.objects.filter(conversation_id=self.conversation_id, sequence=reply.sequence)
+        await turn.aupdate(timings=self._waterfall.timings(reply, self._t0))
+        await self._send(self._waterfall.message(reply, self._t0))
 
     def _current_id(self, role: str) -> str:
         if not self._ids[role]:
@@ -742,11 +770,15 @@ class Relay:
             self._reply_started = None
             if self._measured is not None and final:
                 measure, self._measured = self._measured, None
-                fields["latency_ms"], fields["timings"] = measure.latency_ms, measure.timings(self._t0)
+                fields["latency_ms"] = measure.latency_ms
+                fields["timings"] = self._waterfall.timings(self._waterfall.measured(measure), self._t0)
         await self._create_turn(**fields)
+        if "timings" in fields:  # shown once its turn is there: the page puts the chip on it
+            reply = self._waterfall.stored(measure, self._sequence, ident)
+            await self._send(self._waterfall.message(reply, self._t0))
         if event.role == "agent" and final and "timings" not in fields and not event.interrupted:
             measure = self._clock.awaiting()  # its audio, or its figure, is still to come
-            self._awaiting = (self._sequence, measure) if measure is not None else None
+            self._awaiting = (self._sequence, measure, ident) if measure is not None else None
 
     async def _create_turn(self, **fields) -> None:
         self._sequence += 1
@@ -781,6 +813,7 @@ class Relay:
         latencies = sorted(self.metrics["latencies_ms"])
         if latencies:
             self.metrics["latency_p50_ms"] = latencies[len(latencies) // 2]
+        await self._store_waterfall()
         await Conversation.objects.filter(id=self.conversation_id).aupdate(
             status=status,
             ended_at=timezone.now(),
@@ -788,6 +821,22 @@ class Relay:
             metrics=self.metrics,
             provider_refs=self._refs(),
         )
+
+    def turn_taking_now(self) -> dict:
+        """The call's turn-taking figures so far (sessions/turntaking.py), e.g. for a live view."""
+        return self._waterfall.turn_taking(self._t0, time.monotonic())
+
+    async def _store_waterfall(self) -> None:
+        """At the end: each reply's final waterfall (its duration is known now), and the turn-taking
+        figures with the timeline they come from (sessions/turntaking.py)."""
+        self._waterfall.finish()
+        for reply in self._waterfall.replies:
+            if reply.sequence is not None:
+                turn = Turn.objects.filter(conversation_id=self.conversation_id, sequence=reply.sequence)
+                await turn.aupdate(timings=self._waterfall.timings(reply, self._t0))
+        now = time.monotonic()
+        self.metrics["timeline"] = self._waterfall.turn_taking_input(self._t0, now)
+        self.metrics["turn_taking"] = self._waterfall.turn_taking(self._t0, now)
 
     def _refs(self) -> dict:
         """The provider's own ids for this call (connection data, call ids), for review and re-saving."""
