@@ -222,6 +222,18 @@ class Conversation(models.Model):
         return registry.label(self.provider)
 
     @property
+    def voice_label(self) -> str:
+        from sessions.upstreams import registry
+
+        return registry.voice_label(self.provider, self.voice)
+
+    @property
+    def language_label(self) -> str:
+        from sessions.upstreams import registry
+
+        return registry.LANGUAGE_NAMES.get(self.language, self.language)
+
+    @property
     def duration_s(self) -> float | None:
         if self.started_at and self.ended_at:
             return (self.ended_at - self.started_at).total_seconds()

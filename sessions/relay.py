@@ -265,6 +265,9 @@ class Relay:
         self.recorder: Recorder | None = None  # direct media: gets every recording frame (see Recorder)
         self._agent_bucket = TokenBucket(rate=BYTES_PER_SECOND * 1.5, burst=BYTES_PER_SECOND * 2)
         self._agent_heard_until = 0.0  # direct media: the stretch of audible agent audio ends here
+        # Presenter mode (sessions/audience.py): gets every message and audio frame sent to the
+        # browser, to mirror to an audience. None, the usual case, costs the call nothing.
+        self.mirror: Callable[[dict | bytes], None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -612,6 +615,8 @@ class Relay:
             await self.browser.send_bytes(frame)
         except Exception as exc:  # the browser went away; the consumer's disconnect ends us
             log.debug("send to browser failed: %r", exc)
+        if self.mirror is not None:
+            self.mirror(frame)
         if measure is not None:  # after the frame: storing the figure must not delay the audio
             await self._on_measured(measure)
 
@@ -771,6 +776,8 @@ class Relay:
             await self.browser.send_json(message)
         except Exception as exc:  # the browser went away; its disconnect ends the relay
             log.debug("send to browser failed: %r", exc)
+        if self.mirror is not None:
+            self.mirror(message)
 
 
 async def _cancel(task: asyncio.Task | None) -> None:
