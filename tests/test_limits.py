@@ -83,7 +83,9 @@ def test_the_pick_form_creates_nothing_so_uses_no_budget(alice, user, pick_data,
     assert start(alice, pick_data).status_code == 201
 
 
-def test_start_and_scripts_share_one_budget(alice, user, other_user, pick_data, settings, fresh_cache, client):
+def test_start_and_scripts_share_one_budget(
+    alice, user, other_user, pick_data, settings, fresh_cache, client
+):
     settings.CONVERSATIONS_PER_MINUTE = 3
     fresh_window(user.pk)
     key = ApiToken.issue(user)

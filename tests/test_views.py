@@ -89,7 +89,9 @@ def test_a_talk_page_for_invalid_settings_shows_the_pick_form_with_the_problem(a
 
 
 def test_new_conversation_link_presets_the_pick_form(alice, topic):
-    html = alice.get(reverse("pick"), {"provider": "lokutor", "voice": "F2", "language": "en"}).content.decode()
+    html = alice.get(
+        reverse("pick"), {"provider": "lokutor", "voice": "F2", "language": "en"}
+    ).content.decode()
     assert re.search(r'value="lokutor"\s+checked', html)
     assert not re.search(r'value="local"\s+checked', html)
 
