@@ -34,6 +34,16 @@ def test_login_with_password_then_pick_page(client, user, topic):
     assert b"Start a conversation" in response.content
 
 
+def test_logged_out_visitors_get_a_landing_page_and_users_the_pick_page(client, user):
+    page = client.get("/")
+    assert page.status_code == 200
+    assert (
+        b"Talk to real-time voice AI services" in page.content and b"Log in to start talking" in page.content
+    )
+    client.force_login(user)
+    assert client.get("/")["Location"] == reverse("pick")
+
+
 def test_wrong_password_is_refused(client, user):
     response = client.post(reverse("login"), {"username": "alice", "password": "nope"})
     assert b"didn't match" in response.content
