@@ -65,6 +65,7 @@ def test_start_creates_the_conversation_and_the_call_ends_with_a_next_step(serve
     assert page.get_attribute("#talk-open-history", "href") == f"/history/{first}/"
     assert "provider=local" in page.get_attribute("#talk-new", "href")
     assert page.locator("#talk-start").is_enabled()  # disabled only while a call runs
+    assert page.evaluate(CONTRAST) == []  # the transcript, notes and figures of a call included
 
     page.click("#talk-start")  # another call from the same page: a new conversation, a clean slate
     wait_for_js(page, "window.talkState.ready !== null", timeout=30000)
