@@ -121,23 +121,34 @@ class Mirror:
             self.dropped += 1
 
     async def _publish(self) -> None:
-        while (item := await self.queue.get()) is not _END:
+        held = None  # an item taken while batching audio, sent next
+        while True:
+            item, held = held if held is not None else await self.queue.get(), None
+            if item is _END:
+                return
+            if isinstance(item, bytes):
+                item, held = self._batch(item)
             try:
                 await self._send(item)
             except Exception:  # the layer (Redis) failed: the audience misses this, the call goes on
                 log.warning("audience of %s: a group send failed", self.text_group, exc_info=True)
 
-    async def _send(self, item: dict | bytes) -> None:
-        if not isinstance(item, bytes):
-            await self.layer.group_send(self.text_group, {"type": "audience.text", "text": json.dumps(item)})
-            return
-        frames = [item]
-        while len(frames) < MAX_AUDIO_BATCH and self.queue.qsize() and isinstance(self._peek(), bytes):
-            frames.append(self.queue.get_nowait())
-        await self.layer.group_send(self.audio_group, {"type": "audience.audio", "bytes": b"".join(frames)})
+    def _batch(self, frame: bytes) -> tuple[bytes, object]:
+        """Audio frames queued right behind `frame`, up to MAX_AUDIO_BATCH, as one; and the first
+        other item met on the way (or None)."""
+        frames = [frame]
+        while len(frames) < MAX_AUDIO_BATCH and not self.queue.empty():
+            item = self.queue.get_nowait()
+            if not isinstance(item, bytes):
+                return b"".join(frames), item
+            frames.append(item)
+        return b"".join(frames), None
 
-    def _peek(self):
-        return self.queue._queue[0]  # asyncio.Queue keeps its items in a deque
+    async def _send(self, item: dict | bytes) -> None:
+        if isinstance(item, bytes):
+            await self.layer.group_send(self.audio_group, {"type": "audience.audio", "bytes": item})
+        else:
+            await self.layer.group_send(self.text_group, {"type": "audience.text", "text": json.dumps(item)})
 
     async def aclose(self) -> None:
         """Send what is queued (the final `ended` included), for at most CLOSE_TIMEOUT s, then stop."""

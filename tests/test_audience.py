@@ -65,6 +65,34 @@ def test_viewers_get_only_what_the_allow_list_names():
     assert audience.for_viewers(metrics) == metrics
 
 
+async def test_the_mirror_publishes_in_order_batches_audio_and_sends_what_is_queued_when_closed():
+    from channels.layers import InMemoryChannelLayer
+
+    layer = InMemoryChannelLayer()
+    conversation_id = uuid.uuid4()
+    text, sound = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add(audience.group(conversation_id), text)
+    await layer.group_add(audience.group(conversation_id, audio=True), sound)
+    mirror = audience.Mirror(conversation_id, layer=layer)
+    frames = [bytes([i]) * 960 for i in range(7)]
+    mirror({"type": "join", "token": ROOM_TOKEN, "url": "wss://x", "transport": "livekit"})
+    for frame in frames[:3]:
+        mirror(frame)
+    mirror({"type": "status", "state": "speaking"})
+    for frame in frames[3:]:
+        mirror(frame)
+    mirror({"type": "ended", "reason": "stopped by the user"})
+    await mirror.aclose()
+    said = [json.loads((await layer.receive(text))["text"]) for _ in range(2)]
+    heard = [(await layer.receive(sound))["bytes"] for _ in range(2)]
+    assert said == [
+        {"type": "status", "state": "speaking"},
+        {"type": "ended", "reason": "stopped by the user"},
+    ]
+    assert heard == [b"".join(frames[:3]), b"".join(frames[3:])]  # batched, never across a message
+    assert mirror.task.done()
+
+
 @pytest.mark.django_db
 def test_the_share_link_is_for_the_owner_of_a_live_call_and_comes_with_a_qr_code(
     alice, user, other_user, topic

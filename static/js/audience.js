@@ -19,6 +19,9 @@ const STATE_LABELS = {
   closed: 'Disconnected',
 };
 
+// A conversation's stored status, as the view's state when a viewer joins.
+const SNAPSHOT_STATES = { created: 'created', connecting: 'connecting', active: 'listening', ended: 'ended', failed: 'ended' };
+
 class AudienceView {
   constructor(doc, root) {
     this.doc = doc;
@@ -170,15 +173,11 @@ class AudiencePage {
       this.speaker.close();
       this.speaker = null;
     } else {
-      this.speaker = new Speaker(this.root().dataset.playbackWorklet, this.cfg.outputRate, this.cfg.startMs);
+      this.speaker = new Speaker(this.view.root.dataset.playbackWorklet, this.cfg.outputRate, this.cfg.startMs);
       await this.speaker.ready.catch((err) => this.view.error(`Could not play audio: ${err.message}`));
     }
     this.view.setListening(Boolean(this.speaker));
     if (this.state.state !== 'ended') this.connect();
-  }
-
-  root() {
-    return this.view.root;
   }
 
   setState(state) {
@@ -201,7 +200,7 @@ class AudiencePage {
   handlers = {
     snapshot(msg) {
       for (const turn of msg.turns) this.view.turn({ ...turn, final: true });
-      this.setState(msg.status === 'active' ? 'listening' : msg.status === 'connecting' ? 'connecting' : msg.status);
+      this.setState(SNAPSHOT_STATES[msg.status] || 'connecting');
     },
     transcript(msg) {
       const [turn] = this.transcript.apply(msg);
