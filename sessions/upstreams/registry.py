@@ -326,7 +326,7 @@ def label(key: str) -> str:
 
 
 def voice_label(key: str, voice: str) -> str:
-    """What a person calls the voice ("Female 1"), never its code; the code if nobody named it."""
+    """The name the pick page shows for a provider's voice (the key when unknown)."""
     provider = PROVIDERS.get(key)
     return provider.voices.get(voice, voice) if provider else voice
 
