@@ -88,6 +88,13 @@ def overflow(page) -> int:
     return page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
 
 
+def wider(page) -> list[str]:
+    """The elements that reach past the viewport's right edge, to say what overflows."""
+    return page.evaluate("""() => [...document.querySelectorAll('body *')]
+      .filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5)
+      .map((e) => `${e.tagName}.${e.className} ${e.textContent.trim().slice(0, 40)}`)""")
+
+
 def test_nothing_overflows_a_phone_and_tool_calls_are_readable_cards(server, browser):
     """Aivoco's sandbox calls a tool: its card, the no-text note and the next step fit in 390 px."""
     page = browser.new_page(viewport=PHONE)
@@ -111,7 +118,7 @@ def test_nothing_overflows_a_phone_and_tool_calls_are_readable_cards(server, bro
     assert overflow(page) == 0
     for path in ["/talk/", "/history/"]:
         page.goto(server.url + path)
-        assert overflow(page) == 0, path
+        assert overflow(page) == 0, (path, wider(page))
     assert errors == []
 
 
