@@ -91,7 +91,8 @@ def overflow(page) -> int:
 def wider(page) -> list[str]:
     """The elements that reach past the viewport's right edge, to say what overflows."""
     return page.evaluate("""() => [...document.querySelectorAll('body *')]
-      .filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5)
+      .filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5
+        || (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX === 'visible'))
       .map((e) => `${e.tagName}.${e.className} ${e.textContent.trim().slice(0, 40)}`)""")
 
 
@@ -116,7 +117,8 @@ def test_nothing_overflows_a_phone_and_tool_calls_are_readable_cards(server, bro
     page.click("#talk-stop")
     wait_ended(page)
     assert overflow(page) == 0
-    for path in ["/talk/", "/history/"]:
+    detail = page.get_attribute("#talk-open-history", "href")  # with the tool call's turn
+    for path in ["/talk/", "/history/", detail]:
         page.goto(server.url + path)
         assert overflow(page) == 0, (path, wider(page))
     assert errors == []
