@@ -25,8 +25,8 @@ def provider_catalogue() -> list[dict]:
                 "label": p.label,
                 "mode": mode,
                 "mode_label": MODE_LABELS[mode],
-                "why": MODE_SUMMARIES.get(mode, why),
-                "how_to_connect": how_to_connect(p, mode),
+                "why": MODE_SUMMARIES[mode],
+                "how_to_connect": how_to_connect(p, mode, why),
                 "voices": list(p.voices.items()),
                 "languages": [(c, registry.LANGUAGE_NAMES.get(c, c)) for c in p.languages],
                 "voicesByLanguage": {c: p.voices_for(c) for c in p.languages},
@@ -42,11 +42,15 @@ MODE_SUMMARIES = {
     "offline": "Runs on this server, no account needed.",
     "sandbox": "Runs against a built-in emulator of the service.",
     "real": "Talks to the real service.",
+    "unavailable": "Not available on this server.",
 }
 
 
-def how_to_connect(provider, mode: str) -> str:
-    """The configuration hint, for the small "how to connect the real service" note."""
+def how_to_connect(provider, mode: str, why: str) -> str:
+    """The configuration hint, for the small "how to connect the real service" note (the only place
+    the pick page names an environment variable)."""
+    if mode == "unavailable":
+        return f"{why[:1].upper()}{why[1:]}."
     if mode != "sandbox" or not provider.credentials():
         return ""
     return f"Set {provider.credentials()} in the server's environment (see .env.example), then restart it."

@@ -226,3 +226,20 @@ def test_conversation_page_says_when_the_user_side_is_not_transcribed(alice, use
     note = "sends no transcript of what the user says"
     assert note in alice.get(reverse("conversation", args=[aivoco.id])).content.decode()
     assert note not in alice.get(reverse("conversation", args=[local.id])).content.decode()
+
+
+def test_the_pick_page_names_variables_only_in_the_how_to_connect_note(alice, topic, monkeypatch):
+    from sessions.upstreams import registry
+
+    key = registry.Var.secret("FUTURE_API_KEY")
+    future = registry.Provider(
+        "future", "Future voice", "sessions.upstreams.future.FutureUpstream", {"default": "Its voice"},
+        ("en",), variables=(key,), configured_by=(("api_key",),),
+    )  # fmt: skip
+    monkeypatch.setitem(registry.PROVIDERS, "future", future)  # listed, its client not built yet
+    html = alice.get(reverse("pick")).content.decode()
+    item = html.split('value="future"', 1)[1].split("</li>", 1)[0]
+    visible, note = item.split('<details class="how-to-connect">')
+    assert ">Unavailable</span>" in visible and "Not available on this server." in visible
+    assert "FUTURE_API_KEY" not in visible and "FUTURE_API_KEY" in note
+    assert 'data-mode="unavailable"' in visible  # the code stays an attribute, for styling
