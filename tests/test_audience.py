@@ -338,3 +338,31 @@ def test_a_viewer_without_a_valid_link_is_refused(deployment):
     assert client.get(f"/watch/{expired}/").status_code == 410
     assert client.get(f"/watch/{token[:-3]}abc/").status_code == 403
     assert client.get(f"/watch/{token}/").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_a_viewer_is_let_go_when_the_link_expires_while_watching(user, topic, settings):
+    """The link's time limit holds for a viewer who joined in time: the next message after it
+    brings `error` `link_expired` and close 4410, while the call's mirror goes on."""
+    from channels.testing import WebsocketCommunicator
+
+    from playground.asgi import application
+
+    settings.AUDIENCE_LINK_TTL = 2
+    conv = await Conversation.objects.acreate(user=user, topic=topic, provider="local", voice="en-us+f3",
+                                              language="en", status=Conversation.Status.ACTIVE)  # fmt: skip
+    headers = [(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000")]
+    ws = WebsocketCommunicator(application, f"/ws/audience/{audience.make_token(conv.id)}/", headers=headers)
+    assert (await ws.connect())[0]
+    assert json.loads(await ws.receive_from(5))["type"] == "snapshot"
+    mirror = audience.Mirror(conv.id)
+    mirror({"type": "status", "state": "speaking"})
+    assert json.loads(await ws.receive_from(5)) == {"type": "status", "state": "speaking"}
+    await asyncio.sleep(2.2)
+    mirror({"type": "status", "state": "listening"})
+    error = json.loads(await ws.receive_from(5))
+    assert (error["type"], error["code"]) == ("error", "link_expired")
+    assert (await ws.receive_output(5)) == {"type": "websocket.close", "code": audience.EXPIRED_LINK}
+    await mirror.aclose()
+    await ws.disconnect()
