@@ -2,7 +2,9 @@
 //
 // Protocol: docs/protocol.md (version 2). Audio capture and playback run in
 // AudioWorklets (capture-worklet.js, playback-worklet.js); direct media (the
-// vendor's WebRTC call, `join`) is in direct.js. The page state is
+// vendor's WebRTC call, `join`) is in direct.js; creating the conversation on Start and
+// the next step after a call in talk-flow.js; tool cards in tool-card.js; "Share live view"
+// (presenter mode) in share.js, which asks this page to send `present`. The page state is
 // mirrored to window.talkState and to data-state on the page root so that
 // browser tests can follow it.
 //
