@@ -91,9 +91,6 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # collectstatic writes here and WhiteNoise serves from here when DEBUG is off.
 STATIC_ROOT = Path(env.get("STATIC_ROOT", "").strip() or BASE_DIR / "var" / "staticfiles")
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing root
-# Files the site writes (A/B comparison clips and inputs, sessions/abtest.py), served only through
-# staff views, never as public URLs.
-MEDIA_ROOT = Path(env.get("MEDIA_ROOT", "").strip() or BASE_DIR / "var" / "media")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -102,6 +99,13 @@ STORAGES = {
         else "whitenoise.storage.CompressedManifestStaticFilesStorage"
     },
 }
+
+# Uploaded and generated files (call recordings, A/B comparison clips and inputs): never served as
+# static files; only the owner and staff download a recording, through sessions/downloads.py, and
+# only staff a comparison's files, through sessions/abviews.py.
+MEDIA_ROOT = Path(env.get("MEDIA_ROOT", "").strip() or BASE_DIR / "var" / "media")
+# RECORDING=0: calls are not recorded (sessions/recording.py).
+RECORDING = config.env_bool(env, "RECORDING", default=True)
 
 # Cookies go over https only, unless SECURE_COOKIES=0 says the site is plain http (bin/run on
 # this machine, the tests): a Secure cookie would never come back and nobody could log in.
@@ -156,6 +160,8 @@ SANDBOX_BASE_URL = config.env_url(env, "SANDBOX_BASE_URL", ("http", "https"), "h
 PLAYBACK_RATE = config.env_int(env, "PLAYBACK_RATE", 24000, lo=8000, hi=48000)
 PLAYBACK_START_MS = config.env_int(env, "PLAYBACK_START_MS", 80, lo=0, hi=2000)
 UPSTREAM_CLOSE_TIMEOUT = 2.0
+# Presenter mode (sessions/audience.py): how long a shared live-view link may be opened, in seconds.
+AUDIENCE_LINK_TTL = config.env_int(env, "AUDIENCE_LINK_TTL", 3600, lo=60, hi=7 * 86400)
 # Each process heartbeats every HEARTBEAT_INTERVAL s; calls of a process silent for HEARTBEAT_TIMEOUT s
 # are failed by the sweep ("server stopped"). See sessions/liveness.py.
 HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT = config.heartbeat(env)

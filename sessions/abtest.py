@@ -24,7 +24,6 @@ import contextlib
 import csv
 import io
 import json
-import math
 import os
 import shutil
 import socket
@@ -46,6 +45,7 @@ from django.core.files.storage import default_storage
 from django.db import close_old_connections
 from django.utils import timezone
 
+from sessions import waterfall
 from sessions.audio import Resampler
 from sessions.forms import PickForm
 from sessions.models import ApiToken, CompareItem, CompareRun, Conversation, Topic, Turn
@@ -230,6 +230,63 @@ class Heard:
         return quiet >= (QUIET_S if self.reply_text else NO_TEXT_QUIET_S)
 
 
+class Playback:
+    """The page's playback worklet, simulated: agent audio plays at real time once a start buffer
+    of START_MS has arrived (or no more is coming), and each start and stop is reported as the page
+    reports it (`playback` edges in docs/protocol.md), indexed in the samples the server sent."""
+
+    START_MS = 80
+
+    def __init__(self, rate: int):
+        self.rate = rate
+        self.received = 0  # samples of agent audio received
+        self.position = 0  # index of the next sample to play
+        self.played = 0  # samples played (those dropped at a clear are not)
+        self.playing = False
+        self.underruns = 0
+        self.edges: list[dict] = []  # not reported yet
+        self._last_arrival = 0.0
+
+    @property
+    def buffered_ms(self) -> float:
+        return (self.received - self.position) * 1000 / self.rate
+
+    def receive(self, nbytes: int, now: float) -> None:
+        self.received += nbytes // 2
+        self._last_arrival = now
+
+    def clear(self) -> None:
+        """Barge-in: what is buffered is dropped, but its samples keep their indexes."""
+        if self.playing:
+            self._edge("stop", "cleared")
+        self.position = self.received
+
+    def advance(self, ms: float, now: float) -> None:
+        waiting = self.received - self.position
+        if not self.playing:
+            starved = now - self._last_arrival < self.START_MS / 1000  # more may be on its way
+            if waiting <= 0 or (self.buffered_ms < self.START_MS and starved):
+                return
+            self._edge("start", "")
+        step = min(round(self.rate * ms / 1000), waiting)
+        self.position += step
+        self.played += step
+        if self.position >= self.received:
+            self.underruns += 1
+            self._edge("stop", "drained")
+
+    def _edge(self, kind: str, how: str) -> None:
+        self.playing = kind == "start"
+        self.edges.append({"kind": kind, "how": how, "sample": self.position, "ago_ms": 0})
+
+    def report(self) -> dict:
+        out = {"type": "playback", "played_ms": round(self.played * 1000 / self.rate),
+               "buffered_ms": round(self.buffered_ms), "underruns": self.underruns}  # fmt: skip
+        if self.edges:
+            out["edges"], self.edges = self.edges[:32], self.edges[32:]
+        return out
+
+
 class Browser:
     """One conversation socket, driven as the talk page drives it: a real-time microphone, a
     simulated real-time playback, and the messages read as they come."""
@@ -247,9 +304,7 @@ class Browser:
         self.turn: Heard | None = Heard(started=time.monotonic(), speech_end=time.monotonic())
         self._speech = bytearray()  # what the microphone says next; silence when empty
         self._spoken = asyncio.Event()
-        self.buffered_ms = 0.0
-        self.played_ms = 0.0
-        self.underruns = 0
+        self.playback = Playback(self.output_rate)
 
     @property
     def closed(self) -> bool:
@@ -283,13 +338,14 @@ class Browser:
         kind = message.get("type")
         if kind == "ready":
             self.output_rate = int(message.get("output_rate") or 24000)
+            self.playback = Playback(self.output_rate)
             self.ready.set()
         elif kind == "transcript" and message.get("final") and self.turn is not None:
             side = self.turn.user_text if message["role"] == "user" else self.turn.reply_text
             if self.turn.speech_end is not None or message["role"] == "user":
                 side.append(message.get("text", ""))
         elif kind == "clear":
-            self.buffered_ms = 0.0
+            self.playback.clear()
         elif kind == "error":
             self.errors.append(f"{message.get('code')}: {message.get('message')}")
         elif kind == "ended":
@@ -297,7 +353,7 @@ class Browser:
 
     def _on_audio(self, pcm: bytes) -> None:
         now = time.monotonic()
-        self.buffered_ms += len(pcm) / 2 / self.output_rate * 1000
+        self.playback.receive(len(pcm), now)
         turn = self.turn
         if turn is None or turn.speech_end is None:
             return  # the greeting, or agent audio over the utterance: not this reply
@@ -310,7 +366,8 @@ class Browser:
         turn.clip += pcm[: max(0, room)]
 
     async def _microphone(self) -> None:
-        """20 ms frames at real time for as long as the call lasts; a playback report a second."""
+        """20 ms frames at real time for as long as the call lasts; playback advanced at the same
+        pace, and reported once a second and at each start and stop, as the page reports it."""
         await self.ready.wait()  # no audio before `ready` (the server would drop it)
         t0, n = time.monotonic(), 0
         while self.ended is None and not self._closed.is_set():
@@ -320,26 +377,11 @@ class Browser:
             await self.ws.send(frame)
             if was_speaking and not self._speech:
                 self._spoken.set()
-            self._play(FRAME_S * 1000)
+            self.playback.advance(FRAME_S * 1000, time.monotonic())
             n += 1
-            if n % 50 == 0:
-                await self._report()
+            if self.playback.edges or n % 50 == 0:  # edges at once, so the server dates them on arrival
+                await self.ws.send(json.dumps(self.playback.report()))
             await asyncio.sleep(max(0.0, t0 + n * FRAME_S - time.monotonic()))
-
-    def _play(self, ms: float) -> None:
-        """Playback at real time, as the page's worklet plays it."""
-        if self.buffered_ms <= 0:
-            return
-        step = min(ms, self.buffered_ms)
-        self.played_ms += step
-        self.buffered_ms -= step
-        if self.buffered_ms <= 0:
-            self.underruns += 1
-
-    async def _report(self) -> None:
-        report = {"type": "playback", "played_ms": round(self.played_ms)}
-        report.update(buffered_ms=round(self.buffered_ms), underruns=self.underruns)
-        await self.ws.send(json.dumps(report))
 
     async def say(self, pcm: bytes) -> Heard:
         """Speak `pcm` (after a breath of silence), wait for its last frame to go out."""
@@ -356,7 +398,7 @@ class Browser:
     async def until_answered(self, heard: Heard, limit_s: float) -> bool:
         deadline = time.monotonic() + limit_s
         while time.monotonic() < deadline and self.ended is None:
-            if heard.answered(time.monotonic(), self.buffered_ms):
+            if heard.answered(time.monotonic(), self.playback.buffered_ms):
                 return True
             await asyncio.sleep(0.05)
         return False
@@ -588,20 +630,12 @@ def _store_failures(run, provider, conversation, error: str, start: int) -> None
     _update(run, done_steps=run_steps_done(run))
 
 
-# Offsets in Turn.timings (ms from the call start) shown relative to the end of speech, and
-# durations shown as they are. Keys of later timing versions are read where present.
-OFFSETS = ("user_final_ms", "first_audio_ms", "first_played_ms", "played_ms")
-DURATIONS = ("reply_ms", "reply_duration_ms", "duration_ms")
-
-
 def server_waterfall(timings: dict) -> dict:
-    """A reply Turn's timings as a waterfall: ms after the server's end of the user's speech."""
-    end = timings.get("speech_end_ms")
-    out = {"from": timings.get("from", "")}
-    if end is not None:
-        out.update({k: timings[k] - end for k in OFFSETS if isinstance(timings.get(k), int | float)})
-    out.update({k: timings[k] for k in DURATIONS if isinstance(timings.get(k), int | float)})
-    return out
+    """A reply Turn's timings (v1 or v2) as the waterfall of sessions/waterfall.py: ms after the
+    server's end of the user's speech for each moment known (`played` from the v2 playback
+    reports), and the reply's duration."""
+    steps = waterfall.steps(timings)
+    return {"from": timings.get("from", ""), **{f"{key}_ms": value for key, value in steps.items()}}
 
 
 def _attach_server_timings(run, provider: str, conversation: Conversation) -> None:
@@ -649,8 +683,6 @@ COLUMNS = (
 def row(item: CompareItem) -> dict:
     """One utterance as one provider answered it, flat: the report's, the page's and the exports' row."""
     server, client = item.timings.get("server", {}), item.timings.get("client", {})
-    played = server.get("first_played_ms", server.get("played_ms"))
-    reply = next((server[k] for k in DURATIONS if k in server), None)
     return {
         "item": item.pk,
         "index": item.index,
@@ -662,8 +694,8 @@ def row(item: CompareItem) -> dict:
         "latency_ms": item.timings.get("latency_ms"),
         "user_final_ms": server.get("user_final_ms"),
         "first_audio_ms": server.get("first_audio_ms"),
-        "played_ms": played,
-        "reply_ms": reply,
+        "played_ms": server.get("played_ms"),
+        "reply_ms": server.get("reply_ms"),
         "client_first_audio_ms": client.get("first_audio_ms"),
         "client_reply_ms": client.get("reply_ms"),
         "clip": item.clip.name or "",
@@ -676,12 +708,9 @@ def rows(run: CompareRun) -> list[dict]:
     return [row(item) for item in run.items.all()]
 
 
-def percentile(values: list[float], p: float) -> float | None:
-    """The nearest-rank percentile (the value below which p % of the figures lie), None when empty."""
-    ordered = sorted(v for v in values if v is not None)
-    if not ordered:
-        return None
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+def percentile(values: list, p: float) -> int | None:
+    """The nearest-rank percentile of the figures known (sessions/waterfall.py), None when none are."""
+    return waterfall.percentile([v for v in values if v is not None], p)
 
 
 def summary(report_rows: list[dict], providers: list[str]) -> list[dict]:

@@ -6,8 +6,10 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
 
-from sessions.models import Conversation, Topic
+from sessions import exports
+from sessions.models import Conversation, Tag, Topic, Turn
 from sessions.upstreams import registry
 
 PAGE_SIZE = 20
@@ -33,6 +35,12 @@ def filter_conversations(queryset, params):
         queryset = queryset.filter(created_at__date__gte=since)
     if until:
         queryset = queryset.filter(created_at__date__lte=until)
+    review_status = params.get("review", "")
+    if review_status in Conversation.ReviewStatus.values:
+        queryset = queryset.filter(review_status=review_status)
+    tag = params.get("tag", "")
+    if tag:  # a subquery, so a conversation with several tagged turns is still one row
+        queryset = queryset.filter(id__in=Turn.objects.filter(tags__slug=tag).values("conversation_id"))
     query = params.get("q", "").strip()[:200]
     if query:
         matching = Conversation.objects.filter(turns__text__icontains=query).values("id")
@@ -53,6 +61,8 @@ def history(request):
         "page": page,
         "providers": [(p.key, p.label) for p in registry.PROVIDERS.values()],
         "topics": Topic.objects.all(),
+        "review_statuses": Conversation.ReviewStatus.choices,
+        "tags": Tag.objects.all(),
         "params": request.GET,
         "querystring": params.urlencode(),
     }
@@ -67,6 +77,8 @@ def conversation(request, conversation_id):
     context = {
         "conversation": conv,
         "turns": conv.turns.all(),
+        "rows": exports.timeline(conv),  # the turns as templates/sessions/_turns.html shows them
+        "recording_url": reverse("conversation_recording", args=[conv.id]) if conv.recording else "",
         "saves": conv.saves.all(),
         "hears_user": registry.hears_user(conv.provider),
     }

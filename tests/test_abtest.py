@@ -82,6 +82,29 @@ def test_the_server_waterfall_is_measured_from_the_end_of_speech():
                                                 "played_ms": 760, "reply_ms": 2400}  # fmt: skip
 
 
+def test_the_simulated_playback_reports_its_starts_and_stops_as_the_page_does():
+    """200 ms of 24 kHz audio: playback starts once 80 ms are buffered, drains 20 ms a tick, and
+    reports a start at sample 0 and a drained stop at 4800; a clear mid-reply is a `cleared`
+    stop, and the dropped samples keep their indexes."""
+    playback = abtest.Playback(24000)
+    playback.receive(4800 * 2, now=10.0)
+    for tick in range(12):
+        playback.advance(20, now=10.0 + tick * 0.02)
+    report = playback.report()
+    assert report["edges"] == [{"kind": "start", "how": "", "sample": 0, "ago_ms": 0},
+                               {"kind": "stop", "how": "drained", "sample": 4800, "ago_ms": 0}]  # fmt: skip
+    assert (report["played_ms"], report["buffered_ms"], report["underruns"]) == (200, 0, 1)
+    playback.receive(2400 * 2, now=11.0)
+    playback.advance(20, now=11.0)
+    playback.clear()
+    assert [(e["kind"], e["how"], e["sample"]) for e in playback.report()["edges"]] == [
+        ("start", "", 4800), ("stop", "cleared", 5280)
+    ]  # fmt: skip
+    playback.receive(480 * 2, now=11.1)
+    playback.advance(20, now=11.2)  # less than the start buffer, but nothing more has come for 100 ms
+    assert playback.report()["edges"][0] == {"kind": "start", "how": "", "sample": 7200, "ago_ms": 0}
+
+
 # ---- the report and its exports ------------------------------------------------------------
 
 
@@ -243,6 +266,8 @@ def test_a_comparison_plays_the_script_into_each_provider_through_the_relay(ab_s
         # the waterfall's moments are rounded offsets, the latency a rounded difference
         assert abs(r["first_audio_ms"] - r["latency_ms"]) <= 1 and r["user_final_ms"] is not None, r
         assert r["client_reply_ms"] > 1000, r  # the reply was heard to its end, not cut off
+        # the simulated page's playback reports gave the server the moment the reply was played
+        assert r["first_audio_ms"] < r["played_ms"] < r["first_audio_ms"] + 300, r
     summary = {s["provider"]: s for s in report["summary"]}
     assert summary["lokutor"]["mode"] == "sandbox" and summary["local"]["answered"] == 2
     client = ab_server.client()  # the demo user is staff

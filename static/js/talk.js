@@ -2,7 +2,9 @@
 //
 // Protocol: docs/protocol.md (version 2). Audio capture and playback run in
 // AudioWorklets (capture-worklet.js, playback-worklet.js); direct media (the
-// vendor's WebRTC call, `join`) is in direct.js. The page state is
+// vendor's WebRTC call, `join`) is in direct.js; creating the conversation on Start and
+// the next step after a call in talk-flow.js; tool cards in tool-card.js; "Share live view"
+// (presenter mode) in share.js, which asks this page to send `present`. The page state is
 // mirrored to window.talkState and to data-state on the page root so that
 // browser tests can follow it.
 //
@@ -10,6 +12,9 @@
 // module; the page only wires itself up when a document exists.
 
 import { AGENT_CHANNEL, TRANSPORT_LABELS, USER_CHANNEL, openCall, scrubToken, tagFrame } from './direct.js';
+import { LatencyView } from './waterfall.js';
+import { clearCall, createConversation, showNextStep } from './talk-flow.js';
+import { toolCardNodes } from './tool-card.js';
 
 export const PROTOCOL_VERSION = 2;
 const DEFAULT_OUTPUT_RATE = 24000; // protocol v1; ready.output_rate confirms it
@@ -268,8 +273,18 @@ class AudioIO {
   }
 
   clearPlayback() {
+    // Dropped before the worklet saw them, they still count in its stream position (edges).
+    const skipped = this.pending.reduce((n, buf) => n + (buf.byteLength >> 1), 0);
     this.pending = [];
-    if (this.playNode) this.playNode.port.postMessage('clear');
+    if (this.playNode) this.playNode.port.postMessage({ type: 'clear', skipped });
+  }
+
+  /** How long ago (ms) the sample played at audio-clock `frame` reached the ear (negative: not yet). */
+  agoMs(frame) {
+    const ctx = this.playCtx;
+    if (!ctx) return 0;
+    const latency = ctx.outputLatency || ctx.baseLatency || 0;
+    return Math.round((ctx.currentTime - frame / ctx.sampleRate - latency) * 1000);
   }
 
   setMuted(muted) {
@@ -340,6 +355,10 @@ class View {
     };
     this.turnEls = new Map();
     this.toolEls = new Map();
+    this.latency = new LatencyView(doc, {
+      turnEl: (id) => this.turnEls.get(`agent:${id}`),
+      anchor: this.el.elapsed?.parentElement, // the running P50 goes beside the call's clock
+    });
     this.levelDb = -100;
     this.meterQueued = false;
   }
@@ -358,7 +377,7 @@ class View {
   setPhase(phase, { acceptsText = false } = {}) {
     const { start, stop, mute, textForm } = this.el;
     const live = phase === 'live';
-    if (start) start.disabled = phase !== 'idle';
+    if (start) start.disabled = phase !== 'idle' && phase !== 'over'; // Start again once a call is over
     if (stop) stop.disabled = !(live || phase === 'starting');
     if (mute) mute.disabled = !live;
     if (textForm) {
@@ -409,6 +428,7 @@ class View {
       li = this.#newTurn(turn);
       this.turnEls.set(`${turn.role}:${turn.id}`, li);
       this.#append(li);
+      if (turn.role === 'agent') this.latency.turnShown(turn.id, li);
     }
     li.dataset.final = String(turn.final);
     li.dataset.interrupted = String(turn.interrupted);
@@ -436,14 +456,7 @@ class View {
       this.toolEls.set(call.id, li);
       this.#append(li);
     }
-    const hasResult = call.result !== null && call.result !== undefined;
-    li.replaceChildren(
-      this.#make('div', 'tool-name', `Tool: ${call.name}`),
-      this.#make('div', 'tool-label', 'Arguments'),
-      this.#make('pre', 'tool-args', prettyJson(call.arguments ?? {})),
-      this.#make('div', 'tool-label', 'Result'),
-      this.#make('pre', 'tool-result', hasResult ? prettyJson(call.result) : 'pending…'),
-    );
+    li.replaceChildren(...toolCardNodes(this.doc, call, prettyJson));
   }
 
   renderMetrics(metrics) {
@@ -512,7 +525,14 @@ class TalkPage {
     this.talkHeld = false; // Space or the hold button, in push-to-talk mode
     this.timers = [];
     this.endedWaiters = [];
-    this.state = win.talkState = {
+    this.createdUsed = false; // the conversation the page was opened on (cfg.wsPath) has had its call
+    this.state = win.talkState = this.newState();
+    this.setState('idle');
+  }
+
+  /** window.talkState for a new call (browser tests follow it). */
+  newState() {
+    return {
       state: 'idle',
       played: 0, // ms of agent audio played
       buffered: 0,
@@ -527,11 +547,13 @@ class TalkPage {
       transcripts: this.transcript.turns,
       toolCalls: [],
       metrics: {},
+      waterfalls: {}, // transcript id of an agent turn -> its latency waterfall
       errors: [],
       media: null, // 'relayed' | 'direct', from `ready`
       direct: null, // direct media: {transport, callId, state, forwarded, userFrames, agentFrames}
+      conversationId: null, // once Start created (or opened) the conversation
+      presenting: false, // presenter mode (share.js): the call is mirrored to an audience
     };
-    this.setState('idle');
   }
 
   // ---- UI wiring
@@ -548,6 +570,8 @@ class TalkPage {
     this.win.addEventListener('keyup', (e) => this.onKey(e, false));
     // A key released outside the window never fires keyup: never stay open.
     this.win.addEventListener('blur', () => this.setHeld(false));
+    // share.js asks for presenter mode on or off (sessions/audience.py).
+    this.view.root.addEventListener('talk:present', (e) => this.send({ type: 'present', on: Boolean(e.detail?.on) }));
     this.win.addEventListener('pagehide', () => {
       this.leaveCall();
       this.send({ type: 'stop' });
@@ -592,12 +616,14 @@ class TalkPage {
   // ---- start
 
   async start() {
+    if (this.phase === 'over') this.resetForNextCall();
     if (this.phase !== 'idle') return;
     this.view.clearErrors();
     const problem = unsupportedReason(this.win);
     if (problem) return this.error(problem, { code: 'unsupported' });
     this.setPhase('starting');
     this.setState('connecting');
+    this.view.el.stop?.focus(); // Start is disabled now; Stop is what the user may want next
     this.audio = new AudioIO({
       captureUrl: this.cfg.captureWorkletUrl,
       playbackUrl: this.cfg.playbackWorkletUrl,
@@ -637,8 +663,45 @@ class TalkPage {
     });
   }
 
-  connect() {
-    const ws = new WebSocket(wsUrl(this.win.location, this.cfg.wsPath));
+  /** Another call on the same page: a fresh conversation, transcript and state. */
+  resetForNextCall() {
+    clearCall(this.view);
+    this.transcript = new Transcript();
+    this.ready = null;
+    this.cancelled = false;
+    this.state = this.win.talkState = this.newState();
+    this.setPhase('idle');
+    this.setState('idle');
+  }
+
+  /** The socket path of this call's conversation: created now (talk-flow.js), unless the page was
+   * opened on one not yet used. */
+  async conversationPath() {
+    if (this.cfg.wsPath && !this.createdUsed) {
+      this.createdUsed = true;
+      this.setConversation(this.cfg.conversationId);
+      return this.cfg.wsPath;
+    }
+    const created = await createConversation(this.cfg);
+    this.setConversation(created.id);
+    return created.ws_path;
+  }
+
+  setConversation(id) {
+    this.state.conversationId = id;
+    this.view.root.dataset.conversation = id;
+  }
+
+  async connect() {
+    let path;
+    try {
+      path = await this.conversationPath();
+    } catch (err) {
+      this.error(err.message, { code: 'create_failed' });
+      return this.abortStart(null);
+    }
+    if (this.cancelled) return this.abortStart(null); // Stop pressed while it was being created
+    const ws = new WebSocket(wsUrl(this.win.location, path));
     ws.binaryType = 'arraybuffer';
     ws.onmessage = (e) => this.onMessage(e.data);
     ws.onclose = (e) => this.onClose(e);
@@ -670,10 +733,17 @@ class TalkPage {
     clear: this.onClear,
     tool_call: this.onToolCall,
     metrics: this.onMetrics,
+    waterfall: this.onWaterfall,
     error: this.onServerError,
     ended: this.onEnded,
     join: this.onJoin,
+    presenting: this.onPresenting,
   };
+
+  onPresenting(msg) {
+    this.state.presenting = Boolean(msg.on);
+    this.view.root.dataset.presenting = String(this.state.presenting);
+  }
 
   async onReady(msg) {
     if (this.ready || this.phase !== 'starting') return; // e.g. Stop pressed while connecting
@@ -784,6 +854,13 @@ class TalkPage {
     this.view.renderMetrics(this.state.metrics);
   }
 
+  /** A reply's latency waterfall (sessions/waterfall.py): a chip on its turn, the running P50. */
+  onWaterfall(msg) {
+    const { type, ...fields } = msg;
+    this.state.waterfalls = { ...this.state.waterfalls, [String(msg.id)]: fields };
+    this.view.latency.apply(msg);
+  }
+
   onServerError(msg) {
     const message = msg.message || msg.code || 'Server error';
     const shown = msg.code ? `${message} (${msg.code})` : message;
@@ -841,13 +918,18 @@ class TalkPage {
       speaking: stats.playing,
     });
     this.view.setSpeaking(stats.playing);
-    if (stats.cleared) this.sendPlayback();
+    // Starts and stops go out at once: the server dates them on arrival (docs/protocol.md).
+    const edges = (stats.edges || []).map(({ kind, how, sample, frame }) => ({
+      kind, how, sample, ago_ms: this.audio ? this.audio.agoMs(frame) : 0,
+    })); // prettier-ignore
+    if (stats.cleared || edges.length) this.sendPlayback(edges);
   }
 
-  sendPlayback() {
+  sendPlayback(edges = []) {
     if (!this.ready) return;
     const { played, buffered, underruns } = this.state;
-    this.send({ type: 'playback', played_ms: played, buffered_ms: buffered, underruns });
+    const report = { type: 'playback', played_ms: played, buffered_ms: buffered, underruns };
+    this.send(edges.length ? { ...report, edges } : report);
   }
 
   send(msg) {
@@ -962,6 +1044,7 @@ class TalkPage {
     this.view.setLevel(-100);
     this.view.setReason(`Call ended: ${reason}`);
     this.setState('ended');
+    showNextStep(this.view.doc, this.cfg, this.state.conversationId);
     this.endedWaiters.splice(0).forEach((wake) => wake());
   }
 }
