@@ -536,6 +536,7 @@ class LikuAccountAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False  # nothing here is editable: a view page, without Save buttons
 
+
 @admin.register(CompareRun)
 class CompareRunAdmin(admin.ModelAdmin):
     """A/B comparison runs: read only here; started and read on their own staff pages."""
