@@ -720,6 +720,7 @@ def summary(report_rows: list[dict], providers: list[str]) -> list[dict]:
         mine = [r for r in report_rows if r["provider"] == key]
         latency = [r["latency_ms"] for r in mine if r["latency_ms"] is not None]
         heard = [r["client_first_audio_ms"] for r in mine if r["client_first_audio_ms"] is not None]
+        played = [r["played_ms"] for r in mine if r["played_ms"] is not None]
         out.append(
             {
                 "provider": key,
@@ -729,6 +730,7 @@ def summary(report_rows: list[dict], providers: list[str]) -> list[dict]:
                 "answered": sum(1 for r in mine if not r["error"]),
                 **{f"p{p}_ms": percentile(latency, p) for p in (50, 90, 99)},
                 **{f"client_p{p}_ms": percentile(heard, p) for p in (50, 90, 99)},
+                "played_p50_ms": percentile(played, 50),
             }
         )
     return out

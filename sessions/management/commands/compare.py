@@ -96,13 +96,14 @@ class Command(BaseCommand):
             f"Comparison {run.pk} ({run.status}): reply latency, end of speech to first agent audio"
         )
         self.stdout.write(
-            f"{'provider':<28}{'mode':<9}{'answered':>9}{'P50':>8}{'P90':>8}{'P99':>8}{'client P50':>12}"
+            f"{'provider':<28}{'mode':<9}{'answered':>9}{'P50':>8}{'P90':>8}{'P99':>8}"
+            f"{'client P50':>12}{'played P50':>12}"
         )
         for s in report["summary"]:
             answered = f"{s['answered']}/{s['utterances']}"
             self.stdout.write(
                 f"{s['provider_label'][:27]:<28}{s['mode']:<9}{answered:>9}{_ms(s['p50_ms']):>8}"
-                f"{_ms(s['p90_ms']):>8}{_ms(s['p99_ms']):>8}{_ms(s['client_p50_ms']):>12}"
+                f"{_ms(s['p90_ms']):>8}{_ms(s['p99_ms']):>8}{_ms(s['client_p50_ms']):>12}{_ms(s['played_p50_ms']):>12}"
             )
         if run.error:
             self.stderr.write(run.error)
