@@ -15,6 +15,7 @@ urlpatterns = [
     path("talk/<uuid:conversation_id>/", views.talk, name="talk"),
     path("history/", session_views.history, name="history"),
     path("history/<uuid:conversation_id>/", session_views.conversation, name="conversation"),
+    path("history/<uuid:conversation_id>/save/", session_views.save_again, name="conversation_save"),
     path("api/conversations/", api.create_conversation, name="api_conversations"),
     path("admin/", admin.site.urls),
     path("favicon.ico", views.favicon),

@@ -4,6 +4,7 @@ from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 
 from sessions.models import ApiToken, Conversation, LikuAccount, Topic, TranscriptSave, Turn
+from sessions.outbox_admin import save_transcripts_again
 from sessions.upstreams import registry
 
 
@@ -85,7 +86,7 @@ class TurnInline(admin.TabularInline):
 
 class TranscriptSaveInline(admin.TabularInline):
     model = TranscriptSave
-    fields = ["status", "attempts", "last_error", "created_at", "updated_at"]
+    fields = ["status", "attempts", "last_error", "requested_by", "created_at", "next_attempt_at", "sent_at"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -136,6 +137,7 @@ class ConversationAdmin(admin.ModelAdmin):
         "metrics",
     ]
     inlines = [TurnInline, TranscriptSaveInline]
+    actions = [save_transcripts_again]
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("user", "topic").annotate(n_turns=Count("turns"))

@@ -87,6 +87,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             close_timeout=settings.UPSTREAM_CLOSE_TIMEOUT,
             on_end=self._ended,
             sandbox=bool(session.config.get("sandbox")),
+            credentials=await self._user_credentials(),  # the outbox saves with the user's own token
         )
         self.task = asyncio.create_task(self.relay.run(), name=f"relay-{self.conversation.id}")
 
