@@ -13,6 +13,7 @@ import websockets
 from asgiref.sync import sync_to_async
 
 from playground.sandbox import liku as sandbox
+from sessions import outbox
 from sessions.models import Conversation, Topic, TranscriptSave
 from sessions.sandbox_scripts import topic_scripts
 from sessions.upstreams import liku
@@ -82,6 +83,12 @@ def client_config(base_url, **extra):
 
 def finals(browser, role):
     return [m for m in browser.of_type("transcript") if m["role"] == role and m["final"]]
+
+
+async def deliver(settings, base_url) -> dict:
+    """The outbox worker's round (sessions/outbox.py), with this sandbox as the configured Liku."""
+    settings.PROVIDERS = {**settings.PROVIDERS, "liku": {**sandbox.client_config(base_url, SECRET)}}
+    return await outbox.drain("test-worker")
 
 
 @sync_to_async
@@ -245,7 +252,7 @@ async def test_sandbox_issuing_conversation_ids_accepts_only_its_own(base_url):
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
-async def test_spoken_turn_is_answered_stored_and_saved(box, base_url, conversation, speech):
+async def test_spoken_turn_is_answered_stored_and_saved(box, base_url, conversation, speech, settings):
     relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)  # the greeting
     await stream(relay, silence(300) + speech.pcm(SENTENCE) + silence(1200))
@@ -261,9 +268,15 @@ async def test_spoken_turn_is_answered_stored_and_saved(box, base_url, conversat
         ("agent", "For how many people?", True, False),
     ]
     [save] = await saves(conversation)
+    assert save["status"] == "pending" and box.state.saved == []  # queued: the outbox worker sends it
+    assert await deliver(settings, base_url) == {"saved": 1}
+    [save] = await saves(conversation)
     assert save["status"] == "saved" and save["response"]["conversation_id"] == str(conversation.id)
     [kept] = box.state.saved
     assert (kept["conversation_id"], kept["topic_id"]) == (str(conversation.id), "77")
+    assert [(t["role"], t["text"]) for t in kept["transcript"]] == [
+        ("agent", "Hello, how can I help?"), ("user", user["text"]), ("agent", "For how many people?")
+    ]  # fmt: skip
     refs = (await Conversation.objects.aget(id=conversation.id)).provider_refs
     assert (refs["topic_id"], refs["conversation_id"]) == ("77", str(conversation.id))
     assert refs["connection_data"]  # kept server side for re-saving
@@ -351,7 +364,7 @@ async def test_a_dropped_socket_reconnects_and_the_conversation_goes_on(box, bas
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
-async def test_close_4000_is_reported_and_followed_by_a_fresh_init(box, base_url, conversation):
+async def test_close_4000_is_reported_and_followed_by_a_fresh_init(box, base_url, conversation, settings):
     relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)
     await box.state.expire_all()
@@ -361,6 +374,7 @@ async def test_close_4000_is_reported_and_followed_by_a_fresh_init(box, base_url
     await browser.wait_for(lambda b: len(finals(b, "agent")) >= 2, 15)
     assert len(box.state.inits) == 2
     await finish(relay, task)
+    await deliver(settings, base_url)
     [save] = await saves(conversation)
     assert save["status"] == "saved"  # with the new connection data
 
@@ -405,13 +419,14 @@ async def test_malformed_messages_are_errors_and_the_call_goes_on(box, base_url,
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
-async def test_save_api_down_records_a_failed_save(box, base_url, conversation):
+async def test_save_api_down_leaves_the_save_pending_for_a_retry(box, base_url, conversation, settings):
     relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
     await browser.message("ready", timeout=15)
     box.state.save_outage()
     await finish(relay, task)
+    assert await deliver(settings, base_url) == {"pending": 1}  # tests/test_outbox.py: the retries
     [save] = await saves(conversation)
-    assert save["status"] == "failed"
+    assert save["status"] == "pending"
     assert (
         save["last_error"] == "Liku did not save the transcript (HTTP 503: Transcript service unavailable.)."
     )
@@ -505,7 +520,7 @@ async def test_forms_of_one_reply_are_linked_by_any_id_in_any_order(box, base_ur
 @pytest.mark.parametrize("code,reason", [(1000, "Liku ended the conversation"),
                                          (1005, "Liku ended the conversation (no status)")])  # fmt: skip
 async def test_the_guides_normal_closures_end_the_call_without_reconnecting(box, base_url, conversation, code,
-                                                                             reason):  # fmt: skip
+                                                                             reason, settings):  # fmt: skip
     _relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)
     await box.state.end_all(code)
@@ -515,16 +530,18 @@ async def test_the_guides_normal_closures_end_the_call_without_reconnecting(box,
     assert len(box.state.inits) == 1 and not box.state.sockets  # no second connection
     conv = await Conversation.objects.aget(id=conversation.id)
     assert (conv.status, conv.end_reason) == ("ended", reason)
+    await deliver(settings, base_url)
     assert [s["status"] for s in await saves(conversation)] == ["saved"]
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
 @pytest.mark.parametrize("variants", [{"conversation_ids": "server"}])
-async def test_a_conversation_id_issued_by_the_server_is_the_one_saved(box, base_url, conversation):
+async def test_a_conversation_id_issued_by_the_server_is_the_one_saved(box, base_url, conversation, settings):
     relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)
     await finish(relay, task)
+    await deliver(settings, base_url)
     [chat] = box.state.chats.values()
     [save] = await saves(conversation)
     assert save["status"] == "saved" and save["response"]["conversation_id"] == chat.conversation_id
@@ -683,6 +700,7 @@ def test_end_to_end_over_daphne_with_the_sandbox_mounted(server, speech):
     code = "from django.conf import settings; from playground.sandbox import liku; " \
            "print(liku.password(settings.SECRET_KEY))"  # fmt: skip
     password = server.manage("shell", "-c", code).strip().splitlines()[-1]
+    assert "saved" in server.manage("savetranscripts", "--once")  # the outbox worker delivers the queued save
     account = {"email": sandbox.EMAIL, "password": password}
     login = httpx.post(f"{api}/liku/authentication/", json=account)
     token = login.json()["token_key"]
