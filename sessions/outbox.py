@@ -47,6 +47,7 @@ skewed clocks agree.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -58,7 +59,7 @@ from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q
 from django.db.models.functions import Now
 
@@ -144,7 +145,9 @@ def claim(worker: str, lease_s: float) -> TranscriptSave | None:
     """A due save, now `sending` under this worker's lease (attempts counted), or None."""
     skip_locked = connection.features.has_select_for_update_skip_locked
     for _ in range(CLAIM_TRIES):
-        with transaction.atomic():
+        # SQLite: no transaction around the read, or its upgrade to a write could fail at once
+        # ("database is locked") instead of waiting; the conditional UPDATE alone is the claim.
+        with transaction.atomic() if skip_locked else contextlib.nullcontext():
             candidates = TranscriptSave.objects.filter(DUE).order_by("next_attempt_at", "id")
             if skip_locked:
                 candidates = candidates.select_for_update(skip_locked=True)
@@ -288,7 +291,12 @@ async def run(*, once: bool = False, interval: float = 2.0, stop: asyncio.Event 
     stop = stop or asyncio.Event()
     worker = worker or worker_name()
     while True:
-        counts = await drain(worker, stop)
+        try:
+            counts = await drain(worker, stop)
+        except DatabaseError as exc:  # the database is away or busy: the rows wait, try next round
+            log.warning("savetranscripts: database error, trying again in %g s: %s", interval, exc)
+            await sync_to_async(close_old_connections)()
+            counts = {}
         if counts and report is not None:
             report(counts)
         if once or stop.is_set():
