@@ -53,9 +53,11 @@ def box():
 
 
 @pytest.fixture
-def state(box):
-    """The sandbox's state, its save API up and answering at once (counters are read as differences)."""
+def state(box, server):
+    """The sandbox's state, its save API up and answering at once, and no save of an earlier test
+    still queued (so the counters, read as differences, count this test's requests only)."""
     box.state.save_failures, box.state.save_error, box.state.save_delay = 0, None, 0.0
+    once(server)
     yield box.state
     box.state.save_failures, box.state.save_error, box.state.save_delay = 0, None, 0.0
 
