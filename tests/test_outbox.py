@@ -78,6 +78,23 @@ def server(box):
     yield from start_server(env)
 
 
+@pytest.fixture
+def spawn(server):
+    """Start a worker process (`manage.py savetranscripts --interval 0.2`); any still running when the
+    test ends, passed or not, is killed."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        started.append(worker(server, *args))
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+
+
 # ---- helpers -----------------------------------------------------------------------------------
 
 
@@ -200,12 +217,12 @@ def test_a_stranger_gets_404_for_the_save_url(server, state):
 
 
 @pytest.mark.slow
-def test_save_api_down_for_a_while_is_retried_until_saved_once_across_a_worker_restart(server, state):
+def test_save_api_down_for_a_while_is_retried_until_saved_once_across_a_worker_restart(server, state, spawn):
     owner = server.client()
     conv = finished_call(server)
     before = (state.stored, state.save_requests)
     state.save_failures = 3  # the next three saves answer 503, then the API is up again
-    first = worker(server)
+    first = spawn()
     failed = wait_for(lambda: [s for s in saves(owner, conv) if s["status"] == "pending" and s["attempts"]],
                       what="a first failed attempt")  # fmt: skip
     assert (
@@ -214,7 +231,7 @@ def test_save_api_down_for_a_while_is_retried_until_saved_once_across_a_worker_r
     )
     stop(first)  # all state is in the database: another worker carries on
 
-    second = worker(server)
+    second = spawn()
     try:
         [saved] = wait_for(lambda: [s for s in saves(owner, conv) if s["status"] == "saved"], what="the save")
     finally:
@@ -225,12 +242,12 @@ def test_save_api_down_for_a_while_is_retried_until_saved_once_across_a_worker_r
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_delivery_is_resumed_without_a_duplicate(server, state):
+def test_a_worker_killed_mid_delivery_is_resumed_without_a_duplicate(server, state, spawn):
     owner = server.client()
     conv = finished_call(server)
     before = (state.stored, state.save_requests)
     state.save_delay = 30  # the sandbox stores the save, then keeps the worker waiting for its answer
-    victim = worker(server)
+    victim = spawn()
     wait_for(lambda: state.save_requests > before[1], what="the save request in flight")
     [sending] = saves(owner, conv)
     assert (sending["status"], sending["attempts"]) == ("sending", 1)
@@ -238,7 +255,7 @@ def test_a_worker_killed_mid_delivery_is_resumed_without_a_duplicate(server, sta
     victim.communicate(timeout=10)
     state.save_delay = 0
 
-    successor = worker(server)
+    successor = spawn()
     try:
         [saved] = wait_for(lambda: [s for s in saves(owner, conv) if s["status"] == "saved"], what="the save")
     finally:
@@ -267,14 +284,14 @@ def test_a_4xx_fails_the_save_with_its_message_and_is_not_retried(server, state)
 
 
 @pytest.mark.slow
-def test_two_workers_deliver_each_save_once(server, state):
+def test_two_workers_deliver_each_save_once(server, state, spawn):
     """On PostgreSQL (SKIP LOCKED and the conditional claim) and on SQLite (the conditional claim under
     its single writer): two workers at once, every save delivered by exactly one of them."""
     owner = server.client()
     conversations = [finished_call(server) for _ in range(6)]
     before = (state.stored, state.save_requests)
     state.save_delay = 0.3  # slow answers keep both workers busy at once
-    workers = [worker(server), worker(server)]
+    workers = [spawn(), spawn()]
     try:
         for conv in conversations:
             wait_for(lambda conv=conv: saves(owner, conv)[0]["status"] == "saved", what=f"the save of {conv}")
