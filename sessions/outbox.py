@@ -217,7 +217,10 @@ def save_request(row: TranscriptSave) -> SaveRequest:
 
 async def send(row: TranscriptSave) -> tuple[dict | None, UpstreamError | None]:
     """Call the provider: (its answer, None) or (None, why not)."""
-    client = registry.load(row.conversation.provider)
+    provider = row.conversation.provider
+    client = registry.load(provider) if provider in registry.PROVIDERS else None
+    if getattr(client, "save_transcript", None) is None:  # a provider gone, or without a save API
+        return None, UpstreamError(f"{provider} has no save-transcript API.", permanent=True)
     try:
         request = await sync_to_async(save_request)(row)
         return await asyncio.wait_for(client.save_transcript(request), SAVE_TIMEOUT_S), None

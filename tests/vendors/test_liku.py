@@ -17,11 +17,11 @@ from sessions import outbox
 from sessions.models import Conversation, Topic, TranscriptSave
 from sessions.sandbox_scripts import topic_scripts
 from sessions.upstreams import liku
-from sessions.upstreams.base import Error, Transcript
+from sessions.upstreams.base import Error, SaveRequest, Transcript, UpstreamError
 from sessions.upstreams.liku import LikuUpstream
 from tests.engine.speech import silence
 from tests.peers import finish, stream
-from tests.server import call
+from tests.server import call, free_port
 from tests.vendors.helpers import astored, start
 
 FRAME = 640  # 20 ms at 16 kHz
@@ -709,3 +709,60 @@ def test_end_to_end_over_daphne_with_the_sandbox_mounted(server, speech):
     status = server.manage("shell", "-c", "from sessions.models import TranscriptSave as T; "
                            f"print(T.objects.get(conversation_id='{conv['id']}').status)")  # fmt: skip
     assert status.strip().splitlines()[-1] == "saved"
+
+
+# ---- saving without a call (the outbox's side: sessions/outbox.py) ---------------------------
+
+
+async def chat_data(base_url) -> str:
+    """Connection data of a new chat of the sandbox account (REST only, no socket)."""
+    async with httpx.AsyncClient() as http:
+        token = (await login(http, base_url)).json()["token_key"]
+        init = await http.get(f"{base_url}/api/init-websocket", params={"token": token, "topic_id": "77"})
+    return init.text
+
+
+def save_request(base_url, data="", key="key-1", **config) -> SaveRequest:
+    return SaveRequest("conv-1", refs={"connection_data": data, "topic_id": "77"}, options={},
+                       turns=({"sequence": 0, "role": "agent", "text": "Hello"},), idempotency_key=key,
+                       config={**client_config(base_url), **config})  # fmt: skip
+
+
+REFUSALS = [(400, True), (403, True), (404, True), (422, True), (408, False), (429, False), (500, False),
+            (503, False)]  # fmt: skip
+
+
+@pytest.mark.parametrize("status,permanent", REFUSALS)
+async def test_a_save_refused_with_4xx_is_permanent_and_anything_else_transient(
+    box, base_url, status, permanent
+):
+    box.state.save_error = (status, "Not today.")
+    with pytest.raises(UpstreamError) as raised:
+        await LikuUpstream.save_transcript(save_request(base_url, "anything"))
+    assert (raised.value.code, raised.value.permanent) == ("liku.save", permanent)
+    assert raised.value.message == f"Liku did not save the transcript (HTTP {status}: Not today.)."
+
+
+async def test_an_unreachable_save_api_is_transient_and_nothing_to_save_is_permanent(base_url):
+    closed = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(UpstreamError) as raised:
+        await LikuUpstream.save_transcript(save_request(base_url, "data", chat_url=closed, token="t" * 40))
+    assert (raised.value.code, raised.value.permanent) == ("liku.unreachable", False)
+    with pytest.raises(UpstreamError) as raised:
+        await LikuUpstream.save_transcript(save_request(base_url, ""))  # the chat never started
+    assert (raised.value.code, raised.value.permanent) == ("liku.save", True)
+
+
+async def test_a_save_carries_the_turns_and_its_idempotency_key_which_the_sandbox_honours(box, base_url):
+    data = await chat_data(base_url)
+    first = await LikuUpstream.save_transcript(save_request(base_url, data))
+    again = await LikuUpstream.save_transcript(save_request(base_url, data))  # a worker that lost the answer
+    assert again == first and box.state.stored == 1 and box.state.save_requests == 2
+    [kept] = box.state.saved
+    assert kept["idempotency_key"] == "key-1"
+    assert kept["transcript"] == [{"sequence": 0, "role": "agent", "text": "Hello"}]
+    await LikuUpstream.save_transcript(save_request(base_url, data, key="key-2"))  # another version
+    assert box.state.stored == 2
+    await LikuUpstream.save_transcript(save_request(base_url, data, key="key-3", idempotency_header="none"))
+    await LikuUpstream.save_transcript(save_request(base_url, data, key="key-3", idempotency_header="none"))
+    assert box.state.stored == 4  # no key sent: nothing to recognise a repeat by
