@@ -73,6 +73,7 @@ Status = TranscriptSave.Status
 KEY_NAMESPACE = uuid.UUID("5b0c4f8e-8d8e-4d59-9d0e-6f7a0c1d2e3f")  # idempotency keys: uuid5 in this
 CLAIM_TRIES = 5  # candidates a worker tries per claim before it waits for the next round
 DRAIN_LIMIT = 100  # saves one round delivers at most, so a stop is noticed between rounds
+RECORD_TRIES = 4  # writes of a delivery's outcome before the worker gives up (the lease then expires)
 SAVE_TIMEOUT_S = 30.0  # a provider call that takes longer counts as a transient failure
 
 
@@ -251,6 +252,20 @@ def record(row: TranscriptSave, response: dict | None, error: UpstreamError | No
     return Status.PENDING if done else "lost"
 
 
+async def record_outcome(row: TranscriptSave, response: dict | None, error: UpstreamError | None) -> str:
+    """`record`, tried again a few times if the database is busy (SQLite under several writers):
+    the provider has answered, and losing that answer would mean sending the save again."""
+    for attempt in range(RECORD_TRIES):
+        try:
+            return await sync_to_async(record)(row, response, error)
+        except DatabaseError:
+            if attempt == RECORD_TRIES - 1:
+                raise
+            log.warning("save %s: recording the outcome failed, trying again", row.id)
+            await asyncio.sleep(0.5 * (attempt + 1))
+    return "lost"  # not reached
+
+
 async def deliver_one(worker: str) -> str | None:
     """Claim and deliver one due save: what became of it, or None when nothing is due."""
     row = await sync_to_async(claim)(worker, settings.TRANSCRIPT_SAVE_LEASE_S)
@@ -260,7 +275,7 @@ async def deliver_one(worker: str) -> str | None:
     if settled:
         return "unchanged" if settled == "saved" else "wait"
     response, error = await send(row)
-    outcome = await sync_to_async(record)(row, response, error)
+    outcome = await record_outcome(row, response, error)
     if error is not None:
         log.info("save %s of %s, attempt %d: %s (%s)", row.id, row.conversation_id, row.attempts,
                  error.message, outcome)  # fmt: skip

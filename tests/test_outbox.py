@@ -84,8 +84,8 @@ def spawn(server):
     test ends, passed or not, is killed."""
     started: list[subprocess.Popen] = []
 
-    def start(*args: str) -> subprocess.Popen:
-        started.append(worker(server, *args))
+    def start(*args: str, **env: str) -> subprocess.Popen:
+        started.append(worker(server, *args, **env))
         return started[-1]
 
     yield start
@@ -134,10 +134,10 @@ def wait_for(check, timeout: float = 60, what: str = ""):
     raise AssertionError(f"timed out waiting for {what or check}")
 
 
-def worker(server, *args: str) -> subprocess.Popen:
+def worker(server, *args: str, **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "manage.py", "savetranscripts", "--interval", "0.2", *args],
-                            cwd=ROOT, env=server.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)  # fmt: skip
+                            cwd=ROOT, env={**server.env, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
 
 
 def stop(process: subprocess.Popen) -> str:
@@ -291,7 +291,9 @@ def test_two_workers_deliver_each_save_once(server, state, spawn):
     conversations = [finished_call(server) for _ in range(6)]
     before = (state.stored, state.save_requests)
     state.save_delay = 0.3  # slow answers keep both workers busy at once
-    workers = [spawn(), spawn()]
+    # A lease far above the answer time: on a loaded machine a 3 s lease could run out mid-request and
+    # a second (deduplicated) request would be right, but this test counts requests.
+    workers = [spawn(TRANSCRIPT_SAVE_LEASE_S="60"), spawn(TRANSCRIPT_SAVE_LEASE_S="60")]
     try:
         for conv in conversations:
             wait_for(lambda conv=conv: saves(owner, conv)[0]["status"] == "saved", what=f"the save of {conv}")
