@@ -1,9 +1,25 @@
+from django import forms
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import Count
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.cache import add_never_cache_headers
 
-from sessions.models import ApiToken, Conversation, LikuAccount, Topic, TranscriptSave, Turn
+from sessions import review
+from sessions.models import (
+    ApiToken,
+    Conversation,
+    LikuAccount,
+    ReviewEvent,
+    Tag,
+    Topic,
+    TranscriptSave,
+    Turn,
+)
 from sessions.outbox_admin import save_transcripts_again
 from sessions.upstreams import registry
 
@@ -54,20 +70,36 @@ class TopicAdmin(admin.ModelAdmin):
         return ", ".join(sorted(obj.provider_options)) or "—"
 
 
+# Review fields: a small box for a correction, the tags as checkboxes (there are a handful).
+REVIEW_WIDGETS = {
+    models.TextField: {"widget": forms.Textarea(attrs={"rows": 2, "cols": 40})},
+    models.ManyToManyField: {"widget": forms.CheckboxSelectMultiple},
+}
+
+
 class TurnInline(admin.TabularInline):
+    """The turns as said; staff edit only the correction and the tags (audited, see save_formset)."""
+
     model = Turn
     fields = [
         "sequence",
         "role",
         "text",
+        "corrected_text",
+        "tags",
         "interrupted",
         "start_ms",
         "end_ms",
         "reply_latency",
         "vendor_timings",
     ]
-    readonly_fields = fields
+    readonly_fields = [f for f in fields if f not in ("corrected_text", "tags")]
+    formfield_overrides = REVIEW_WIDGETS
     extra = 0
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("tags")
+
     can_delete = False
     show_change_link = False
 
@@ -106,27 +138,79 @@ class ProviderFilter(admin.SimpleListFilter):
         return queryset.filter(provider=self.value()) if self.value() else queryset
 
 
+class TagFilter(admin.SimpleListFilter):
+    """Conversations with at least one turn carrying the tag (a subquery: one row per conversation)."""
+
+    title = "tag"
+    parameter_name = "tag"
+
+    def lookups(self, request, model_admin):
+        return list(Tag.objects.values_list("slug", "label"))
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        tagged = Turn.objects.filter(tags__slug=self.value()).values("conversation_id")
+        return queryset.filter(id__in=tagged)
+
+
+class ReviewEventInline(admin.TabularInline):
+    """The audit trail of this conversation's review, newest first."""
+
+    model = ReviewEvent
+    fields = ["at", "user", "turn", "field", "old", "new"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name = "review change"
+    verbose_name_plural = "review history"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+def review_status_action(status: Conversation.ReviewStatus):
+    """A bulk action setting the review status, each change audited."""
+
+    @admin.action(description=f"Mark as {status.label.lower()}", permissions=["change"])
+    def action(modeladmin, request, queryset):
+        for conversation in queryset:
+            review.set_status(conversation, status, request.user)
+        modeladmin.message_user(request, f"{len(queryset)} conversation(s) marked {status.label.lower()}.")
+
+    action.__name__ = f"mark_{status.value}"
+    return action
+
+
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
+    """The review tool: staff set the review status here and correct and tag the turns inline.
+
+    Calls are made on the site, never here, so there is no Add; the call's own fields are read only."""
+
     list_display = [
         "created_at",
         "user",
-        "provider",
+        "provider_name",
         "topic",
         "status",
+        "review_status",
         "turn_count",
         "reply_p50",
         "end_reason",
     ]
-    list_filter = [ProviderFilter, "status", "user", "created_at", "topic"]
-    search_fields = ["turns__text", "user__username", "id"]
+    list_filter = [ProviderFilter, "status", "review_status", TagFilter, "user", "created_at", "topic"]
+    search_fields = ["turns__text", "turns__corrected_text", "user__username", "id"]
     date_hierarchy = "created_at"
-    readonly_fields = [
+    call_fields = [
         "id",
         "user",
-        "provider",
+        "provider_name",
         "topic",
-        "voice",
+        "voice_name",
         "language",
         "status",
         "created_at",
@@ -136,15 +220,34 @@ class ConversationAdmin(admin.ModelAdmin):
         "provider_refs",
         "metrics",
     ]
-    inlines = [TurnInline, TranscriptSaveInline]
-    actions = [save_transcripts_again]
+    readonly_fields = call_fields
+    fieldsets = [
+        ("Review", {"fields": ["review_status"]}),
+        ("Call", {"fields": call_fields}),
+    ]
+    inlines = [TurnInline, TranscriptSaveInline, ReviewEventInline]
+    actions = [*(review_status_action(s) for s in Conversation.ReviewStatus), save_transcripts_again]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("user", "topic").annotate(n_turns=Count("turns"))
+        # distinct: a search or filter across turns joins a row per matching turn, which would
+        # multiply a plain count ("table": 13 turns shown as 52).
+        turns = Count("turns", distinct=True)
+        return super().get_queryset(request).select_related("user", "topic").annotate(n_turns=turns)
+
+    def has_add_permission(self, request):
+        return False
 
     @admin.display(description="Turns", ordering="n_turns")
     def turn_count(self, obj):
         return obj.n_turns
+
+    @admin.display(description="Provider", ordering="provider")
+    def provider_name(self, obj):
+        return obj.provider_label
+
+    @admin.display(description="Voice")
+    def voice_name(self, obj):
+        return obj.voice_label
 
     @admin.display(description="Reply p50 (our VAD)")
     def reply_p50(self, obj):
@@ -156,6 +259,186 @@ class ConversationAdmin(admin.ModelAdmin):
         # Searching across turns joins many rows per conversation; keep one row each.
         queryset, _ = super().get_search_results(request, queryset, search_term)
         return queryset, True
+
+    def save_model(self, request, obj, form, change):
+        before = {"review_status": form.initial.get("review_status", obj.review_status)}
+        super().save_model(request, obj, form, change)
+        review.record(request.user, obj, before, {"review_status": obj.review_status})
+
+    def save_formset(self, request, form, formset, change):
+        """Turn corrections and tags, each change written to the audit trail."""
+        if formset.model is not Turn:
+            return super().save_formset(request, form, formset, change)
+        changed = [f.instance for f in formset.forms if f.instance.pk and f.has_changed()]
+        stored = Turn.objects.prefetch_related("tags").in_bulk([t.pk for t in changed])
+        before = {pk: review.turn_snapshot(turn) for pk, turn in stored.items()}
+        super().save_formset(request, form, formset, change)
+        for turn in changed:
+            review.record(request.user, form.instance, before[turn.pk], review.turn_snapshot(turn), turn)
+
+    def get_urls(self):
+        accuracy = path(
+            "accuracy/",
+            self.admin_site.admin_view(self.accuracy_view),
+            name="voice_sessions_conversation_accuracy",
+        )
+        return [accuracy, *super().get_urls()]
+
+    def accuracy_view(self, request):
+        """Word error rate per provider on the reviewed user turns of the conversations the list
+        shows (its filters and search apply: the page is linked with them)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            conversations = self.get_changelist_instance(request).get_queryset(request)
+        except IncorrectLookupParameters:  # a hand-edited query: show all, as the list does
+            return HttpResponseRedirect(request.path)
+        rows = [
+            {"provider": registry.label(key), "key": key, "percent": f"{figures['wer']:.1%}", **figures}
+            for key, figures in review.provider_accuracy(conversations).items()
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Transcription accuracy per provider",
+            "rows": rows,
+            "filtered": bool(request.GET),
+        }
+        return TemplateResponse(request, "admin/voice_sessions/conversation/accuracy.html", context)
+
+
+class HasCorrectionFilter(admin.SimpleListFilter):
+    title = "correction"
+    parameter_name = "corrected"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Corrected"), ("no", "Not corrected")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.exclude(corrected_text="")
+        if self.value() == "no":
+            return queryset.filter(corrected_text="")
+        return queryset
+
+
+class TurnProviderFilter(ProviderFilter):
+    def queryset(self, request, queryset):
+        return queryset.filter(conversation__provider=self.value()) if self.value() else queryset
+
+
+@admin.register(Turn)
+class TurnAdmin(admin.ModelAdmin):
+    """Every turn of every conversation, to review across calls (all wrong-language turns, say)."""
+
+    list_display = ["conversation", "sequence", "role", "text", "corrected_text", "tag_list", "interrupted"]
+    list_filter = [
+        TurnProviderFilter,
+        "role",
+        "tags",
+        HasCorrectionFilter,
+        "interrupted",
+        "conversation__review_status",
+        "created_at",
+    ]
+    search_fields = ["text", "corrected_text"]
+    list_select_related = ["conversation__topic"]
+    fields = ["conversation", "sequence", "role", "text", "corrected_text", "tags", "interrupted"]
+    fields += ["start_ms", "end_ms", "latency_ms", "timings", "provider_ids", "data", "created_at"]
+    readonly_fields = [f for f in fields if f not in ("corrected_text", "tags")]
+    formfield_overrides = REVIEW_WIDGETS
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("tags")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Tags")
+    def tag_list(self, obj):
+        return ", ".join(tag.label for tag in obj.tags.all()) or "—"
+
+    def save_model(self, request, obj, form, change):
+        obj.review_before = review.turn_snapshot(Turn.objects.get(pk=obj.pk))
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)  # the tags are saved here
+        turn = form.instance
+        review.record(request.user, turn.conversation, turn.review_before, review.turn_snapshot(turn), turn)
+
+
+@admin.register(TranscriptSave)
+class TranscriptSaveAdmin(admin.ModelAdmin):
+    """Saves of transcripts to the provider, as the outbox keeps them; read only."""
+
+    list_display = [
+        "conversation",
+        "status",
+        "attempts",
+        "last_error",
+        "requested_by",
+        "created_at",
+        "updated_at",
+    ]
+    list_filter = ["status", "created_at"]
+    search_fields = ["conversation__id", "last_error"]
+    list_select_related = ["conversation__topic", "requested_by"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Tag)
+class TagAdmin(admin.ModelAdmin):
+    """Tags for turns: the built-in ones and staff's own."""
+
+    list_display = ["label", "slug", "builtin", "turn_count"]
+    prepopulated_fields = {"slug": ["label"]}
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(n_turns=Count("turns", distinct=True))
+
+    @admin.display(description="Turns", ordering="n_turns")
+    def turn_count(self, obj):
+        return obj.n_turns
+
+    def has_delete_permission(self, request, obj=None):
+        return obj is None or not obj.builtin
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["slug"] if obj and obj.builtin else []  # the built-in slugs are what filters link by
+
+    def get_prepopulated_fields(self, request, obj=None):
+        return {} if obj and obj.builtin else self.prepopulated_fields
+
+
+@admin.register(ReviewEvent)
+class ReviewEventAdmin(admin.ModelAdmin):
+    """The audit trail of every review change; written by sessions/review.py, never edited."""
+
+    list_display = ["at", "user", "conversation", "turn", "field", "old", "new"]
+    list_filter = ["field", "user", "at"]
+    search_fields = ["old", "new", "conversation__id"]
+    list_select_related = ["user", "conversation__topic", "turn"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(ApiToken)
@@ -195,3 +478,6 @@ class LikuAccountAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # nothing here is editable: a view page, without Save buttons

@@ -179,6 +179,12 @@ class Conversation(models.Model):
         ENDED = "ended", "Ended"
         FAILED = "failed", "Failed"
 
+    class ReviewStatus(models.TextChoices):
+        UNREVIEWED = "unreviewed", "Unreviewed"
+        IN_REVIEW = "in_review", "In review"
+        REVIEWED = "reviewed", "Reviewed"
+        NEEDS_ATTENTION = "attention", "Needs attention"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
     provider = models.CharField(max_length=20)
@@ -195,6 +201,11 @@ class Conversation(models.Model):
     worker = models.ForeignKey(
         Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls",
         help_text="The server process that claimed the call (sessions/liveness.py).",
+    )  # fmt: skip
+    review_status = models.CharField(
+        max_length=16, choices=ReviewStatus.choices, default=ReviewStatus.UNREVIEWED, db_index=True,
+        help_text="Set by staff. Reviewed: every user turn was checked, so the uncorrected ones count "
+        "as right in the per-provider accuracy (sessions/review.py).",
     )  # fmt: skip
 
     class Meta:
@@ -220,6 +231,12 @@ class Conversation(models.Model):
         from sessions.upstreams import registry
 
         return registry.label(self.provider)
+
+    @property
+    def voice_label(self) -> str:
+        from sessions.upstreams import registry
+
+        return registry.voice_label(self.provider, self.voice)
 
     @property
     def duration_s(self) -> float | None:
@@ -256,6 +273,11 @@ class Turn(models.Model):
     )  # fmt: skip
     data = models.JSONField(default=dict, blank=True, help_text="Tool call name, arguments and result.")
     created_at = models.DateTimeField(default=timezone.now)
+    corrected_text = models.TextField(
+        blank=True,
+        help_text="Staff's correction of what was said; blank = none. `text` keeps what the provider sent.",
+    )
+    tags = models.ManyToManyField("Tag", blank=True, related_name="turns")
 
     class Meta:
         ordering = ["conversation", "sequence"]
@@ -268,8 +290,8 @@ class Turn(models.Model):
 
     @property
     def reviewed_text(self) -> str:
-        """The text as reviewed: what a transcript save sends (corrections come with the review work)."""
-        return self.text
+        """What was said as far as we know: staff's correction if any, else the provider's text."""
+        return self.corrected_text or self.text
 
     # What the vendor's own fields in `timings["vendor"]` mean, for the pages (others show by name).
     VENDOR_TIMING_LABELS = {
@@ -403,3 +425,41 @@ class LikuAccount(models.Model):
 
     def __str__(self) -> str:
         return self.email
+
+
+class Tag(models.Model):
+    """A label staff put on turns. The built-in ones (wrong language, echo, …) come from migration
+    0006; staff add their own in the admin."""
+
+    slug = models.SlugField(max_length=40, unique=True)
+    label = models.CharField(max_length=80)
+    builtin = models.BooleanField(default=False, editable=False)
+
+    class Meta:
+        ordering = ["-builtin", "label"]
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class ReviewEvent(models.Model):
+    """One review change: who changed which field of a conversation or turn, from what to what, when.
+
+    Written by sessions/review.py for every correction, tag change and status change, whether
+    made in the admin or elsewhere; never edited."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="review_events")
+    turn = models.ForeignKey(
+        Turn, null=True, blank=True, on_delete=models.SET_NULL, related_name="review_events"
+    )
+    field = models.CharField(max_length=20)
+    old = models.TextField(blank=True)
+    new = models.TextField(blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.user} changed {self.field} at {self.at:%Y-%m-%d %H:%M}"

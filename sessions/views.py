@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from sessions import outbox
-from sessions.models import Conversation, Topic
+from sessions.models import Conversation, Tag, Topic, Turn
 from sessions.upstreams import registry
 
 PAGE_SIZE = 20
@@ -36,6 +36,12 @@ def filter_conversations(queryset, params):
         queryset = queryset.filter(created_at__date__gte=since)
     if until:
         queryset = queryset.filter(created_at__date__lte=until)
+    review_status = params.get("review", "")
+    if review_status in Conversation.ReviewStatus.values:
+        queryset = queryset.filter(review_status=review_status)
+    tag = params.get("tag", "")
+    if tag:  # a subquery, so a conversation with several tagged turns is still one row
+        queryset = queryset.filter(id__in=Turn.objects.filter(tags__slug=tag).values("conversation_id"))
     query = params.get("q", "").strip()[:200]
     if query:
         matching = Conversation.objects.filter(turns__text__icontains=query).values("id")
@@ -56,6 +62,8 @@ def history(request):
         "page": page,
         "providers": [(p.key, p.label) for p in registry.PROVIDERS.values()],
         "topics": Topic.objects.all(),
+        "review_statuses": Conversation.ReviewStatus.choices,
+        "tags": Tag.objects.all(),
         "params": request.GET,
         "querystring": params.urlencode(),
     }

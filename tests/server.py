@@ -147,7 +147,8 @@ def start_server(extra_env: dict | None = None, share_with: Server | None = None
         server.token = share_with.token
     log = open(Path(tmp) / "daphne.log", "w")
     server.process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "playground.asgi:application"],
+        [sys.executable, "-m", "playground.serve", "-b", "127.0.0.1", "-p", str(port),
+         "playground.asgi:application"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:

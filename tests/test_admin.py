@@ -22,7 +22,7 @@ def conversation(user, topic):
 
 
 def rows(response):
-    return response.content.decode().count('class="field-provider"')
+    return response.content.decode().count('class="field-provider_name"')
 
 
 def test_conversation_list_filters_and_search(staff_client, conversation, user, topic):
@@ -49,7 +49,7 @@ def test_conversation_page_shows_turns_and_saves_read_only(staff_client, convers
     html = html.decode()
     assert "I want a window seat" in html and "Certainly" in html
     assert "HTTP 503" in html
-    assert 'name="turns-0-text"' not in html  # read only: no editable turn fields
+    assert 'name="turns-0-text"' not in html  # the provider's text is kept: only a correction is editable
 
 
 def test_topic_admin_validates_provider_options(staff_client, topic):
@@ -121,3 +121,89 @@ def test_reply_latency_is_labelled_with_the_vendor_figures_beside_it(staff_clien
     assert "reply after the provider&#x27;s transcript of your words 190 ms" in html
     changelist = staff_client.get(reverse("admin:voice_sessions_conversation_changelist")).content.decode()
     assert "Reply p50 (our VAD)" in changelist and "640 ms" in changelist
+
+
+def test_searching_does_not_inflate_the_turn_count(staff_client, user, topic):
+    """A search joins one row per matching turn; the count stays the conversation's own."""
+    import re
+
+    conv = Conversation.objects.create(
+        user=user, provider="liku", topic=topic, voice="default", language="en"
+    )
+    for i in range(13):
+        text = "a table for two" if i % 3 == 0 else "hello"  # 5 turns match "table"
+        Turn.objects.create(conversation=conv, sequence=i, role="user", text=text)
+    url = reverse("admin:voice_sessions_conversation_changelist")
+    for params in [{}, {"q": "table"}, {"q": "hello"}, {"q": "table", "provider": "liku"}]:
+        html = staff_client.get(url, params).content.decode()
+        assert re.findall(r'class="field-turn_count">(\d+)<', html) == ["13"], params
+    ordered = staff_client.get(url, {"q": "table", "o": "7"}).content.decode()  # sorted by turns
+    assert re.findall(r'class="field-turn_count">(\d+)<', ordered) == ["13"]
+
+
+def test_provider_and_voice_show_as_labels(staff_client, user, topic):
+    conv = Conversation.objects.create(
+        user=user, provider="local", topic=topic, voice="en-us+f3", language="en"
+    )
+    changelist = staff_client.get(reverse("admin:voice_sessions_conversation_changelist")).content.decode()
+    assert 'class="field-provider_name">Built-in offline agent<' in changelist
+    page = staff_client.get(
+        reverse("admin:voice_sessions_conversation_change", args=[conv.pk])
+    ).content.decode()
+    assert "Built-in offline agent" in page and "American English, female" in page
+    assert "en-us+f3" not in page
+
+
+def test_read_only_pages_offer_no_save_and_no_add(staff_client, conversation):
+    from sessions.models import LikuAccount
+
+    changelist = staff_client.get(reverse("admin:voice_sessions_conversation_changelist")).content.decode()
+    assert "Add conversation" not in changelist
+    assert staff_client.get(reverse("admin:voice_sessions_conversation_add")).status_code == 403
+    save = TranscriptSave.objects.get(conversation=conversation)
+    page = staff_client.get(
+        reverse("admin:voice_sessions_transcriptsave_change", args=[save.pk])
+    ).content.decode()
+    assert "HTTP 503" in page and 'name="_save"' not in page and 'name="_continue"' not in page
+    assert (
+        staff_client.post(
+            reverse("admin:voice_sessions_transcriptsave_change", args=[save.pk]), {"status": "saved"}
+        ).status_code
+        == 403
+    )
+    account = LikuAccount.objects.create(user=conversation.user, email="alice@example.com")
+    page = staff_client.get(
+        reverse("admin:voice_sessions_likuaccount_change", args=[account.pk])
+    ).content.decode()
+    assert "alice@example.com" in page and 'name="_save"' not in page
+    # The conversation page is where staff review: there a Save button belongs.
+    page = staff_client.get(reverse("admin:voice_sessions_conversation_change", args=[conversation.pk]))
+    assert 'name="_save"' in page.content.decode()
+
+
+def test_turns_and_saves_have_list_pages_with_filters(staff_client, conversation, user, topic):
+    other = Conversation.objects.create(
+        user=user, provider="local", topic=topic, voice="en-us", language="en"
+    )
+    Turn.objects.create(
+        conversation=other, sequence=1, role="user", text="an aisle seat", corrected_text="a aisle seat"
+    )
+    TranscriptSave.objects.create(conversation=other, status="saved", attempts=1)
+    turns = reverse("admin:voice_sessions_turn_changelist")
+    html = staff_client.get(turns).content.decode()
+    for word in ["By provider", "By role", "By tags", "By correction", "By review status"]:
+        assert word in html, word
+    count = 'class="field-sequence"'
+    assert html.count(count) == 3
+    assert staff_client.get(turns, {"role__exact": "agent"}).content.decode().count(count) == 1
+    assert staff_client.get(turns, {"provider": "local"}).content.decode().count(count) == 1
+    assert staff_client.get(turns, {"corrected": "yes"}).content.decode().count(count) == 1
+    assert staff_client.get(turns, {"q": "window"}).content.decode().count(count) == 1
+    assert "Add turn" not in html
+    saves = reverse("admin:voice_sessions_transcriptsave_changelist")
+    html = staff_client.get(saves).content.decode()
+    assert "By status" in html and "HTTP 503" in html and "Add transcript save" not in html
+    row = 'class="field-attempts"'
+    assert html.count(row) == 2
+    failed = staff_client.get(saves, {"status__exact": "failed"}).content.decode()
+    assert failed.count(row) == 1 and "HTTP 503" in failed

@@ -136,7 +136,9 @@ def test_every_page_works_under_the_content_security_policy(server, browser):
     visited = {}
     for path in ["/history/", f"/history/{conversation}/", "/admin/", "/admin/voice_sessions/conversation/",
                  f"/admin/voice_sessions/conversation/{conversation}/change/",
-                 "/admin/voice_sessions/topic/add/", "/favicon.ico"]:  # fmt: skip
+                 "/admin/voice_sessions/topic/add/", "/admin/voice_sessions/conversation/accuracy/",
+                 "/admin/voice_sessions/turn/", "/admin/voice_sessions/transcriptsave/",
+                 "/favicon.ico"]:  # fmt: skip
         response = page.goto(server.url + path)
         visited[path] = response.status
         page.wait_for_load_state("networkidle")

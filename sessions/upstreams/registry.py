@@ -327,6 +327,12 @@ def label(key: str) -> str:
     return provider.label if provider else key
 
 
+def voice_label(key: str, voice: str) -> str:
+    """The name the pick page shows for a provider's voice (the key when unknown)."""
+    provider = PROVIDERS.get(key)
+    return provider.voices.get(voice, voice) if provider else voice
+
+
 def load(key: str):
     """The provider's Upstream class, imported on first use."""
     module, _, name = PROVIDERS[key].path.rpartition(".")
