@@ -338,3 +338,26 @@ def test_backoff_doubles_with_jitter_up_to_its_ceiling(settings):
         delays = [outbox.backoff_s(attempts) for _ in range(200)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert max(delays) - min(delays) > ceiling / 10  # jittered, not one value
+
+
+@pytest.mark.django_db
+def test_a_save_sends_the_reviewed_text_and_a_correction_is_a_new_version(topic, user):
+    fields = {"provider": "liku", "voice": "default", "language": "en", "status": "ended", "topic": topic}
+    conv = Conversation.objects.create(user=user, provider_refs={"connection_data": "x"}, **fields)
+    said = conv.turns.create(sequence=0, role="user", text="I would like to book a tabel")
+    conv.turns.create(sequence=1, role="agent", text="For how many people?")
+    conv.turns.create(sequence=2, role="user", text="two", final=False)  # a partial is never saved
+    first = outbox.enqueue(conv)
+    texts = [t["text"] for t in first.payload["turns"]]
+    assert texts == ["I would like to book a tabel", "For how many people?"]
+    assert outbox.enqueue(conv) == first  # the same version waiting: not queued twice
+
+    said.corrected_text = "I would like to book a table"
+    said.save()
+    second = outbox.enqueue(conv)
+    assert second != first
+    assert second.digest != first.digest and second.idempotency_key != first.idempotency_key
+    texts = [t["text"] for t in second.payload["turns"]]
+    assert texts == ["I would like to book a table", "For how many people?"]
+    said.refresh_from_db()
+    assert said.text == "I would like to book a tabel"  # the original is kept
