@@ -100,6 +100,12 @@ STORAGES = {
     },
 }
 
+# Uploaded and generated files (call recordings): never served as static files; only the owner and
+# staff download a recording, through sessions/downloads.py.
+MEDIA_ROOT = Path(env.get("MEDIA_ROOT", "").strip() or BASE_DIR / "var" / "media")
+# RECORDING=0: calls are not recorded (sessions/recording.py).
+RECORDING = config.env_bool(env, "RECORDING", default=True)
+
 # Cookies go over https only, unless SECURE_COOKIES=0 says the site is plain http (bin/run on
 # this machine, the tests): a Secure cookie would never come back and nobody could log in.
 SESSION_COOKIE_SECURE = config.env_bool(env, "SECURE_COOKIES", default=not DEBUG)

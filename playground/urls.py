@@ -4,7 +4,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from playground import views
-from sessions import api
+from sessions import api, comparison, downloads
 from sessions import views as session_views
 
 urlpatterns = [
@@ -16,6 +16,9 @@ urlpatterns = [
     path("history/", session_views.history, name="history"),
     path("history/<uuid:conversation_id>/", session_views.conversation, name="conversation"),
     path("history/<uuid:conversation_id>/save/", session_views.save_again, name="conversation_save"),
+    path("history/<uuid:conversation_id>/recording.wav", downloads.recording, name="conversation_recording"),
+    path("history/<uuid:conversation_id>/export.<str:fmt>", downloads.export, name="conversation_export"),
+    path("compare/", comparison.comparison, name="compare"),
     path("api/conversations/", api.create_conversation, name="api_conversations"),
     path("admin/", admin.site.urls),
     path("favicon.ico", views.favicon),

@@ -4,12 +4,14 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Count
-from django.http import HttpResponseRedirect
+from django.http import FileResponse, HttpResponseRedirect
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.utils.cache import add_never_cache_headers
+from django.utils.safestring import mark_safe
 
-from sessions import review
+from sessions import exports, review, turntaking
 from sessions.models import (
     ApiToken,
     Conversation,
@@ -22,6 +24,7 @@ from sessions.models import (
 )
 from sessions.outbox_admin import save_transcripts_again
 from sessions.upstreams import registry
+from sessions.waterfall import STEPS, steps, summary
 
 
 @admin.register(Topic)
@@ -91,6 +94,7 @@ class TurnInline(admin.TabularInline):
         "start_ms",
         "end_ms",
         "reply_latency",
+        "waterfall",
         "vendor_timings",
     ]
     readonly_fields = [f for f in fields if f not in ("corrected_text", "tags")]
@@ -110,6 +114,12 @@ class TurnInline(admin.TabularInline):
     def reply_latency(self, obj):
         """The primary figure, with what it is measured from (sessions/latency.py)."""
         return "—" if obj.latency_ms is None else f"{obj.latency_ms} ms {obj.latency_basis}"
+
+    @admin.display(description="Waterfall from the end of speech")
+    def waterfall(self, obj):
+        """Transcript, first audio sent, played at the ear, reply length (sessions/waterfall.py)."""
+        figures = steps(obj.timings)
+        return "; ".join(f"{label} {figures[key]} ms" for key, label in STEPS if key in figures) or "—"
 
     @admin.display(description="Reported by the provider")
     def vendor_timings(self, obj):
@@ -218,7 +228,10 @@ class ConversationAdmin(admin.ModelAdmin):
         "ended_at",
         "end_reason",
         "provider_refs",
+        "latency_percentiles",
+        "turn_taking",
         "metrics",
+        "review_player",
     ]
     readonly_fields = call_fields
     fieldsets = [
@@ -226,7 +239,29 @@ class ConversationAdmin(admin.ModelAdmin):
         ("Call", {"fields": call_fields}),
     ]
     inlines = [TurnInline, TranscriptSaveInline, ReviewEventInline]
-    actions = [*(review_status_action(s) for s in Conversation.ReviewStatus), save_transcripts_again]
+    actions = [
+        *(review_status_action(s) for s in Conversation.ReviewStatus),
+        "export_bundle",
+        save_transcripts_again,
+    ]
+
+    class Media:  # the recording synced to the turns (templates/sessions/_turns.html)
+        css = {"all": ["css/review.css"]}
+        js = ["js/player.js"]
+
+    @admin.display(description="Recording and turns")
+    def review_player(self, obj):
+        url = reverse("conversation_recording", args=[obj.id]) if obj.recording else ""
+        links = render_to_string("sessions/_downloads.html", {"conversation": obj, "recording_url": url})
+        turns = render_to_string("sessions/_turns.html", {"conversation": obj, "rows": exports.timeline(obj),
+                                                           "recording_url": url})  # fmt: skip
+        return mark_safe(links + turns)  # both templates escape what they show
+
+    @admin.action(description="Export selected conversations (ZIP, a folder each)")
+    def export_bundle(self, request, queryset):
+        archive = exports.bundle(queryset.select_related("topic"))
+        return FileResponse(archive, as_attachment=True, filename="conversations.zip",
+                            content_type="application/zip")  # fmt: skip
 
     def get_queryset(self, request):
         # distinct: a search or filter across turns joins a row per matching turn, which would
@@ -254,6 +289,28 @@ class ConversationAdmin(admin.ModelAdmin):
         """Median reply latency, from the end of the user's speech our VAD heard (or typed text)."""
         value = (obj.metrics or {}).get("latency_p50_ms")
         return "—" if value is None else f"{value} ms"
+
+    @admin.display(description="Latency percentiles (P50 / P90 / P99)")
+    def latency_percentiles(self, obj):
+        table = summary([steps(t.timings) for t in obj.turns.filter(role="agent").exclude(timings={})])
+        return (
+            "; ".join(
+                f"{label}: {p['p50']} / {p['p90']} / {p['p99']} ms"
+                for key, label in STEPS
+                if (p := table[key])["n"]
+            )
+            or "—"
+        )
+
+    @admin.display(description="Turn-taking")
+    def turn_taking(self, obj):
+        return (
+            "; ".join(
+                f"{label}: {value}"
+                for label, value in turntaking.rows((obj.metrics or {}).get("turn_taking") or {})
+            )
+            or "—"
+        )
 
     def get_search_results(self, request, queryset, search_term):
         # Searching across turns joins many rows per conversation; keep one row each.

@@ -87,6 +87,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             close_timeout=settings.UPSTREAM_CLOSE_TIMEOUT,
             on_end=self._ended,
             sandbox=bool(session.config.get("sandbox")),
+            record=settings.RECORDING,
             credentials=await self._user_credentials(),  # the outbox saves with the user's own token
         )
         self.task = asyncio.create_task(self.relay.run(), name=f"relay-{self.conversation.id}")
@@ -295,7 +296,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         elif kind == "text":
             await self._receive_text(message.get("text"))
         elif kind == "playback":
-            self.relay.playback(message)
+            await self.relay.playback(message)
         elif kind == "forward":
             await self._receive_forward(message, len(text))
         else:

@@ -207,6 +207,10 @@ class Conversation(models.Model):
         help_text="Set by staff. Reviewed: every user turn was checked, so the uncorrected ones count "
         "as right in the per-provider accuracy (sessions/review.py).",
     )  # fmt: skip
+    recording = models.FileField(
+        upload_to="recordings/", max_length=200, blank=True,
+        help_text="Stereo 16 kHz WAV, the user left and the agent as played right (sessions/recording.py).",
+    )  # fmt: skip
 
     class Meta:
         ordering = ["-created_at"]
@@ -237,6 +241,12 @@ class Conversation(models.Model):
         from sessions.upstreams import registry
 
         return registry.voice_label(self.provider, self.voice)
+
+    @property
+    def language_label(self) -> str:
+        from sessions.upstreams import registry
+
+        return registry.LANGUAGE_NAMES.get(self.language, self.language)
 
     @property
     def duration_s(self) -> float | None:

@@ -21,7 +21,7 @@ import numpy as np
 from django.db.models import Max
 from django.utils import timezone
 
-from sessions import outbox
+from sessions import outbox, recording
 from sessions.audio import Converter, frame_bytes
 from sessions.latency import Measure, ReplyClock
 from sessions.models import Conversation, Turn
@@ -37,6 +37,7 @@ from sessions.upstreams.base import (
     Upstream,
     UpstreamError,
 )
+from sessions.waterfall import CallTimeline, Reply
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,8 @@ class Browser:
     send_bytes: Callable[[bytes], Awaitable[None]]
 
 
-# A later recording feature plugs in here: (channel "user"|"agent", 16 kHz s16le PCM, arrival time).
+# Direct media's recording frames go here: (channel "user"|"agent", 16 kHz s16le PCM, arrival time).
+# sessions/recording.Recording is one; relayed calls feed it through its user/agent_sent/clear.
 Recorder = Callable[[str, bytes, float], None]
 
 
@@ -221,6 +223,7 @@ class Relay:
         close_timeout: float = 2.0,
         on_end: Callable[[int], Awaitable[None]] | None = None,
         sandbox: bool = False,
+        record: bool = False,
         credentials: dict | None = None,
     ):
         self.conversation_id = conversation_id
@@ -245,7 +248,8 @@ class Relay:
         self._pending: dict[str, Transcript] = {}
         self._clock = ReplyClock()  # per-turn reply latency from our own VAD (sessions/latency.py)
         self._measured: Measure | None = None  # a reply's figures, for the agent turn stored next
-        self._awaiting: tuple[int, Measure] | None = None  # (sequence, measure) of a reply stored first
+        self._awaiting: tuple[int, Measure, str] | None = None  # (sequence, measure, id): stored first
+        self._waterfall = CallTimeline(rate=playback_rate)  # per-reply waterfall, turn-taking timeline
         self._reply_started: float | None = None
         self._last_warning: dict[str, float] = {}
         self._stop_reason: str | None = None
@@ -267,6 +271,11 @@ class Relay:
         self.recorder: Recorder | None = None  # direct media: gets every recording frame (see Recorder)
         self._agent_bucket = TokenBucket(rate=BYTES_PER_SECOND * 1.5, burst=BYTES_PER_SECOND * 2)
         self._agent_heard_until = 0.0  # direct media: the stretch of audible agent audio ends here
+        self.record = record  # keep the call's audio (sessions/recording.py; settings.RECORDING)
+        self._recording: recording.Handle | None = None
+        self.recording: recording.Recording | None = None  # relayed calls feed it; direct ones via recorder
+        self._stretch = [0.0, 0.0]  # the agent audio playing: when it started, seconds of it sent
+        self._heard: tuple[int, int] | None = None  # (played, sent) ms of the reply a clear cut short
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -283,6 +292,7 @@ class Relay:
             await self._connect()
             self._vad = await asyncio.get_running_loop().run_in_executor(VAD_EXECUTOR, UplinkVad)
             await self._mark_active()
+            await self._start_recording()
             await self._announce()
             writer = asyncio.create_task(self._write_upstream(), name=f"relay-writer-{self.conversation_id}")
             listener = asyncio.create_task(self._listen(), name=f"relay-vad-{self.conversation_id}")
@@ -339,6 +349,8 @@ class Relay:
             return
         self.ended = True
         await self._close_upstream()
+        if self._recording is not None:
+            await recording.finish(self._recording)
         if self._vad:  # in its thread, after any frame still in it: the model then goes back to the pool
             await asyncio.get_running_loop().run_in_executor(VAD_EXECUTOR, self._vad.close)
         await self._store_pending()
@@ -384,7 +396,17 @@ class Relay:
             await self.warn("upstream_slow", "The provider is not keeping up; audio was dropped.")
             return
         self.metrics["frames_in"] += 1
-        self._timeline.add(len(pcm), time.monotonic())
+        now = time.monotonic()
+        self._input_started(pcm, now)
+        self._timeline.add(len(pcm), now)
+        if self.recording is not None:
+            self.recording.user(pcm, now)
+
+    def _input_started(self, pcm: bytes, now: float) -> None:
+        """Where the user's input stream begins on the call's clock: vendors give user turns'
+        start_ms as offsets into that stream; this puts them on the recording's timeline."""
+        if "input_offset_ms" not in self.metrics:
+            self.metrics["input_offset_ms"] = max(0, self._offset_ms(now) - round(len(pcm) / 32))
 
     async def feed_recording(self, channel: int, pcm: bytes) -> None:
         """Direct media: a recording-only frame the page tagged with `channel`, already checked for
@@ -406,6 +428,7 @@ class Relay:
             await self._on_agent_heard(pcm, now)
             return
         self.metrics["frames_in"] += 1
+        self._input_started(pcm, now)
         self._timeline.add(len(pcm), now)
         self._unheard += pcm  # for our VAD only (_listen)
         if len(self._unheard) >= VAD_BATCH_BYTES:
@@ -450,11 +473,16 @@ class Relay:
         self._reply_started = None
         await self._inbox.put(("text", text))
 
-    def playback(self, report: dict) -> None:
+    async def playback(self, report: dict) -> None:
         for key in ("played_ms", "buffered_ms", "underruns"):
             value = report.get(key)
             if isinstance(value, int | float) and value >= 0:
                 self.metrics[f"playback_{key}"] = value
+        edges = report.get("edges")
+        if isinstance(edges, list) and not self.direct:
+            edges = [e for e in edges if isinstance(e, dict)]
+            for reply in self._waterfall.edges(edges, time.monotonic()):
+                await self._reply_changed(reply)
 
     async def _write_upstream(self) -> None:
         """Browser input to the upstream. Whatever a send raises ends the call: it is kept for
@@ -506,6 +534,7 @@ class Relay:
             case Interrupted():
                 if self._out:
                     self._out.reset()
+                self._cleared(time.monotonic())
                 self._audible_until = 0.0  # the browser flushes: the next agent audio starts afresh
                 await self._send({"type": "clear"})
             case ToolCall():
@@ -536,6 +565,7 @@ class Relay:
         for event in events:
             if event.kind == "start":
                 self._clock.speech_started(time.monotonic())
+                self._waterfall.user_started(self._timeline.arrival(event.start_ms) or time.monotonic())
                 if not self.capabilities.barge_in_signal:
                     await self._interrupt_locally()
             elif event.kind == "end":
@@ -546,6 +576,7 @@ class Relay:
         decision came a hangover later)."""
         now = time.monotonic()
         end = self._timeline.arrival(event.end_ms) or now - event.hangover_ms / 1000
+        self._waterfall.user_ended(end)
         if not self.capabilities.user_transcripts:
             # No user transcript will mark the turn (Aivoco): the end of the user's speech does,
             # so the next reply plays after a barge-in.
@@ -560,6 +591,7 @@ class Relay:
         """The user talks over the agent: flush the browser now, drop the rest of that reply."""
         if time.monotonic() >= self._audible_until:
             return
+        self._cleared(time.monotonic())
         self._audible_until = 0.0
         self._muted = True
         if self._out:
@@ -575,8 +607,29 @@ class Relay:
         sequence, message = self._last_agent
         self._last_agent = None
         turn = Turn.objects.filter(conversation_id=self.conversation_id, sequence=sequence)
-        await turn.aupdate(interrupted=True)
+        # An agent turn's data is otherwise empty: the heard part is all of it.
+        await turn.aupdate(interrupted=True, data=self._heard_data(message["text"]))
         await self._send({**message, "interrupted": True})
+
+    def _cleared(self, now: float) -> None:
+        """The browser drops the agent audio it has not played yet: the recording drops it too, and
+        how much of the reply was heard is kept for its turn (Turn.data["heard"]); the waterfall
+        notes the flush."""
+        self._waterfall.flushed(now)
+        if self.recording is not None and not self.direct:
+            self.recording.clear(now)
+        self._heard = None  # unless something was still playing, no reply was cut short
+        if now < self._audible_until:
+            started, sent = self._stretch
+            self._heard = (round(min(now - started, sent) * 1000), round(sent * 1000))
+
+    def _heard_data(self, text: str) -> dict:
+        """For an interrupted agent turn: the part heard, estimated from the share of its audio that
+        played before the clear (sessions/recording.heard_part)."""
+        if self._heard is None:
+            return {}
+        (played, sent), self._heard = self._heard, None
+        return {"heard": recording.heard_part(text, played, sent), "played_ms": played, "audio_ms": sent}
 
     async def _on_audio(self, event: Audio) -> None:
         if self._muted:
@@ -601,9 +654,15 @@ class Relay:
         self.metrics["frames_out"] += 1
         now = time.monotonic()
         measure = None
-        if now >= self._audible_until:  # the browser had nothing of ours left to play: a reply starts
+        stretch = now >= self._audible_until
+        if stretch:  # the browser had nothing of ours left to play: a reply starts
             measure = self._clock.agent_audio(now, self.upstream.last_timings)
+            self._stretch = [now, 0.0]
+        self._stretch[1] += FRAME_MS / 1000
         self._audible_until = max(self._audible_until, now) + FRAME_MS / 1000
+        if self.recording is not None:
+            self.recording.agent_sent(frame, now)
+        self._waterfall.audio_sent(len(frame) // 2, now, stretch, self._audible_until)
         try:
             await self.browser.send_bytes(frame)
         except Exception as exc:  # the browser went away; the consumer's disconnect ends us
@@ -646,6 +705,7 @@ class Relay:
         speech ended (an offset into our input stream) mapped to when that audio reached us."""
         vendor_end = self._timeline.arrival(event.end_ms) if event.end_ms is not None else None
         self._clock.user_final(time.monotonic(), vendor_end)
+        self._waterfall.user_words(time.monotonic(), event.text)
         self._reply_started = None
 
     async def _on_measured(self, measure: Measure) -> None:
@@ -654,13 +714,27 @@ class Relay:
         latency = measure.latency_ms
         self.metrics["latencies_ms"].append(latency)
         await self._send({"type": "metrics", "latency_ms": latency, "latency_from": measure.source})
+        previous = self._waterfall.replies[-1] if self._waterfall.replies else None
+        reply = self._waterfall.measured(measure)
+        if previous is not None and previous is not reply:  # its duration is known now
+            await self._reply_changed(previous)
         async with self._turn_lock:
             if self._awaiting is None or self._awaiting[1] is not measure:
                 self._measured = measure
                 return
-            sequence, self._awaiting = self._awaiting[0], None
+            (sequence, _, ident), self._awaiting = self._awaiting, None
+            self._waterfall.stored(measure, sequence, ident)
             turn = Turn.objects.filter(conversation_id=self.conversation_id, sequence=sequence)
-            await turn.aupdate(latency_ms=latency, timings=measure.timings(self._t0))
+            await turn.aupdate(latency_ms=latency, timings=self._waterfall.timings(reply, self._t0))
+        await self._send(self._waterfall.message(reply, self._t0))
+
+    async def _reply_changed(self, reply: Reply) -> None:
+        """A reply's waterfall gained a step (played at the page, its duration): stored and shown."""
+        if reply.sequence is None:
+            return
+        turn = Turn.objects.filter(conversation_id=self.conversation_id, sequence=reply.sequence)
+        await turn.aupdate(timings=self._waterfall.timings(reply, self._t0))
+        await self._send(self._waterfall.message(reply, self._t0))
 
     def _current_id(self, role: str) -> str:
         if not self._ids[role]:
@@ -680,6 +754,8 @@ class Relay:
 
     async def _store_turn(self, event: Transcript, ident: str, final: bool = True) -> None:
         fields = {"role": event.role, "text": event.text, "final": final, "interrupted": event.interrupted}
+        if event.role == "agent" and event.interrupted:
+            fields["data"] = self._heard_data(event.text)
         fields["provider_ids"] = {"id": event.id} if event.id else {}
         if event.role == "user":
             fields["start_ms"], fields["end_ms"] = event.start_ms, event.end_ms
@@ -689,11 +765,15 @@ class Relay:
             self._reply_started = None
             if self._measured is not None and final:
                 measure, self._measured = self._measured, None
-                fields["latency_ms"], fields["timings"] = measure.latency_ms, measure.timings(self._t0)
+                fields["latency_ms"] = measure.latency_ms
+                fields["timings"] = self._waterfall.timings(self._waterfall.measured(measure), self._t0)
         await self._create_turn(**fields)
+        if "timings" in fields:  # shown once its turn is there: the page puts the chip on it
+            reply = self._waterfall.stored(measure, self._sequence, ident)
+            await self._send(self._waterfall.message(reply, self._t0))
         if event.role == "agent" and final and "timings" not in fields and not event.interrupted:
             measure = self._clock.awaiting()  # its audio, or its figure, is still to come
-            self._awaiting = (self._sequence, measure) if measure is not None else None
+            self._awaiting = (self._sequence, measure, ident) if measure is not None else None
 
     async def _create_turn(self, **fields) -> None:
         self._sequence += 1
@@ -716,10 +796,19 @@ class Relay:
             status=Conversation.Status.ACTIVE, started_at=timezone.now(), provider_refs=self._refs()
         )
 
+    async def _start_recording(self) -> None:
+        if not self.record:
+            return
+        self._recording = await recording.start(self.conversation_id, self._t0, self.playback_rate)
+        if self._recording is not None:
+            self.recording = self._recording.recording
+            self.recorder = self.recorder or self.recording  # direct media: the page's tagged frames
+
     async def _mark_ended(self, status: str, reason: str) -> None:
         latencies = sorted(self.metrics["latencies_ms"])
         if latencies:
             self.metrics["latency_p50_ms"] = latencies[len(latencies) // 2]
+        await self._store_waterfall()
         await Conversation.objects.filter(id=self.conversation_id).aupdate(
             status=status,
             ended_at=timezone.now(),
@@ -727,6 +816,22 @@ class Relay:
             metrics=self.metrics,
             provider_refs=self._refs(),
         )
+
+    def turn_taking_now(self) -> dict:
+        """The call's turn-taking figures so far (sessions/turntaking.py), e.g. for a live view."""
+        return self._waterfall.turn_taking(self._t0, time.monotonic())
+
+    async def _store_waterfall(self) -> None:
+        """At the end: each reply's final waterfall (its duration is known now), and the turn-taking
+        figures with the timeline they come from (sessions/turntaking.py)."""
+        self._waterfall.finish()
+        for reply in self._waterfall.replies:
+            if reply.sequence is not None:
+                turn = Turn.objects.filter(conversation_id=self.conversation_id, sequence=reply.sequence)
+                await turn.aupdate(timings=self._waterfall.timings(reply, self._t0))
+        now = time.monotonic()
+        self.metrics["timeline"] = self._waterfall.turn_taking_input(self._t0, now)
+        self.metrics["turn_taking"] = self._waterfall.turn_taking(self._t0, now)
 
     def _refs(self) -> dict:
         """The provider's own ids for this call (connection data, call ids), for review and re-saving."""

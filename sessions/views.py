@@ -7,9 +7,10 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from sessions import outbox
+from sessions import exports, outbox
 from sessions.models import Conversation, Tag, Topic, Turn
 from sessions.upstreams import registry
 
@@ -78,6 +79,8 @@ def conversation(request, conversation_id):
     context = {
         "conversation": conv,
         "turns": conv.turns.all(),
+        "rows": exports.timeline(conv),  # the turns as templates/sessions/_turns.html shows them
+        "recording_url": reverse("conversation_recording", args=[conv.id]) if conv.recording else "",
         "saves": conv.saves.select_related("requested_by"),
         "can_resave": _can_resave(conv),
         "hears_user": registry.hears_user(conv.provider),

@@ -136,6 +136,7 @@ def start_server(extra_env: dict | None = None, share_with: Server | None = None
         env["DATABASE_URL"], drop = _postgres_database(env["DATABASE_URL"])
     else:
         env["DATABASE_URL"] = f"sqlite:///{tmp}/db.sqlite3"
+    env.setdefault("MEDIA_ROOT", str(Path(tmp) / "media"))  # recordings: the test's, not var/
     port = free_port()
     env["SANDBOX_BASE_URL"] = f"http://127.0.0.1:{port}"
     server = Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", "demo", PASSWORD, "", env, None)

@@ -9,7 +9,12 @@ pytest-django imports settings before any conftest runs, hence a module of its o
 """
 
 import os
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("DEBUG", "1")
 
 from playground.settings import *  # noqa: F403
+
+# Recordings of the in-process tests' calls go to a directory of their own, not the developer's var/.
+MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="playground-media-"))

@@ -137,7 +137,7 @@ def test_conversation_detail_shows_turns_in_order(alice, user, topic):
     html = alice.get(reverse("conversation", args=[conv.id])).content.decode()
     assert html.index("First line") < html.index("Second line")
     assert "interrupted" in html
-    assert "120 ms" in html
+    assert 'data-at-ms="120"' in html and "<time>0:00</time>" in html  # m:ss from the start (issue 10)
 
 
 def test_another_users_conversation_is_404(alice, other_user, topic):

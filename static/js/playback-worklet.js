@@ -89,6 +89,13 @@ export function s16ToFloat(pcm) {
  * never reaches the threshold still plays once it has waited `startMs`.
  * An underrun is counted whenever the buffer runs dry while playing; that
  * includes the natural end of each agent utterance.
+ *
+ * Edges: each start and stop of playing, with the index of the sample in the
+ * server's stream (every sample pushed counts, also those later dropped by a
+ * clear, so the index is the server's) and the frame of the audio clock it was
+ * played at (`render(out, frame)`). The server turns them into the moment each
+ * reply was first heard and the stretches the agent was audible
+ * (sessions/waterfall.py). `takeEdges()` hands them over once.
  */
 export class PlaybackBuffer {
   constructor({ rate, startMs = 80, capacityMs = 10000 } = {}) {
@@ -100,26 +107,54 @@ export class PlaybackBuffer {
     this.waited = 0; // samples rendered as silence while audio sat buffered
     this.playedSamples = 0; // real (non-silence) samples rendered, ever
     this.underruns = 0;
+    this.streamSamples = 0; // samples received (or skipped) since the call began
+    this.edges = [];
+    this.wasPlaying = false; // playing in the last quantum rendered (edges)
   }
 
   push(pcm) {
-    this.ring.write(pcm instanceof Float32Array ? pcm : s16ToFloat(pcm));
+    const samples = pcm instanceof Float32Array ? pcm : s16ToFloat(pcm);
+    this.streamSamples += samples.length;
+    this.ring.write(samples);
   }
 
-  /** Fill `out` with audio or silence; returns the number of real samples. */
-  render(out) {
+  /** Samples the page dropped before they reached this buffer still count in the stream. */
+  skip(n) {
+    if (n > 0) this.streamSamples += n;
+  }
+
+  /** Index in the stream of the next sample to play. */
+  get head() {
+    return this.streamSamples - this.ring.size;
+  }
+
+  /** Fill `out` with audio or silence; returns the number of real samples. `frame`: the audio
+   * clock's frame of out[0], to date the edges. */
+  render(out, frame = 0) {
     if (!this.playing && !this.#shouldStart(out.length)) {
       out.fill(0);
       return 0;
     }
+    if (!this.wasPlaying) this.#edge('start', '', frame);
     const n = this.ring.read(out);
     out.fill(0, n);
     this.playedSamples += n;
+    this.wasPlaying = true;
     if (n < out.length) {
       this.underruns += 1;
       this.playing = false;
+      this.#edge('stop', 'drained', frame + n);
     }
     return n;
+  }
+
+  #edge(kind, how, frame) {
+    this.wasPlaying = kind === 'start';
+    if (this.edges.length < 32) this.edges.push({ kind, how, sample: this.head, frame });
+  }
+
+  takeEdges() {
+    return this.edges.splice(0);
   }
 
   #shouldStart(quantum) {
@@ -137,8 +172,9 @@ export class PlaybackBuffer {
     return false;
   }
 
-  /** Drop everything buffered at once (barge-in). Not an underrun. */
-  clear() {
+  /** Drop everything buffered at once (barge-in). Not an underrun. `frame`: the audio clock now. */
+  clear(frame = 0) {
+    if (this.wasPlaying) this.#edge('stop', 'cleared', frame);
     this.ring.clear();
     this.playing = false;
     this.waited = 0;
@@ -160,10 +196,12 @@ export class PlaybackBuffer {
 function registerPlayback() {
   /**
    * processorOptions: {startMs = 80, capacityMs = 10000, reportMs = 100}.
-   * Port messages in: s16le PCM as an ArrayBuffer (or Int16Array); 'clear' or {type: 'clear'}.
-   * Port messages out, every reportMs of rendered time and right after a clear:
+   * Port messages in: s16le PCM as an ArrayBuffer (or Int16Array); 'clear' or {type: 'clear',
+   * skipped} (skipped: samples the page dropped before posting them here).
+   * Port messages out, every reportMs of rendered time, right after a clear, and in the quantum
+   * playback starts or stops:
    *   {type: 'played', playedSamples, bufferedSamples, underruns, playing,
-   *    overflows, droppedSamples, sampleRate, cleared}
+   *    overflows, droppedSamples, sampleRate, cleared, edges: [{kind, how, sample, frame}]}
    */
   class PcmPlayback extends AudioWorkletProcessor {
     constructor(options) {
@@ -179,22 +217,23 @@ function registerPlayback() {
       if (msg instanceof ArrayBuffer || msg instanceof Int16Array) {
         this.buffer.push(msg);
       } else if (msg === 'clear' || (msg && msg.type === 'clear')) {
-        this.buffer.clear();
+        this.buffer.skip((msg && msg.skipped) || 0);
+        this.buffer.clear(currentFrame);
         this.#report(true);
       }
     }
 
     #report(cleared = false) {
       this.sinceReport = 0;
-      this.port.postMessage({ type: 'played', ...this.buffer.stats(), cleared });
+      this.port.postMessage({ type: 'played', ...this.buffer.stats(), cleared, edges: this.buffer.takeEdges() });
     }
 
     process(inputs, outputs) {
       const channels = outputs[0];
-      this.buffer.render(channels[0]);
+      this.buffer.render(channels[0], currentFrame);
       for (let c = 1; c < channels.length; c++) channels[c].set(channels[0]);
       this.sinceReport += channels[0].length;
-      if (this.sinceReport >= this.reportEvery) this.#report();
+      if (this.sinceReport >= this.reportEvery || this.buffer.edges.length) this.#report();
       return true;
     }
   }

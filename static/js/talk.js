@@ -10,6 +10,7 @@
 // module; the page only wires itself up when a document exists.
 
 import { AGENT_CHANNEL, TRANSPORT_LABELS, USER_CHANNEL, openCall, scrubToken, tagFrame } from './direct.js';
+import { LatencyView } from './waterfall.js';
 
 export const PROTOCOL_VERSION = 2;
 const DEFAULT_OUTPUT_RATE = 24000; // protocol v1; ready.output_rate confirms it
@@ -268,8 +269,18 @@ class AudioIO {
   }
 
   clearPlayback() {
+    // Dropped before the worklet saw them, they still count in its stream position (edges).
+    const skipped = this.pending.reduce((n, buf) => n + (buf.byteLength >> 1), 0);
     this.pending = [];
-    if (this.playNode) this.playNode.port.postMessage('clear');
+    if (this.playNode) this.playNode.port.postMessage({ type: 'clear', skipped });
+  }
+
+  /** How long ago (ms) the sample played at audio-clock `frame` reached the ear (negative: not yet). */
+  agoMs(frame) {
+    const ctx = this.playCtx;
+    if (!ctx) return 0;
+    const latency = ctx.outputLatency || ctx.baseLatency || 0;
+    return Math.round((ctx.currentTime - frame / ctx.sampleRate - latency) * 1000);
   }
 
   setMuted(muted) {
@@ -340,6 +351,10 @@ class View {
     };
     this.turnEls = new Map();
     this.toolEls = new Map();
+    this.latency = new LatencyView(doc, {
+      turnEl: (id) => this.turnEls.get(`agent:${id}`),
+      anchor: this.el.elapsed?.parentElement, // the running P50 goes beside the call's clock
+    });
     this.levelDb = -100;
     this.meterQueued = false;
   }
@@ -409,6 +424,7 @@ class View {
       li = this.#newTurn(turn);
       this.turnEls.set(`${turn.role}:${turn.id}`, li);
       this.#append(li);
+      if (turn.role === 'agent') this.latency.turnShown(turn.id, li);
     }
     li.dataset.final = String(turn.final);
     li.dataset.interrupted = String(turn.interrupted);
@@ -527,6 +543,7 @@ class TalkPage {
       transcripts: this.transcript.turns,
       toolCalls: [],
       metrics: {},
+      waterfalls: {}, // transcript id of an agent turn -> its latency waterfall
       errors: [],
       media: null, // 'relayed' | 'direct', from `ready`
       direct: null, // direct media: {transport, callId, state, forwarded, userFrames, agentFrames}
@@ -670,6 +687,7 @@ class TalkPage {
     clear: this.onClear,
     tool_call: this.onToolCall,
     metrics: this.onMetrics,
+    waterfall: this.onWaterfall,
     error: this.onServerError,
     ended: this.onEnded,
     join: this.onJoin,
@@ -784,6 +802,13 @@ class TalkPage {
     this.view.renderMetrics(this.state.metrics);
   }
 
+  /** A reply's latency waterfall (sessions/waterfall.py): a chip on its turn, the running P50. */
+  onWaterfall(msg) {
+    const { type, ...fields } = msg;
+    this.state.waterfalls = { ...this.state.waterfalls, [String(msg.id)]: fields };
+    this.view.latency.apply(msg);
+  }
+
   onServerError(msg) {
     const message = msg.message || msg.code || 'Server error';
     const shown = msg.code ? `${message} (${msg.code})` : message;
@@ -841,13 +866,18 @@ class TalkPage {
       speaking: stats.playing,
     });
     this.view.setSpeaking(stats.playing);
-    if (stats.cleared) this.sendPlayback();
+    // Starts and stops go out at once: the server dates them on arrival (docs/protocol.md).
+    const edges = (stats.edges || []).map(({ kind, how, sample, frame }) => ({
+      kind, how, sample, ago_ms: this.audio ? this.audio.agoMs(frame) : 0,
+    })); // prettier-ignore
+    if (stats.cleared || edges.length) this.sendPlayback(edges);
   }
 
-  sendPlayback() {
+  sendPlayback(edges = []) {
     if (!this.ready) return;
     const { played, buffered, underruns } = this.state;
-    this.send({ type: 'playback', played_ms: played, buffered_ms: buffered, underruns });
+    const report = { type: 'playback', played_ms: played, buffered_ms: buffered, underruns };
+    this.send(edges.length ? { ...report, edges } : report);
   }
 
   send(msg) {
