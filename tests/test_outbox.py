@@ -361,3 +361,38 @@ def test_a_save_sends_the_reviewed_text_and_a_correction_is_a_new_version(topic,
     assert texts == ["I would like to book a table", "For how many people?"]
     said.refresh_from_db()
     assert said.text == "I would like to book a tabel"  # the original is kept
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_owner_sees_a_failed_save_on_a_phone_and_saves_again_in_chromium(server, state):
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_browser import BASE_ARGS, CHROMIUM, log_in, watch_csp
+
+    conv = finished_call(server)
+    state.save_error = (400, "Rejected:" + "x" * 200)  # one long word: must wrap, not widen the page
+    once(server)
+    state.save_error = None
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BASE_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 800})
+            csp = watch_csp(page)
+            log_in(page, server)
+            page.goto(f"{server.url}/history/{conv}/")
+            failed = page.locator("li.save[data-status=failed]")
+            assert failed.count() == 1
+            assert "Failed: Liku did not save the transcript (HTTP 400" in failed.inner_text()
+            assert "1 attempt" in failed.inner_text()
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing overflows a phone
+            page.click("text=Save transcript again")
+            page.wait_for_url(f"**/history/{conv}/#saves")
+            assert "queued" in page.locator(".messages").inner_text()
+            assert page.locator("li.save").count() == 2
+            assert page.locator("li.save").first.get_attribute("data-status") == "pending"
+            assert csp == []
+        finally:
+            browser.close()
+    once(server)  # the API is up again: the new save goes through
+    assert saves(server.client(), conv)[0]["status"] == "saved"
