@@ -347,7 +347,7 @@ def save_outcome(response: httpx.Response, secrets: tuple[str, ...]) -> dict:
 class LikuUpstream(Client):
     input_rate = 16000
     # Speech only; Liku never says it stopped (the relay's own VAD clears the browser); it has a
-    # save-transcript API, called after the call.
+    # save-transcript API, which the outbox worker calls after the call (`save_transcript` below).
     capabilities = Capabilities(accepts_text=False, user_transcripts=True, barge_in_signal=False,
                                 saves_transcript=True)  # fmt: skip
 
