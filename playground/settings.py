@@ -159,6 +159,8 @@ SANDBOX_BASE_URL = config.env_url(env, "SANDBOX_BASE_URL", ("http", "https"), "h
 PLAYBACK_RATE = config.env_int(env, "PLAYBACK_RATE", 24000, lo=8000, hi=48000)
 PLAYBACK_START_MS = config.env_int(env, "PLAYBACK_START_MS", 80, lo=0, hi=2000)
 UPSTREAM_CLOSE_TIMEOUT = 2.0
+# Presenter mode (sessions/audience.py): how long a shared live-view link may be opened, in seconds.
+AUDIENCE_LINK_TTL = config.env_int(env, "AUDIENCE_LINK_TTL", 3600, lo=60, hi=7 * 86400)
 # Each process heartbeats every HEARTBEAT_INTERVAL s; calls of a process silent for HEARTBEAT_TIMEOUT s
 # are failed by the sweep ("server stopped"). See sessions/liveness.py.
 HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT = config.heartbeat(env)

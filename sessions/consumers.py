@@ -10,6 +10,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from sessions import limits
+from sessions.audience import Mirror
 from sessions.liveness import liveness
 from sessions.models import Conversation
 from sessions.relay import (
@@ -52,6 +53,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     forwards: limits.TurnRate | None = None
     closer: asyncio.Task | None = None  # ends a flooding call (_close_flood)
     close_code: int | None = None  # overrides the close code the relay asks for (4400 after a flood)
+    mirror: Mirror | None = None  # presenter mode: what this socket gets, for the audience
 
     async def __call__(self, scope, receive, send):
         self._receive = receive  # Daphne's per-connection queue.get: see _discard_backlog
@@ -156,6 +158,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self._end_relay("browser disconnected")
             if self.closer is not None:
                 await self.closer
+            await self._present(False)  # after the relay's end: viewers get `ended` too
         finally:
             await liveness.release(self)
 
@@ -299,6 +302,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.relay.playback(message)
         elif kind == "forward":
             await self._receive_forward(message, len(text))
+        elif kind == "present" and isinstance(message.get("on"), bool):
+            await self._present(message["on"])
+            await self.send_json({"type": "presenting", "on": message["on"]})
         else:
             await self.relay.error("unknown_type", f"Unknown message type {kind!r}.")
 
@@ -328,6 +334,16 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                                                        "second; this one was dropped.")  # fmt: skip
             return
         await self.relay.feed_forward(source, body)
+
+    async def _present(self, on: bool) -> None:
+        """Presenter mode on or off (sessions/audience.py): the relay mirrors what it sends here."""
+        if on and self.mirror is None:
+            self.mirror = self.relay.mirror = Mirror(self.conversation.id)
+        elif not on and self.mirror is not None:
+            mirror, self.mirror = self.mirror, None
+            if self.relay is not None:
+                self.relay.mirror = None
+            await mirror.aclose()
 
     def _text_turn_allowed(self) -> bool:
         """At most TEXT_TURNS_PER_SECOND typed turns per connection; the rest are dropped, not stored."""

@@ -23,13 +23,13 @@ from sessions.models import Conversation
 LIVE = (Conversation.Status.CONNECTING, Conversation.Status.ACTIVE)
 
 
-# ---- new conversations (the pick form and POST /api/conversations/) --------------------------
+# ---- new conversations (POST /api/conversations/: the talk page's Start, scripts) ------------
 
 
 def conversation_refusal(request, user) -> tuple[str, int]:
     """Counts one new conversation for `user`: ('', 0) to go ahead, else (why, seconds to wait).
 
-    The pick form and the API count together: one budget per user, whichever way they come."""
+    The talk page's Start and scripts count together: one budget per user, whichever way they come."""
     limit = settings.CONVERSATIONS_PER_MINUTE
     usage = get_usage(request, group="new-conversation", key=lambda _group, _request: str(user.pk),
                       rate=f"{limit}/m", increment=True)  # fmt: skip
@@ -37,14 +37,6 @@ def conversation_refusal(request, user) -> tuple[str, int]:
         return "", 0
     wait = usage["time_left"] if usage["time_left"] > 0 else 60  # -1: the cache did not answer
     return f"Too many new conversations: at most {limit} a minute. Try again in {wait} s.", wait
-
-
-def too_many_page(request, reason: str, wait: int):
-    """The pick form's answer over the limit: a page that says the limit, with status 429."""
-    response = render(request, "limited.html", {"title": "Too many new conversations", "message": reason},
-                      status=429)  # fmt: skip
-    response["Retry-After"] = str(wait)
-    return response
 
 
 # ---- live calls (the conversation socket's claim) ----------------------------------------------

@@ -276,6 +276,9 @@ class Relay:
         self.recording: recording.Recording | None = None  # relayed calls feed it; direct ones via recorder
         self._stretch = [0.0, 0.0]  # the agent audio playing: when it started, seconds of it sent
         self._heard: tuple[int, int] | None = None  # (played, sent) ms of the reply a clear cut short
+        # Presenter mode (sessions/audience.py): gets every message and audio frame sent to the
+        # browser, to mirror to an audience. None, the usual case, costs the call nothing.
+        self.mirror: Callable[[dict | bytes], None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -667,6 +670,8 @@ class Relay:
             await self.browser.send_bytes(frame)
         except Exception as exc:  # the browser went away; the consumer's disconnect ends us
             log.debug("send to browser failed: %r", exc)
+        if self.mirror is not None:
+            self.mirror(frame)
         if measure is not None:  # after the frame: storing the figure must not delay the audio
             await self._on_measured(measure)
 
@@ -872,6 +877,8 @@ class Relay:
             await self.browser.send_json(message)
         except Exception as exc:  # the browser went away; its disconnect ends the relay
             log.debug("send to browser failed: %r", exc)
+        if self.mirror is not None:
+            self.mirror(message)
 
 
 async def _cancel(task: asyncio.Task | None) -> None:

@@ -1,6 +1,7 @@
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.urls import path, re_path
 
+from sessions.audience import AudienceConsumer
 from sessions.consumers import ConversationConsumer
 from sessions.retell_llm import RetellLLMConsumer
 
@@ -15,6 +16,7 @@ class NoSuchSocket(AsyncWebsocketConsumer):
 
 websocket_urlpatterns = [
     path("ws/conversations/<uuid:conversation_id>/", ConversationConsumer.as_asgi()),
+    re_path(r"^ws/audience/(?P<token>[A-Za-z0-9_:-]{1,200})/$", AudienceConsumer.as_asgi()),
     re_path(r"", NoSuchSocket.as_asgi()),
 ]
 

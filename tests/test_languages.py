@@ -155,7 +155,9 @@ def test_pick_form_accepts_a_language_the_topic_has(alice, user, bilingual):
     data = {"provider": "local", "topic": bilingual.pk, "voice": "es+f3", "language": "es"}
     response = alice.post(reverse("pick"), data)
     assert response.status_code == 302
-    assert Conversation.objects.get(user=user).language == "es"
+    talk = alice.get(response["Location"]).content.decode()
+    assert "Language: Spanish" in talk
+    assert not Conversation.objects.exists()  # created by Start, not by the form
 
 
 def test_the_api_refuses_a_language_the_topic_lacks(client, user, bilingual):

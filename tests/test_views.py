@@ -1,4 +1,6 @@
 import datetime
+import json
+import re
 
 import pytest
 from django.urls import reverse
@@ -32,6 +34,16 @@ def test_login_with_password_then_pick_page(client, user, topic):
     assert b"Start a conversation" in response.content
 
 
+def test_logged_out_visitors_get_a_landing_page_and_users_the_pick_page(client, user):
+    page = client.get("/")
+    assert page.status_code == 200
+    assert (
+        b"Talk to real-time voice AI services" in page.content and b"Log in to start talking" in page.content
+    )
+    client.force_login(user)
+    assert client.get("/")["Location"] == reverse("pick")
+
+
 def test_wrong_password_is_refused(client, user):
     response = client.post(reverse("login"), {"username": "alice", "password": "nope"})
     assert b"didn't match" in response.content
@@ -53,13 +65,50 @@ def test_pick_page_shows_every_provider_and_how_it_runs(alice, topic):
     assert "Restaurant booking" in html
 
 
-def test_pick_creates_conversation_and_goes_to_talk(alice, user, topic):
+def test_pick_goes_to_the_talk_page_for_the_settings_and_creates_nothing(alice, user, topic):
+    """Continue leaves no "Created" conversation behind: the talk page has the settings, Start creates."""
     data = {"provider": "local", "topic": topic.pk, "voice": "en-us+f3", "language": "en"}
     response = alice.post(reverse("pick"), data)
-    conv = Conversation.objects.get(user=user)
     assert response.status_code == 302
-    assert response["Location"] == reverse("talk", args=[conv.id])
-    assert (conv.provider, conv.voice, conv.language) == ("local", "en-us+f3", "en")
+    assert response["Location"].startswith(reverse("talk_new") + "?")
+    page = alice.get(response["Location"])
+    assert page.status_code == 200
+    assert not Conversation.objects.exists()
+    config = page_config(page.content.decode())
+    assert config["draft"] == {"provider": "local", "topic": topic.pk, "voice": "en-us+f3", "language": "en"}
+    assert config["wsPath"] == "" and config["createUrl"] == reverse("api_conversations")
+
+
+def test_start_creates_the_conversation_from_the_talk_page_settings(alice, user, topic):
+    """What talk-flow.js does on Start: post the page's settings to the API on the session."""
+    data = {"provider": "local", "topic": topic.pk, "voice": "en-us+f3", "language": "en"}
+    config = page_config(alice.get(alice.post(reverse("pick"), data)["Location"]).content.decode())
+    response = alice.post(config["createUrl"], json.dumps(config["draft"]), content_type="application/json",
+                          headers={"X-CSRFToken": config["csrfToken"]})  # fmt: skip
+    assert response.status_code == 201
+    conv = Conversation.objects.get(user=user)
+    assert response.json()["ws_path"] == conv.ws_path
+    assert (conv.provider, conv.voice, conv.language, conv.status) == ("local", "en-us+f3", "en", "created")
+
+
+def test_a_talk_page_for_invalid_settings_shows_the_pick_form_with_the_problem(alice, topic):
+    query = {"provider": "local", "topic": topic.pk, "voice": "F1", "language": "en"}
+    response = alice.get(reverse("talk_new"), query)
+    assert response.status_code == 400
+    assert "does not offer the voice" in response.content.decode()
+
+
+def test_new_conversation_link_presets_the_pick_form(alice, topic):
+    html = alice.get(
+        reverse("pick"), {"provider": "lokutor", "voice": "F2", "language": "en"}
+    ).content.decode()
+    assert re.search(r'value="lokutor"\s+checked', html)
+    assert not re.search(r'value="local"\s+checked', html)
+
+
+def page_config(html: str) -> dict:
+    match = re.search(r'<script id="talk-config" type="application/json">(.*?)</script>', html, re.S)
+    return json.loads(match.group(1))
 
 
 @pytest.mark.parametrize(
@@ -161,7 +210,10 @@ def test_pick_page_says_sandbox_or_real_service_per_provider(alice, topic, setti
 
     html = alice.get(reverse("pick")).content.decode()
     assert badge(html, "lokutor") == "sandbox"
-    assert "set LOKUTOR_API_KEY for the real service" in html
+    # The variable's name is only in the small "how to connect the real service" note.
+    note = html.split('value="lokutor"', 1)[1].split("</li>", 1)[0]
+    assert "How to connect the real service" in note and "Set LOKUTOR_API_KEY" in note
+    assert ">Sandbox</span>" in note
     settings.PROVIDERS = {**settings.PROVIDERS, "lokutor": {"url": "", "api_key": "k-123"}}
     html = alice.get(reverse("pick")).content.decode()
     assert badge(html, "lokutor") == "real"
@@ -174,3 +226,20 @@ def test_conversation_page_says_when_the_user_side_is_not_transcribed(alice, use
     note = "sends no transcript of what the user says"
     assert note in alice.get(reverse("conversation", args=[aivoco.id])).content.decode()
     assert note not in alice.get(reverse("conversation", args=[local.id])).content.decode()
+
+
+def test_the_pick_page_names_variables_only_in_the_how_to_connect_note(alice, topic, monkeypatch):
+    from sessions.upstreams import registry
+
+    key = registry.Var.secret("FUTURE_API_KEY")
+    future = registry.Provider(
+        "future", "Future voice", "sessions.upstreams.future.FutureUpstream", {"default": "Its voice"},
+        ("en",), variables=(key,), configured_by=(("api_key",),),
+    )  # fmt: skip
+    monkeypatch.setitem(registry.PROVIDERS, "future", future)  # listed, its client not built yet
+    html = alice.get(reverse("pick")).content.decode()
+    item = html.split('value="future"', 1)[1].split("</li>", 1)[0]
+    visible, note = item.split('<details class="how-to-connect">')
+    assert ">Unavailable</span>" in visible and "Not available on this server." in visible
+    assert "FUTURE_API_KEY" not in visible and "FUTURE_API_KEY" in note
+    assert 'data-mode="unavailable"' in visible  # the code stays an attribute, for styling

@@ -7,6 +7,8 @@ const topic = form.elements.topic;
 const voice = form.elements.voice;
 const language = form.elements.language;
 const hint = document.getElementById("language-hint");
+const topicDescriptions = JSON.parse(document.getElementById("topic-descriptions").textContent);
+const description = document.getElementById("topic-description");
 
 function fill(select, options) {
   const keep = select.value;
@@ -14,7 +16,12 @@ function fill(select, options) {
   if (options.some(([value]) => value === keep)) select.value = keep;
 }
 
+function describeTopic() {
+  description.textContent = topicDescriptions[topic.value] || "";
+}
+
 function update() {
+  describeTopic();
   const chosen = form.querySelector('input[name="provider"]:checked');
   const provider = catalogue.find((p) => chosen && p.key === chosen.value);
   if (!provider) return;

@@ -2,7 +2,9 @@
 //
 // Protocol: docs/protocol.md (version 2). Audio capture and playback run in
 // AudioWorklets (capture-worklet.js, playback-worklet.js); direct media (the
-// vendor's WebRTC call, `join`) is in direct.js. The page state is
+// vendor's WebRTC call, `join`) is in direct.js; creating the conversation on Start and
+// the next step after a call in talk-flow.js; tool cards in tool-card.js; "Share live view"
+// (presenter mode) in share.js, which asks this page to send `present`. The page state is
 // mirrored to window.talkState and to data-state on the page root so that
 // browser tests can follow it.
 //
@@ -11,6 +13,8 @@
 
 import { AGENT_CHANNEL, TRANSPORT_LABELS, USER_CHANNEL, openCall, scrubToken, tagFrame } from './direct.js';
 import { LatencyView } from './waterfall.js';
+import { clearCall, createConversation, showNextStep } from './talk-flow.js';
+import { toolCardNodes } from './tool-card.js';
 
 export const PROTOCOL_VERSION = 2;
 const DEFAULT_OUTPUT_RATE = 24000; // protocol v1; ready.output_rate confirms it
@@ -373,7 +377,7 @@ class View {
   setPhase(phase, { acceptsText = false } = {}) {
     const { start, stop, mute, textForm } = this.el;
     const live = phase === 'live';
-    if (start) start.disabled = phase !== 'idle';
+    if (start) start.disabled = phase !== 'idle' && phase !== 'over'; // Start again once a call is over
     if (stop) stop.disabled = !(live || phase === 'starting');
     if (mute) mute.disabled = !live;
     if (textForm) {
@@ -452,14 +456,7 @@ class View {
       this.toolEls.set(call.id, li);
       this.#append(li);
     }
-    const hasResult = call.result !== null && call.result !== undefined;
-    li.replaceChildren(
-      this.#make('div', 'tool-name', `Tool: ${call.name}`),
-      this.#make('div', 'tool-label', 'Arguments'),
-      this.#make('pre', 'tool-args', prettyJson(call.arguments ?? {})),
-      this.#make('div', 'tool-label', 'Result'),
-      this.#make('pre', 'tool-result', hasResult ? prettyJson(call.result) : 'pending…'),
-    );
+    li.replaceChildren(...toolCardNodes(this.doc, call, prettyJson));
   }
 
   renderMetrics(metrics) {
@@ -528,7 +525,14 @@ class TalkPage {
     this.talkHeld = false; // Space or the hold button, in push-to-talk mode
     this.timers = [];
     this.endedWaiters = [];
-    this.state = win.talkState = {
+    this.createdUsed = false; // the conversation the page was opened on (cfg.wsPath) has had its call
+    this.state = win.talkState = this.newState();
+    this.setState('idle');
+  }
+
+  /** window.talkState for a new call (browser tests follow it). */
+  newState() {
+    return {
       state: 'idle',
       played: 0, // ms of agent audio played
       buffered: 0,
@@ -547,8 +551,9 @@ class TalkPage {
       errors: [],
       media: null, // 'relayed' | 'direct', from `ready`
       direct: null, // direct media: {transport, callId, state, forwarded, userFrames, agentFrames}
+      conversationId: null, // once Start created (or opened) the conversation
+      presenting: false, // presenter mode (share.js): the call is mirrored to an audience
     };
-    this.setState('idle');
   }
 
   // ---- UI wiring
@@ -565,6 +570,8 @@ class TalkPage {
     this.win.addEventListener('keyup', (e) => this.onKey(e, false));
     // A key released outside the window never fires keyup: never stay open.
     this.win.addEventListener('blur', () => this.setHeld(false));
+    // share.js asks for presenter mode on or off (sessions/audience.py).
+    this.view.root.addEventListener('talk:present', (e) => this.send({ type: 'present', on: Boolean(e.detail?.on) }));
     this.win.addEventListener('pagehide', () => {
       this.leaveCall();
       this.send({ type: 'stop' });
@@ -609,12 +616,14 @@ class TalkPage {
   // ---- start
 
   async start() {
+    if (this.phase === 'over') this.resetForNextCall();
     if (this.phase !== 'idle') return;
     this.view.clearErrors();
     const problem = unsupportedReason(this.win);
     if (problem) return this.error(problem, { code: 'unsupported' });
     this.setPhase('starting');
     this.setState('connecting');
+    this.view.el.stop?.focus(); // Start is disabled now; Stop is what the user may want next
     this.audio = new AudioIO({
       captureUrl: this.cfg.captureWorkletUrl,
       playbackUrl: this.cfg.playbackWorkletUrl,
@@ -654,8 +663,45 @@ class TalkPage {
     });
   }
 
-  connect() {
-    const ws = new WebSocket(wsUrl(this.win.location, this.cfg.wsPath));
+  /** Another call on the same page: a fresh conversation, transcript and state. */
+  resetForNextCall() {
+    clearCall(this.view);
+    this.transcript = new Transcript();
+    this.ready = null;
+    this.cancelled = false;
+    this.state = this.win.talkState = this.newState();
+    this.setPhase('idle');
+    this.setState('idle');
+  }
+
+  /** The socket path of this call's conversation: created now (talk-flow.js), unless the page was
+   * opened on one not yet used. */
+  async conversationPath() {
+    if (this.cfg.wsPath && !this.createdUsed) {
+      this.createdUsed = true;
+      this.setConversation(this.cfg.conversationId);
+      return this.cfg.wsPath;
+    }
+    const created = await createConversation(this.cfg);
+    this.setConversation(created.id);
+    return created.ws_path;
+  }
+
+  setConversation(id) {
+    this.state.conversationId = id;
+    this.view.root.dataset.conversation = id;
+  }
+
+  async connect() {
+    let path;
+    try {
+      path = await this.conversationPath();
+    } catch (err) {
+      this.error(err.message, { code: 'create_failed' });
+      return this.abortStart(null);
+    }
+    if (this.cancelled) return this.abortStart(null); // Stop pressed while it was being created
+    const ws = new WebSocket(wsUrl(this.win.location, path));
     ws.binaryType = 'arraybuffer';
     ws.onmessage = (e) => this.onMessage(e.data);
     ws.onclose = (e) => this.onClose(e);
@@ -691,7 +737,13 @@ class TalkPage {
     error: this.onServerError,
     ended: this.onEnded,
     join: this.onJoin,
+    presenting: this.onPresenting,
   };
+
+  onPresenting(msg) {
+    this.state.presenting = Boolean(msg.on);
+    this.view.root.dataset.presenting = String(this.state.presenting);
+  }
 
   async onReady(msg) {
     if (this.ready || this.phase !== 'starting') return; // e.g. Stop pressed while connecting
@@ -992,6 +1044,7 @@ class TalkPage {
     this.view.setLevel(-100);
     this.view.setReason(`Call ended: ${reason}`);
     this.setState('ended');
+    showNextStep(this.view.doc, this.cfg, this.state.conversationId);
     this.endedWaiters.splice(0).forEach((wake) => wake());
   }
 }

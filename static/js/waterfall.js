@@ -86,6 +86,14 @@ export class LatencyView {
     line.textContent = waterfallText(msg);
   }
 
+  /** Another call on the same page starts: no figures of the last one carry over. */
+  reset() {
+    this.latencies.clear();
+    this.pendingById.clear();
+    this.p50El?.remove();
+    this.p50El = null;
+  }
+
   p50() {
     return percentile([...this.latencies.values()], 50);
   }

@@ -1,0 +1,62 @@
+// The talk page's flow (Start creates the conversation) and readable tool cards: pure helpers.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import { ZERO_ID, conversationUrl, createConversation, describeRefusal } from '../../static/js/talk-flow.js';
+import { fieldLines, humanize } from '../../static/js/tool-card.js';
+
+const cfg = {
+  createUrl: '/api/conversations/',
+  csrfToken: 'csrf-1',
+  draft: { provider: 'local', topic: 3, voice: 'en-us+f3', language: 'en' },
+};
+
+function answering(status, body) {
+  const calls = [];
+  const fetchImpl = async (url, init) => {
+    calls.push({ url, init });
+    return { status, json: async () => body };
+  };
+  return { calls, fetchImpl };
+}
+
+describe('createConversation', () => {
+  it('posts the chosen settings with the CSRF token and returns the new socket path', async () => {
+    const { calls, fetchImpl } = answering(201, { id: 'c1', ws_path: '/ws/conversations/c1/' });
+    const created = await createConversation(cfg, fetchImpl);
+    assert.equal(created.ws_path, '/ws/conversations/c1/');
+    assert.equal(calls[0].url, '/api/conversations/');
+    assert.equal(calls[0].init.method, 'POST');
+    assert.equal(calls[0].init.headers['X-CSRFToken'], 'csrf-1');
+    assert.deepEqual(JSON.parse(calls[0].init.body), cfg.draft);
+  });
+
+  it('throws a sentence when refused', async () => {
+    const { fetchImpl } = answering(429, { error: 'Too many new conversations: at most 3 a minute.' });
+    await assert.rejects(createConversation(cfg, fetchImpl), /at most 3 a minute/);
+    assert.match(describeRefusal(400, { fields: { voice: ['No such voice.'] } }), /No such voice\./);
+    assert.match(describeRefusal(403, {}), /Reload/);
+    assert.match(describeRefusal(500, {}), /HTTP 500/);
+  });
+
+  it('fills URL templates with the conversation id', () => {
+    assert.equal(conversationUrl(`/history/${ZERO_ID}/`, 'abc'), '/history/abc/');
+  });
+});
+
+describe('tool cards', () => {
+  it('names tools and fields in words', () => {
+    assert.equal(humanize('check_availability'), 'Check availability');
+    assert.equal(humanize('partySize'), 'Party size');
+  });
+
+  it('shows flat arguments as lines and leaves nested ones to JSON', () => {
+    assert.deepEqual(fieldLines('{"party_size": 2, "time": "19:00", "note": null}'), [
+      ['Party size', '2'],
+      ['Time', '19:00'],
+      ['Note', '—'],
+    ]);
+    assert.equal(fieldLines({ items: [1, 2] }), null);
+    assert.equal(fieldLines('not json'), null);
+  });
+});
