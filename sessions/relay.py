@@ -21,10 +21,10 @@ import numpy as np
 from django.db.models import Max
 from django.utils import timezone
 
-from sessions import recording
+from sessions import outbox, recording
 from sessions.audio import Converter, frame_bytes
 from sessions.latency import Measure, ReplyClock
-from sessions.models import Conversation, TranscriptSave, Turn
+from sessions.models import Conversation, Turn
 from sessions.upstreams.base import (
     Audio,
     Ended,
@@ -47,7 +47,6 @@ FRAME_MS = 20
 MAX_FRAME_BYTES = 64 * 1024
 CONNECT_TIMEOUT = 20.0  # the offline agent loads its models on first connect
 INTERNAL_MESSAGE = "Something went wrong on our side; the conversation was ended."
-SAVE_TIMEOUT = 5.0
 BYTES_PER_SECOND = INPUT_RATE * 2
 # A socket that sends more than this over FLOOD_WINDOW_S is closed (4400): 4x real time leaves room for
 # a backlog after a network stall (up to about 9 s of audio at once), and 250 messages a second for
@@ -225,6 +224,7 @@ class Relay:
         on_end: Callable[[int], Awaitable[None]] | None = None,
         sandbox: bool = False,
         record: bool = False,
+        credentials: dict | None = None,
     ):
         self.conversation_id = conversation_id
         self.upstream = upstream
@@ -234,6 +234,7 @@ class Relay:
         self.close_timeout = close_timeout
         self.on_end = on_end
         self.sandbox = sandbox  # the upstream is a vendor's sandbox, not the real service
+        self.credentials = credentials or {}  # the user's own provider token, for the queued save
         self.ready = False
         self.ended = False
         self._inbox: asyncio.Queue = asyncio.Queue(maxsize=100)  # about 2 s of 20 ms frames
@@ -358,25 +359,19 @@ class Relay:
         await self._store_pending()
         await self._mark_ended(status, reason)
         await self._send({"type": "ended", "reason": reason})
-        await self._save_transcript()
+        await self._queue_save()
         if self.on_end:
             await self.on_end(1000 if status == Conversation.Status.ENDED else 4500)
 
-    async def _save_transcript(self) -> None:
-        """Providers with a save-transcript API get the conversation saved; each attempt is recorded."""
+    async def _queue_save(self) -> None:
+        """Providers with a save-transcript API get the finished conversation queued for saving;
+        the outbox worker delivers it (sessions/outbox.py), retrying as long as it may help."""
         if not self.capabilities.saves_transcript or not self.ready:
             return
-        record = await TranscriptSave.objects.acreate(conversation_id=self.conversation_id, attempts=1)
         try:
-            response = await asyncio.wait_for(self.upstream.save_transcript(), SAVE_TIMEOUT)
-        except (TimeoutError, UpstreamError) as exc:
-            record.status, record.last_error = TranscriptSave.Status.FAILED, str(exc) or "timed out"
-        except Exception:
-            log.exception("saving the transcript of %s", self.conversation_id)
-            record.status, record.last_error = TranscriptSave.Status.FAILED, "internal error"
-        else:
-            record.status, record.response = TranscriptSave.Status.SAVED, response or {}
-        await record.asave()
+            await outbox.aenqueue(self.conversation_id, credentials=self.credentials)
+        except Exception:  # the call is over all the same; the owner can ask for a save again
+            log.exception("queueing the transcript save of %s", self.conversation_id)
 
     async def _close_upstream(self) -> None:
         try:
