@@ -120,12 +120,13 @@ def collected_static() -> str:
     return root
 
 
-def start_server(extra_env: dict | None = None, share_with: Server | None = None):
+def start_server(extra_env: dict | None = None, share_with: Server | None = None, workers: int = 0):
     """Start Daphne; a generator for a pytest fixture (yields a Server, stops it after).
 
     It runs on production settings (see `production_env`); `extra_env` overrides them,
     e.g. {"DEBUG": "1"}. `share_with`: another server whose database (and SECRET_KEY) this
-    one uses too, as a second process of one deployment would."""
+    one uses too, as a second process of one deployment would. `workers`: serve through
+    `bin/serve --workers N` instead (N Daphne processes on one port, one supervisor)."""
     tmp = tempfile.mkdtemp(prefix="playground-e2e-")
     env = production_env(extra_env)
     drop = None
@@ -146,17 +147,25 @@ def start_server(extra_env: dict | None = None, share_with: Server | None = None
     else:
         server.token = share_with.token
     log = open(Path(tmp) / "daphne.log", "w")
-    server.process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "playground.asgi:application"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "playground.asgi:application"]
+    if workers:
+        argv = [
+            str(ROOT / "bin" / "serve"),
+            "--workers",
+            str(workers),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+    server.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_until_up(server, Path(tmp) / "daphne.log")
         yield server
     finally:
         server.process.terminate()
         try:
-            server.process.wait(10)
+            server.process.wait(20 if workers else 10)
         except subprocess.TimeoutExpired:
             server.process.kill()
         log.close()
