@@ -140,8 +140,8 @@ def log(text: str) -> None:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bin/serve", description=__doc__.split("\n\n")[0],
-                                     epilog="Arguments after -- go to each worker's server command.")  # fmt: skip
+    epilog = "Arguments after -- go to each worker's server command."
+    parser = argparse.ArgumentParser(prog="bin/serve", description=__doc__.split("\n\n")[0], epilog=epilog)
     parser.add_argument(
         "--workers", type=int, default=None, help="[WORKERS, or cores with REDIS_URL, else 1]"
     )

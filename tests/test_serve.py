@@ -30,6 +30,10 @@ def children(pid: int) -> set[int]:
     return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 
 
+def alive(*pids: int) -> list[int]:
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
 def owners(server: Server, *conversation_ids: str) -> dict[str, int | None]:
     """The pid of the process that holds each conversation's socket, from its Worker row."""
     code = ("import json; from sessions.models import Conversation as C; "
@@ -123,7 +127,7 @@ async def drive(server: Server) -> None:
             assert c.of("ended")[-1]["reason"] == "server shutting down"
             assert c.ws.close_code == 1000
     assert await asyncio.to_thread(server.process.wait, 30) == 0
-    assert not any(Path(f"/proc/{pid}").exists() for pid in (first_pid, second_pid))
+    assert await asyncio.to_thread(alive, first_pid, second_pid) == []  # the workers are gone too
 
 
 def test_a_worker_that_dies_at_startup_stops_the_supervisor_non_zero(tmp_path):
