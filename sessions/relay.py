@@ -159,9 +159,12 @@ class UplinkVad:
     FLOOR_FACTOR = 2.0  # nor those within 6 dB of the noise floor
 
     def __init__(self):
-        from playground.engine import vad
+        from playground.engine import shared_vad, vad
 
-        self.vad = vad.Vad()
+        # One model for every call of the process, each call keeping only its state (about 1 KB
+        # instead of a 12.5 MB model; playground/engine/shared_vad.py); a model each if that fails.
+        shared = shared_vad.shared_model()
+        self.vad = shared_vad.Stream(shared) if shared is not None else vad.Vad()
         self.turns = vad.TurnDetector(window_ms=self.vad.window_ms, start_windows=4, hangover_ms=300)
         self._recent = bytearray()
         self._total = 0  # bytes of audio seen
