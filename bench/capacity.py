@@ -11,7 +11,7 @@ The calls' phases are spread over the 20 ms (browsers do not all send at the sam
 --slots groups. PLAYBACK_RATE is 16 kHz, so frames pass bit-exact and carry their timestamps.
 
 For each step it prints: calls, added p99 (and p50), frames lost, the workers' CPU per call (% of
-one core), their RSS per call (growth over the idle workers, divided by the calls), and the CPU
+one core), their RSS per call (growth over the step before, divided by the calls added), and the CPU
 that this script's own clients and the echo peer used (% of one core): they run on the same
 machine, and on a 2-core machine they compete with the workers.
 
@@ -169,12 +169,18 @@ class Step:
     cpu_per_call: float
     rss_per_call: float
     client_cpu: float
+    rss: float
 
     def passed(self, max_added_ms: float) -> bool:
         return self.lost == 0 and self.added_p99 <= max_added_ms
 
 
-async def run_step(server: Server, echo_url: str, echo_pid: int, n: int, args, idle_rss: float) -> Step:
+async def run_step(
+    server: Server, echo_url: str, echo_pid: int, n: int, args, base: tuple[int, float]
+) -> Step:
+    """`base`: calls and workers' RSS of the step before (0 and the idle workers' at first): the RSS per
+    call is the growth since, divided by the calls added (memory a step used stays with the process,
+    and the first call loads the VAD model once per worker)."""
     pids = workers_of(server)
     paths = await create_conversations(server, n)
     headers = {"Authorization": f"Token {server.token}", "Origin": server.url}
@@ -208,7 +214,8 @@ async def run_step(server: Server, echo_url: str, echo_pid: int, n: int, args, i
         lost=sum(c.sent - c.got for c in relayed),
         sent=sum(c.sent for c in relayed),
         cpu_per_call=cpu / elapsed / n * 100,
-        rss_per_call=max(0.0, rss - idle_rss) / n,
+        rss_per_call=max(0.0, rss - base[1]) / max(1, n - base[0]),
+        rss=rss,
         client_cpu=clients / elapsed * 100,
     )
 
@@ -226,9 +233,10 @@ async def measure(workers: int, args, echo_url: str, echo_pid: int) -> list[Step
     steps: list[Step] = []
     try:
         await asyncio.sleep(2)  # every worker is up and registered
-        idle_rss = server_rss(workers_of(server))
+        base = (0, server_rss(workers_of(server)))
         for n in args.steps:
-            step = await run_step(server, echo_url, echo_pid, n, args, idle_rss)
+            step = await run_step(server, echo_url, echo_pid, n, args, base)
+            base = (max(base[0], n), max(base[1], step.rss))
             steps.append(step)
             print_step(workers, step, args.max_added_ms)
             if not args.short and not step.passed(args.max_added_ms):
