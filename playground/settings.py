@@ -158,6 +158,9 @@ UPSTREAM_CLOSE_TIMEOUT = 2.0
 HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT = config.heartbeat(env)
 # SIGTERM: how long live calls get to end (ended message, close frame) before the process exits.
 SHUTDOWN_TIMEOUT = 5.0
+# bin/serve (playground/supervisor.py, README "Capacity"): worker processes on one port, and their server.
+WORKERS = config.workers(env)
+SERVER = config.env_choice(env, "SERVER", ("daphne", "uvicorn"))
 
 # Limits per user (sessions/limits.py; README "Limits"; docs/protocol.md for the socket ones).
 CONVERSATIONS_PER_MINUTE = config.env_int(env, "CONVERSATIONS_PER_MINUTE", 30, lo=1, hi=100_000)

@@ -34,15 +34,6 @@ GRACE_S = 10.0  # beyond SHUTDOWN_TIMEOUT, for the workers to drop their sockets
 SERVERS = ("daphne", "uvicorn")
 
 
-def default_workers(env=os.environ) -> int:
-    """WORKERS if set; else every core when REDIS_URL is set, and one process without it: the
-    in-memory channel layer's groups live in one process, so anything sent through them (an
-    audience view, say) would not reach sockets held by another."""
-    if env.get("WORKERS", "").strip():
-        return max(1, int(env["WORKERS"]))
-    return max(1, os.cpu_count() or 1) if env.get("REDIS_URL", "").strip() else 1
-
-
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket every worker inherits."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -139,7 +130,7 @@ def log(text: str) -> None:
     print(f"[serve {os.getpid()}] {text}", file=sys.stderr, flush=True)
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
+def parse(argv: list[str], settings) -> argparse.Namespace:
     epilog = "Arguments after -- go to each worker's server command."
     parser = argparse.ArgumentParser(prog="bin/serve", description=__doc__.split("\n\n")[0], epilog=epilog)
     parser.add_argument(
@@ -147,11 +138,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    parser.add_argument("--server", choices=SERVERS, default=os.environ.get("SERVER", "daphne") or "daphne")
+    parser.add_argument("--server", choices=SERVERS, default=settings.SERVER, help="[SERVER: daphne]")
     parser.add_argument("extra", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     args.extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
-    args.workers = args.workers if args.workers is not None else default_workers()
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     args.host = args.host.strip("[]")
@@ -162,9 +152,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "playground.settings")
     from django.conf import settings  # the same settings the workers read: fails early if invalid
+
+    args = parse(sys.argv[1:] if argv is None else argv, settings)
 
     # One Daphne worker on IPv6 binds the address itself (it cannot adopt an IPv6 socket).
     alone = ":" in args.host and args.server == "daphne"

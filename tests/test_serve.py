@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 import websockets
+from django.core.exceptions import ImproperlyConfigured
 
-from playground import supervisor
+from playground import config
 from tests.peers import FRAME, EchoPeer
 from tests.server import ROOT, Server, call, start_server
 
@@ -143,6 +144,8 @@ def test_a_worker_that_dies_at_startup_stops_the_supervisor_non_zero(tmp_path):
 def test_default_worker_count_follows_the_channel_layer():
     """One process on the in-memory channel layer (its groups do not cross processes), every core
     with Redis, and WORKERS wins."""
-    assert supervisor.default_workers({}) == 1
-    assert supervisor.default_workers({"REDIS_URL": "redis://127.0.0.1:6379/0"}) == (os.cpu_count() or 1)
-    assert supervisor.default_workers({"WORKERS": "3"}) == 3
+    assert config.workers({}) == 1
+    assert config.workers({"REDIS_URL": "redis://127.0.0.1:6379/0"}) == (os.cpu_count() or 1)
+    assert config.workers({"WORKERS": "3", "REDIS_URL": "redis://127.0.0.1:6379/0"}) == 3
+    with pytest.raises(ImproperlyConfigured):
+        config.workers({"WORKERS": "0"})
