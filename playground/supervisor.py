@@ -1,8 +1,8 @@
 """N server processes on one port: ``bin/serve --workers N --host H --port P [--server daphne|uvicorn]``.
 
-The socket is bound and listening once, here; every worker inherits it and accepts from it (Daphne
-``--fd`` through `playground.serve`, or ``uvicorn --fd``), so the kernel hands each new connection
-to whichever worker accepts first. No balancer: a call's WebSocket lives in the process that
+The socket is bound and listening once, here; every worker inherits it and accepts from it (Daphne's
+``--fd`` through `playground.serve`, or uvicorn's through `playground.serve_uvicorn`), so the kernel
+hands each new connection to whichever worker accepts first. No balancer: a call's WebSocket lives in the process that
 accepted it, the conversation lock (a conditional UPDATE) and the Worker rows (sessions/liveness.py)
 hold across them through the database, and Redis carries the channel layer between them.
 
@@ -49,10 +49,8 @@ def command(
     if sock is None:
         return [sys.executable, "-m", "playground.serve", "-b", host, "-p", str(port), *extra, APP]
     fd = sock.fileno()
-    if server == "uvicorn":
-        # Its access log goes through logging, where nothing redacts a token in a URL: off.
-        return [sys.executable, "-m", "uvicorn", "--fd", str(fd), "--ws", "websockets", "--lifespan", "off",
-                "--no-access-log", *extra, APP]  # fmt: skip
+    if server == "uvicorn":  # ends live calls on SIGTERM as under Daphne; no access log (see there)
+        return [sys.executable, "-m", "playground.serve_uvicorn", "--fd", str(fd), *extra, APP]
     # Daphne's `--fd` adopts the socket as IPv4 (Twisted's fd endpoint takes no other family here).
     return [sys.executable, "-m", "playground.serve", "--fd", str(fd), *extra, APP]
 

@@ -88,9 +88,10 @@ async def refused(server: Server, ws_path: str) -> int:
         return c.ws.close_code
 
 
-async def test_two_workers_serve_calls_hold_the_lock_and_drain_on_sigterm():
+@pytest.mark.parametrize("server_name", ["daphne", "uvicorn"])
+async def test_two_workers_serve_calls_hold_the_lock_and_drain_on_sigterm(server_name):
     async with EchoPeer() as peer:
-        env = {"ECHO_URL": peer.url, "PLAYBACK_RATE": "16000", "HEARTBEAT_INTERVAL": "5"}
+        env = {"ECHO_URL": peer.url, "PLAYBACK_RATE": "16000", "SERVER": server_name}
         servers = start_server(env, workers=2)
         server = await asyncio.to_thread(next, servers)
         try:
