@@ -2,9 +2,10 @@
 
 The socket is bound and listening once, here; every worker inherits it and accepts from it (Daphne's
 ``--fd`` through `playground.serve`, or uvicorn's through `playground.serve_uvicorn`), so the kernel
-hands each new connection to whichever worker accepts first. No balancer: a call's WebSocket lives in the process that
-accepted it, the conversation lock (a conditional UPDATE) and the Worker rows (sessions/liveness.py)
-hold across them through the database, and Redis carries the channel layer between them.
+hands each new connection to whichever worker accepts first. No balancer: a call's WebSocket lives
+in the process that accepted it, the conversation lock (a conditional UPDATE) and the Worker rows
+(sessions/liveness.py) hold across them through the database, and Redis carries the channel layer
+between them.
 
 Supervision:
 - SIGTERM or SIGINT: every worker gets SIGTERM (under Daphne each ends its live calls with `ended`
