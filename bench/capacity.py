@@ -16,7 +16,7 @@ that this script's own clients and the echo peer used (% of one core): they run 
 machine, and on a 2-core machine they compete with the workers.
 
 Run:  .venv/bin/python bench/capacity.py [--workers 1 2] [--steps 10 25 50 75 100 125 150]
-      [--seconds 10] [--server daphne|uvicorn]
+      [--seconds 10] [--server daphne|uvicorn] [--all-steps]
       .venv/bin/python bench/capacity.py --short     (the test suite's run: tiny, no verdict)
 Everything listens on 127.0.0.1 and stops by itself.
 """
@@ -239,7 +239,7 @@ async def measure(workers: int, args, echo_url: str, echo_pid: int) -> list[Step
             base = (max(base[0], n), max(base[1], step.rss))
             steps.append(step)
             print_step(workers, step, args.max_added_ms)
-            if not args.short and not step.passed(args.max_added_ms):
+            if not (args.short or args.all_steps) and not step.passed(args.max_added_ms):
                 break
             await asyncio.sleep(1.0)  # the last step's calls end
     finally:
@@ -257,7 +257,11 @@ def print_step(workers: int, s: Step, max_added_ms: float) -> None:
 def summary(results: dict[int, list[Step]], args) -> None:
     print(f"\nCapacity ({args.server}, added p99 <= {args.max_added_ms:g} ms and no frame lost):")
     for workers, steps in results.items():
-        held = [s for s in steps if s.passed(args.max_added_ms)]
+        held = []  # the steps up to the first that failed
+        for s in steps:
+            if not s.passed(args.max_added_ms):
+                break
+            held.append(s)
         if not held:
             print(
                 f"  {workers} worker(s): not even {steps[0].calls} calls" if steps else f"  {workers}: no run"
@@ -305,6 +309,9 @@ def main() -> None:
     parser.add_argument("--max-added-ms", type=float, default=20.0)
     parser.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne")
     parser.add_argument("--short", action="store_true", help="a tiny run that proves the benchmark works")
+    parser.add_argument(
+        "--all-steps", action="store_true", help="go on past a failed step (CPU and RSS figures)"
+    )
     parser.add_argument("--echo-server", type=int)
     args = parser.parse_args()
     if args.echo_server:
