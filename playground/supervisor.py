@@ -133,7 +133,7 @@ def parse(argv: list[str], settings) -> argparse.Namespace:
     epilog = "Arguments after -- go to each worker's server command."
     parser = argparse.ArgumentParser(prog="bin/serve", description=__doc__.split("\n\n")[0], epilog=epilog)
     parser.add_argument(
-        "--workers", type=int, default=None, help="[WORKERS, or cores with REDIS_URL, else 1]"
+        "--workers", type=int, default=settings.WORKERS, help="[WORKERS: cores with Redis, else 1]"
     )
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))

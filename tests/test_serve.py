@@ -135,10 +135,12 @@ async def drive(server: Server) -> None:
 def test_a_worker_that_dies_at_startup_stops_the_supervisor_non_zero(tmp_path):
     """A broken worker (here: the port's socket is fine, the app is not) is not restarted forever."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "playground.settings", "SECRET_KEY": "x" * 60,
-           "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3", "SECURE_COOKIES": "0"}  # fmt: skip
-    argv = [str(ROOT / "bin" / "serve"), "--workers", "2", "--port", "0", "--", "--no-such-daphne-option"]
+           "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3", "SECURE_COOKIES": "0",
+           "WORKERS": "2"}  # fmt: skip
+    argv = [str(ROOT / "bin" / "serve"), "--port", "0", "--", "--no-such-daphne-option"]
     result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
+    assert "2 daphne worker(s)" in result.stderr  # WORKERS, read as every setting is
     assert "died at startup" in result.stderr
 
 
