@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 
 import uvicorn
 
@@ -40,9 +41,12 @@ def main() -> None:
     parser.add_argument("app", nargs="?", default="playground.asgi:application")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "playground.settings")
-    config = uvicorn.Config(args.app, fd=args.fd, ws="websockets", lifespan="off", access_log=False,
+    config = uvicorn.Config(args.app, ws="websockets", lifespan="off", access_log=False,
                             log_level=args.log_level, timeout_graceful_shutdown=10)  # fmt: skip
-    DrainingServer(config).run()
+    # Not `Config(fd=)`: uvicorn adopts that as AF_UNIX, so asyncio leaves Nagle's algorithm on for
+    # its TCP connections and small frames wait for the peer's delayed ACK (20-40 ms per frame
+    # downstream). A socket object made from the descriptor knows its real family.
+    DrainingServer(config).run(sockets=[socket.socket(fileno=args.fd)])
 
 
 if __name__ == "__main__":
