@@ -13,8 +13,8 @@ Supervision:
   SHUTDOWN_TIMEOUT + GRACE_S seconds; exit 0.
 - A worker that dies on its own is reported and restarted, since its calls are already gone and
   the others keep serving (its live calls are swept as "server stopped" by the survivors). One
-  that dies within STARTUP_S of starting is a broken configuration, not a crash: everything stops
-  and the supervisor exits non-zero, so a restart loop cannot hide it.
+  that dies within STARTUP_S (``--startup-s``) of starting is a broken configuration, not a crash:
+  everything stops and the supervisor exits non-zero, so a restart loop cannot hide it.
 - Workers die with the supervisor (PR_SET_PDEATHSIG), so a killed supervisor leaves no orphans.
 """
 
@@ -65,8 +65,10 @@ def _die_with_parent() -> None:
 
 
 class Supervisor:
-    def __init__(self, argv: list[str], sock: socket.socket | None, workers: int, shutdown_s: float):
+    def __init__(self, argv: list[str], sock: socket.socket | None, workers: int, shutdown_s: float,
+                 startup_s: float = STARTUP_S):  # fmt: skip
         self.argv, self.sock, self.count, self.shutdown_s = argv, sock, workers, shutdown_s
+        self.startup_s = startup_s
         self.children: dict[int, tuple[subprocess.Popen, float]] = {}  # pid -> (process, started)
         self.stopping = False
 
@@ -99,7 +101,7 @@ class Supervisor:
             del self.children[pid]
             lived = time.monotonic() - started
             log(f"worker {pid} exited with {code} after {lived:.1f} s")
-            if lived < STARTUP_S:
+            if lived < self.startup_s:
                 log("it died at startup: stopping every worker")
                 return True
             self.spawn()
@@ -138,6 +140,8 @@ def parse(argv: list[str], settings) -> argparse.Namespace:
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--server", choices=SERVERS, default=settings.SERVER, help="[SERVER: daphne]")
+    parser.add_argument("--startup-s", type=float, default=STARTUP_S,
+                        help="a worker dying this soon after its start stops all (exit 1) [10]")  # fmt: skip
     parser.add_argument("extra", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     args.extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     sock = None if alone else bind(args.host, args.port)
     log(f"{args.workers} {args.server} worker(s) on {args.host}:{args.port}")
     argv = command(args.server, sock, args.extra, args.host, args.port)
-    supervisor = Supervisor(argv, sock, args.workers, settings.SHUTDOWN_TIMEOUT)
+    supervisor = Supervisor(argv, sock, args.workers, settings.SHUTDOWN_TIMEOUT, args.startup_s)
     try:
         return supervisor.run()
     finally:

@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import websockets
 from django.core.exceptions import ImproperlyConfigured
@@ -29,6 +30,10 @@ pytestmark = pytest.mark.slow
 
 def children(pid: int) -> set[int]:
     return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def log_of(server: Server) -> str:
+    return server.log.read_text()
 
 
 def alive(*pids: int) -> list[int]:
@@ -48,15 +53,17 @@ def registered_pids(server: Server) -> set[int]:
     return {int(p) for p in server.manage("shell", "-v0", "-c", code).split()}
 
 
-def wait_for_workers(server: Server, count: int) -> list[int]:
+def wait_for_workers(server: Server, count: int, gone: int = 0) -> list[int]:
     """Both workers run and have registered (their Worker rows): their pids."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         pids = children(server.process.pid)
-        if len(pids) == count and registered_pids(server) >= pids:
+        if len(pids) == count and gone not in pids and registered_pids(server) >= pids:
             return sorted(pids)
         time.sleep(0.5)
-    raise AssertionError(f"workers {children(server.process.pid)} did not all register")
+    raise AssertionError(
+        f"workers {children(server.process.pid)} did not all register:\n{log_of(server)[-3000:]}"
+    )
 
 
 @contextlib.contextmanager
@@ -130,6 +137,23 @@ async def drive(server: Server) -> None:
             assert c.ws.close_code == 1000
     assert await asyncio.to_thread(server.process.wait, 30) == 0
     assert await asyncio.to_thread(alive, first_pid, second_pid) == []  # the workers are gone too
+
+
+async def test_a_worker_that_dies_is_restarted_and_the_port_keeps_serving():
+    servers = start_server(workers=2, serve_args=("--startup-s", "1"))
+    server = await asyncio.to_thread(next, servers)
+    try:
+        pids = await asyncio.to_thread(wait_for_workers, server, 2)
+        await asyncio.sleep(1.5)  # past the startup window
+        os.kill(pids[0], signal.SIGKILL)
+        others = await asyncio.to_thread(wait_for_workers, server, 2, pids[0])
+        assert pids[0] not in others and pids[1] in others  # a new worker in the dead one's place
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            for _ in range(4):  # whichever worker takes it
+                assert (await client.get("/login/")).status_code == 200
+    finally:
+        await asyncio.to_thread(servers.close)
+    assert "exited with -9" in await asyncio.to_thread(log_of, server)
 
 
 def test_a_worker_that_dies_at_startup_stops_the_supervisor_non_zero(tmp_path):
