@@ -166,6 +166,9 @@ AUDIENCE_LINK_TTL = config.env_int(env, "AUDIENCE_LINK_TTL", 3600, lo=60, hi=7 *
 HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT = config.heartbeat(env)
 # SIGTERM: how long live calls get to end (ended message, close frame) before the process exits.
 SHUTDOWN_TIMEOUT = 5.0
+# bin/serve (playground/supervisor.py, README "Capacity"): worker processes on one port, and their server.
+WORKERS = config.workers(env)
+SERVER = config.env_choice(env, "SERVER", ("daphne", "uvicorn"))
 
 # The transcript-save outbox (sessions/outbox.py; README "Saving transcripts (the outbox)"): a
 # worker that died mid-save loses its claim after the lease (keep it above the providers' HTTP

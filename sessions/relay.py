@@ -21,7 +21,7 @@ import numpy as np
 from django.db.models import Max
 from django.utils import timezone
 
-from sessions import outbox, recording
+from sessions import outbox, recording, vadbatch
 from sessions.audio import Converter, frame_bytes
 from sessions.latency import Measure, ReplyClock
 from sessions.models import Conversation, Turn
@@ -60,6 +60,7 @@ FLOOD_MESSAGES_PER_S = 250
 # figures use arrival times, so batching delays only when they are known, not what they say).
 VAD_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="uplink-vad")
 VAD_BATCH_BYTES = 3 * 640
+VAD_BATCHER = vadbatch.Batcher(VAD_EXECUTOR)  # every call's VAD runs in one thread hop per 20 ms
 # Direct media (docs/protocol.md, "Recording frames"): the page sends what it records as binary
 # frames whose first byte says whose audio follows.
 USER_CHANNEL, AGENT_CHANNEL = 0, 1
@@ -161,9 +162,12 @@ class UplinkVad:
     FLOOR_FACTOR = 2.0  # nor those within 6 dB of the noise floor
 
     def __init__(self):
-        from playground.engine import vad
+        from playground.engine import shared_vad, vad
 
-        self.vad = vad.Vad()
+        # One model for every call of the process, each call keeping only its state (about 1 KB
+        # instead of a 12.5 MB model; playground/engine/shared_vad.py); a model each if that fails.
+        shared = shared_vad.shared_model()
+        self.vad = shared_vad.Stream(shared) if shared is not None else vad.Vad()
         self.turns = vad.TurnDetector(window_ms=self.vad.window_ms, start_windows=4, hangover_ms=300)
         self._recent = bytearray()
         self._total = 0  # bytes of audio seen
@@ -512,13 +516,12 @@ class Relay:
     async def _listen(self) -> None:
         """Our VAD over the uplink audio, behind the writer (see VAD_EXECUTOR). A failure here is a
         bug that costs latency figures and our barge-in, not the call: logged, and the VAD stops."""
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 await self._heard_more.wait()
                 self._heard_more.clear()
                 pcm, self._unheard = bytes(self._unheard), bytearray()
-                await self._on_user_vad(await loop.run_in_executor(VAD_EXECUTOR, self._vad.turn_events, pcm))
+                await self._on_user_vad(await VAD_BATCHER.run(self._vad.turn_events, pcm))
         except Exception:
             log.exception("relay %s: our VAD failed; no latency figures from here", self.conversation_id)
 
