@@ -176,3 +176,35 @@ def test_default_worker_count_follows_the_channel_layer():
     assert config.workers({"WORKERS": "3", "REDIS_URL": "redis://127.0.0.1:6379/0"}) == 3
     with pytest.raises(ImproperlyConfigured):
         config.workers({"WORKERS": "0"})
+
+
+async def test_an_audience_view_follows_a_call_held_by_the_other_worker():
+    """Presenter mode across `bin/serve`'s workers: the talker's socket on one, the viewer's on the
+    other, the mirror crossing between them through Redis."""
+    from tests.test_audience import REDIS_URL, present, redis_running, share, viewer
+
+    if not redis_running():
+        pytest.skip("needs Redis on 127.0.0.1:6379 (bin/test starts it)")
+    async with EchoPeer() as peer:
+        env = {"ECHO_URL": peer.url, "PLAYBACK_RATE": "16000", "REDIS_URL": REDIS_URL}
+        servers = start_server(env, workers=2)
+        server = await asyncio.to_thread(next, servers)
+        try:
+            first_pid, second_pid = await asyncio.to_thread(wait_for_workers, server, 2)
+            conv = await asyncio.to_thread(server.conversation, "echo", voice="default")
+            async with contextlib.AsyncExitStack() as stack:
+                with paused(second_pid):  # the first worker holds the call
+                    talker = await stack.enter_async_context(call(server, conv["ws_path"]))
+                    await present(talker)
+                token = await asyncio.to_thread(share, server, conv["id"])
+                with paused(first_pid):  # the second worker takes the viewer
+                    watcher = await stack.enter_async_context(viewer(server, token, audio=True))
+                    await watcher.until(lambda v: v.of("snapshot"), 30)
+                assert (await asyncio.to_thread(owners, server, conv["id"]))[conv["id"]] == first_pid
+                await echoes(talker, 25)
+                await watcher.until(lambda v: v.audio >= 20 * FRAME, 30)  # the agent's audio, mirrored
+                await talker.ws.send(json.dumps({"type": "stop"}))
+                await watcher.until(lambda v: v.of("ended"), 30)
+            assert not [m for m in watcher.seen if m.get("type") in ("join", "ready")]
+        finally:
+            await asyncio.to_thread(servers.close)
