@@ -1,4 +1,4 @@
-"""Relay overhead: N simulated browsers through one Daphne process to a loopback echo upstream,
+"""Relay overhead: N simulated browsers through one server process to a loopback echo upstream,
 against a bare `websockets` relay run side by side on the same load.
 
 Each browser streams 20 ms frames (16 kHz s16le) in real time. The frames carry a
@@ -11,7 +11,8 @@ PLAYBACK_RATE is 16 kHz here, so frames pass bit-exact in both directions and ca
 carry their timestamps; the resampling that a 24 kHz playback rate adds is the
 filter's group delay, printed separately (soxr HQ, 16 -> 24 kHz).
 
-Run:  .venv/bin/python bench/relay_overhead.py [--sessions 50] [--seconds 10]
+Run:  .venv/bin/python bench/relay_overhead.py [--sessions 50] [--seconds 10] [--server daphne uvicorn]
+(the playground runs as one worker of bin/serve, under each server named, after the bare relay)
 Everything listens on 127.0.0.1 and stops by itself.
 """
 
@@ -162,18 +163,31 @@ def run_side(label, side, args, report: Path) -> dict:
     }  # fmt: skip
 
 
+def playground_side(server: str):
+    """One worker of the playground under `server` (daphne or uvicorn, through bin/serve)."""
+
+    def side(echo_url: str, sessions: int):
+        return _playground(echo_url, sessions, server)
+
+    return side
+
+
 @contextlib.contextmanager
-def daphne_side(echo_url: str, sessions: int):
-    """One Daphne process of the playground with the echo provider; yields urls, pid, headers, ready."""
-    env = {"ECHO_URL": echo_url, "PLAYBACK_RATE": "16000", "LOG_LEVEL": "WARNING",
+def _playground(echo_url: str, sessions: int, server_name: str):
+    """One worker process of the playground with the echo provider; yields urls, pid, headers, ready."""
+    env = {"ECHO_URL": echo_url, "PLAYBACK_RATE": "16000", "LOG_LEVEL": "WARNING", "SERVER": server_name,
            # one user drives every simulated browser: lift the per-user limits for the measurement
            "LIVE_CALLS_PER_USER": str(sessions), "CONVERSATIONS_PER_MINUTE": str(sessions)}  # fmt: skip
-    servers = start_server(env)
+    servers = start_server(env, workers=1)
     server = next(servers)
     try:
         convs = [server.conversation("echo", voice="default", language="en") for _ in range(sessions)]
         headers = {"Authorization": f"Token {server.token}", "Origin": server.url}
-        yield [server.ws_url + c["ws_path"] for c in convs], server.process.pid, headers, True
+        pid = server.process.pid
+        worker = int(
+            Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0]
+        )  # bin/serve's one worker
+        yield [server.ws_url + c["ws_path"] for c in convs], worker, headers, True
     finally:
         servers.close()
 
@@ -206,6 +220,7 @@ def main() -> None:
     parser.add_argument("--report")
     parser.add_argument("--bare-relay", type=int)
     parser.add_argument("--upstream")
+    parser.add_argument("--server", nargs="+", choices=("daphne", "uvicorn"), default=["daphne"])
     args = parser.parse_args()
     if args.echo_server:
         return asyncio.run(echo_server(args.echo_server, Path(args.report)))
@@ -216,10 +231,9 @@ def main() -> None:
     import tempfile
 
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    results = [
-        run_side("bare websockets relay", bare_side, args, tmp / "bare.json"),
-        run_side("playground (Daphne)", daphne_side, args, tmp / "daphne.json"),
-    ]
+    results = [run_side("bare websockets relay", bare_side, args, tmp / "bare.json")]
+    for name in args.server:
+        results.append(run_side(f"playground ({name})", playground_side(name), args, tmp / f"{name}.json"))
     print_results(args, results)
 
 
@@ -233,9 +247,13 @@ def print_results(args, results):
         cells = [f"{r[k]:8.2f}ms" for k in ("up50", "up99", "down50", "down99")]
         cells += [f"{r['cpu']:8.2f}% ", f"{r['rss']:7.2f}MB "]
         print(f"{r['label']:24}" + "".join(cells) + f"  frames up/down {r['frames'][0]}/{r['frames'][1]}")
-    bare, ours = results
-    for d in ("up99", "down99"):
-        print(f"{d}: playground adds {ours[d]:.2f} ms = {ours[d] / max(bare[d], 1e-9):.2f}x the bare relay")
+    bare = results[0]
+    for ours in results[1:]:
+        for d in ("up99", "down99"):
+            print(
+                f"{ours['label']}: {d} {ours[d]:.2f} ms = {ours[d] / max(bare[d], 1e-9):.2f}x the bare relay"
+            )
+        print(f"{ours['label']}: CPU per call {ours['cpu'] / max(bare['cpu'], 1e-9):.2f}x the bare relay")
     resampler = Resampler(16000, 24000)
     resampler.process(bytes(FRAME * 5))
     delay = resampler._stream.delay() / 24  # samples at 24 kHz -> ms

@@ -7,6 +7,7 @@ with a message that says what to fix.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -121,6 +122,13 @@ def database(env: Mapping[str, str], sqlite_path: str) -> dict:
     if not config.get("ENGINE"):
         raise ImproperlyConfigured(f"DATABASE_URL has an unknown scheme (got {raw!r})")
     return config
+
+
+def workers(env: Mapping[str, str]) -> int:
+    """bin/serve's worker processes: WORKERS; else every core with REDIS_URL, and one without it (the
+    in-memory channel layer's groups and the local-memory cache do not cross processes)."""
+    cores = os.cpu_count() or 1
+    return env_int(env, "WORKERS", cores if env.get("REDIS_URL", "").strip() else 1, lo=1, hi=256)
 
 
 def channel_layers(env: Mapping[str, str]) -> dict:

@@ -167,6 +167,18 @@ AUDIENCE_LINK_TTL = config.env_int(env, "AUDIENCE_LINK_TTL", 3600, lo=60, hi=7 *
 HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT = config.heartbeat(env)
 # SIGTERM: how long live calls get to end (ended message, close frame) before the process exits.
 SHUTDOWN_TIMEOUT = 5.0
+# bin/serve (playground/supervisor.py, README "Capacity"): worker processes on one port, and their server.
+WORKERS = config.workers(env)
+SERVER = config.env_choice(env, "SERVER", ("daphne", "uvicorn"))
+
+# The transcript-save outbox (sessions/outbox.py; README "Saving transcripts (the outbox)"): a
+# worker that died mid-save loses its claim after the lease (keep it above the providers' HTTP
+# timeouts, 10 s); a failing save is retried after BACKOFF_MS, doubling up to BACKOFF_MAX_S (with
+# jitter), at most MAX_ATTEMPTS times.
+TRANSCRIPT_SAVE_LEASE_S = config.env_int(env, "TRANSCRIPT_SAVE_LEASE_S", 60, lo=1, hi=86_400)
+TRANSCRIPT_SAVE_MAX_ATTEMPTS = config.env_int(env, "TRANSCRIPT_SAVE_MAX_ATTEMPTS", 10, lo=1, hi=1000)
+TRANSCRIPT_SAVE_BACKOFF_MS = config.env_int(env, "TRANSCRIPT_SAVE_BACKOFF_MS", 2000, lo=1, hi=3_600_000)
+TRANSCRIPT_SAVE_BACKOFF_MAX_S = config.env_int(env, "TRANSCRIPT_SAVE_BACKOFF_MAX_S", 600, lo=1, hi=86_400)
 
 # Limits per user (sessions/limits.py; README "Limits"; docs/protocol.md for the socket ones).
 CONVERSATIONS_PER_MINUTE = config.env_int(env, "CONVERSATIONS_PER_MINUTE", 30, lo=1, hi=100_000)

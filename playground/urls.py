@@ -17,6 +17,7 @@ urlpatterns = [
     path("watch/<str:token>/", audience_views.watch, name="watch"),
     path("history/", session_views.history, name="history"),
     path("history/<uuid:conversation_id>/", session_views.conversation, name="conversation"),
+    path("history/<uuid:conversation_id>/save/", session_views.save_again, name="conversation_save"),
     path("history/<uuid:conversation_id>/recording.wav", downloads.recording, name="conversation_recording"),
     path("history/<uuid:conversation_id>/export.<str:fmt>", downloads.export, name="conversation_export"),
     path("compare/", comparison.comparison, name="compare"),

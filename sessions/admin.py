@@ -24,6 +24,7 @@ from sessions.models import (
     TranscriptSave,
     Turn,
 )
+from sessions.outbox_admin import save_transcripts_again
 from sessions.upstreams import registry
 from sessions.waterfall import STEPS, steps, summary
 
@@ -129,7 +130,7 @@ class TurnInline(admin.TabularInline):
 
 class TranscriptSaveInline(admin.TabularInline):
     model = TranscriptSave
-    fields = ["status", "attempts", "last_error", "created_at", "updated_at"]
+    fields = ["status", "attempts", "last_error", "requested_by", "created_at", "next_attempt_at", "sent_at"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -240,7 +241,11 @@ class ConversationAdmin(admin.ModelAdmin):
         ("Call", {"fields": call_fields}),
     ]
     inlines = [TurnInline, TranscriptSaveInline, ReviewEventInline]
-    actions = [*(review_status_action(status) for status in Conversation.ReviewStatus), "export_bundle"]
+    actions = [
+        *(review_status_action(s) for s in Conversation.ReviewStatus),
+        "export_bundle",
+        save_transcripts_again,
+    ]
 
     class Media:  # the recording synced to the turns (templates/sessions/_turns.html)
         css = {"all": ["css/review.css"]}

@@ -90,6 +90,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             on_end=self._ended,
             sandbox=bool(session.config.get("sandbox")),
             record=settings.RECORDING,
+            credentials=await self._user_credentials(),  # the outbox saves with the user's own token
         )
         self.task = asyncio.create_task(self.relay.run(), name=f"relay-{self.conversation.id}")
 

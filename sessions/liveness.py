@@ -158,6 +158,12 @@ class Liveness:
         self.calls.clear()
         await self.stop(reason)
 
+    def run_for_lifetime(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Another server that calls `shutdown()` itself before it stops (playground/serve_uvicorn.py):
+        the task runs from now to then, as under Daphne."""
+        self.daphne = True
+        self.start(loop)
+
     # ---- Daphne ------------------------------------------------------------------------
 
     def attach_to_daphne(self) -> None:

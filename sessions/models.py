@@ -335,8 +335,16 @@ class Turn(models.Model):
 
 
 class TranscriptSave(models.Model):
+    """One save of a conversation's transcript through its provider's save API: the outbox.
+
+    A row is queued (`pending`) when a call ends or someone asks; the worker
+    (sessions/outbox.py, `manage.py savetranscripts`) claims it (`sending`, under a lease),
+    calls the provider and records the outcome (`saved`, or `failed` with the message once
+    retrying cannot help). `payload` is the snapshot that is sent and `digest` its version."""
+
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
         SAVED = "saved", "Saved"
         FAILED = "failed", "Failed"
 
@@ -346,17 +354,39 @@ class TranscriptSave(models.Model):
     last_error = models.TextField(blank=True)
     response = models.JSONField(default=dict, blank=True)
     requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Who asked for this save; empty when the call's end queued it.",
+    )  # fmt: skip
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
+    # The outbox (sessions/outbox.py). Times are the database's clock, as the worker sets them.
+    next_attempt_at = models.DateTimeField(default=timezone.now, help_text="Not tried again before this.")
+    lease_until = models.DateTimeField(
+        null=True, blank=True, help_text="While sending: another worker may take it over after this."
+    )
+    claimed_by = models.CharField(max_length=120, blank=True, help_text="The worker that last claimed it.")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    payload = models.JSONField(default=dict, blank=True, help_text="The snapshot that is sent.")
+    digest = models.CharField(max_length=64, blank=True, help_text="SHA-256 of the payload: its version.")
+    idempotency_key = models.CharField(max_length=64, blank=True)
+    # The requesting user's own provider credentials (e.g. their Liku token), server side only,
+    # for as long as the save is not done; emptied when it is saved or failed.
+    credentials = models.JSONField(default=dict, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "-created_at"], name="save_status_created")]
+        indexes = [
+            models.Index(fields=["status", "-created_at"], name="save_status_created"),
+            models.Index(fields=["status", "next_attempt_at"], name="save_status_due"),
+        ]
 
     def __str__(self) -> str:
         return f"save of {self.conversation_id}: {self.status}"
+
+    @property
+    def unchanged_since(self):
+        """The id of the earlier save of the same version, when this one was not sent again."""
+        return (self.response or {}).get("unchanged_since")
 
 
 class ApiToken(models.Model):

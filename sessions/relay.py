@@ -21,10 +21,10 @@ import numpy as np
 from django.db.models import Max
 from django.utils import timezone
 
-from sessions import recording
+from sessions import outbox, recording, vadbatch
 from sessions.audio import Converter, frame_bytes
 from sessions.latency import Measure, ReplyClock
-from sessions.models import Conversation, TranscriptSave, Turn
+from sessions.models import Conversation, Turn
 from sessions.upstreams.base import (
     Audio,
     Ended,
@@ -47,7 +47,6 @@ FRAME_MS = 20
 MAX_FRAME_BYTES = 64 * 1024
 CONNECT_TIMEOUT = 20.0  # the offline agent loads its models on first connect
 INTERNAL_MESSAGE = "Something went wrong on our side; the conversation was ended."
-SAVE_TIMEOUT = 5.0
 BYTES_PER_SECOND = INPUT_RATE * 2
 # A socket that sends more than this over FLOOD_WINDOW_S is closed (4400): 4x real time leaves room for
 # a backlog after a network stall (up to about 9 s of audio at once), and 250 messages a second for
@@ -61,6 +60,7 @@ FLOOD_MESSAGES_PER_S = 250
 # figures use arrival times, so batching delays only when they are known, not what they say).
 VAD_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="uplink-vad")
 VAD_BATCH_BYTES = 3 * 640
+VAD_BATCHER = vadbatch.Batcher(VAD_EXECUTOR)  # every call's VAD runs in one thread hop per 20 ms
 # Direct media (docs/protocol.md, "Recording frames"): the page sends what it records as binary
 # frames whose first byte says whose audio follows.
 USER_CHANNEL, AGENT_CHANNEL = 0, 1
@@ -162,9 +162,12 @@ class UplinkVad:
     FLOOR_FACTOR = 2.0  # nor those within 6 dB of the noise floor
 
     def __init__(self):
-        from playground.engine import vad
+        from playground.engine import shared_vad, vad
 
-        self.vad = vad.Vad()
+        # One model for every call of the process, each call keeping only its state (about 1 KB
+        # instead of a 12.5 MB model; playground/engine/shared_vad.py); a model each if that fails.
+        shared = shared_vad.shared_model()
+        self.vad = shared_vad.Stream(shared) if shared is not None else vad.Vad()
         self.turns = vad.TurnDetector(window_ms=self.vad.window_ms, start_windows=4, hangover_ms=300)
         self._recent = bytearray()
         self._total = 0  # bytes of audio seen
@@ -225,6 +228,7 @@ class Relay:
         on_end: Callable[[int], Awaitable[None]] | None = None,
         sandbox: bool = False,
         record: bool = False,
+        credentials: dict | None = None,
     ):
         self.conversation_id = conversation_id
         self.upstream = upstream
@@ -234,6 +238,7 @@ class Relay:
         self.close_timeout = close_timeout
         self.on_end = on_end
         self.sandbox = sandbox  # the upstream is a vendor's sandbox, not the real service
+        self.credentials = credentials or {}  # the user's own provider token, for the queued save
         self.ready = False
         self.ended = False
         self._inbox: asyncio.Queue = asyncio.Queue(maxsize=100)  # about 2 s of 20 ms frames
@@ -358,25 +363,19 @@ class Relay:
         await self._store_pending()
         await self._mark_ended(status, reason)
         await self._send({"type": "ended", "reason": reason})
-        await self._save_transcript()
+        await self._queue_save()
         if self.on_end:
             await self.on_end(1000 if status == Conversation.Status.ENDED else 4500)
 
-    async def _save_transcript(self) -> None:
-        """Providers with a save-transcript API get the conversation saved; each attempt is recorded."""
+    async def _queue_save(self) -> None:
+        """Providers with a save-transcript API get the finished conversation queued for saving;
+        the outbox worker delivers it (sessions/outbox.py), retrying as long as it may help."""
         if not self.capabilities.saves_transcript or not self.ready:
             return
-        record = await TranscriptSave.objects.acreate(conversation_id=self.conversation_id, attempts=1)
         try:
-            response = await asyncio.wait_for(self.upstream.save_transcript(), SAVE_TIMEOUT)
-        except (TimeoutError, UpstreamError) as exc:
-            record.status, record.last_error = TranscriptSave.Status.FAILED, str(exc) or "timed out"
-        except Exception:
-            log.exception("saving the transcript of %s", self.conversation_id)
-            record.status, record.last_error = TranscriptSave.Status.FAILED, "internal error"
-        else:
-            record.status, record.response = TranscriptSave.Status.SAVED, response or {}
-        await record.asave()
+            await outbox.aenqueue(self.conversation_id, credentials=self.credentials)
+        except Exception:  # the call is over all the same; the owner can ask for a save again
+            log.exception("queueing the transcript save of %s", self.conversation_id)
 
     async def _close_upstream(self) -> None:
         try:
@@ -517,13 +516,12 @@ class Relay:
     async def _listen(self) -> None:
         """Our VAD over the uplink audio, behind the writer (see VAD_EXECUTOR). A failure here is a
         bug that costs latency figures and our barge-in, not the call: logged, and the VAD stops."""
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 await self._heard_more.wait()
                 self._heard_more.clear()
                 pcm, self._unheard = bytes(self._unheard), bytearray()
-                await self._on_user_vad(await loop.run_in_executor(VAD_EXECUTOR, self._vad.turn_events, pcm))
+                await self._on_user_vad(await VAD_BATCHER.run(self._vad.turn_events, pcm))
         except Exception:
             log.exception("relay %s: our VAD failed; no latency figures from here", self.conversation_id)
 

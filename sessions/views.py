@@ -2,13 +2,15 @@
 
 import datetime
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.http import require_POST
 
-from sessions import exports
+from sessions import exports, outbox
 from sessions.models import Conversation, Tag, Topic, Turn
 from sessions.upstreams import registry
 
@@ -79,7 +81,28 @@ def conversation(request, conversation_id):
         "turns": conv.turns.all(),
         "rows": exports.timeline(conv),  # the turns as templates/sessions/_turns.html shows them
         "recording_url": reverse("conversation_recording", args=[conv.id]) if conv.recording else "",
-        "saves": conv.saves.all(),
+        "saves": conv.saves.select_related("requested_by"),
+        "can_resave": _can_resave(conv),
         "hears_user": registry.hears_user(conv.provider),
     }
     return render(request, "sessions/conversation.html", context)
+
+
+def _can_resave(conv: Conversation) -> bool:
+    """A finished call whose provider has a save-transcript API and that reached it (refs kept)."""
+    finished = conv.status in (Conversation.Status.ENDED, Conversation.Status.FAILED)
+    return finished and bool(conv.provider_refs) and outbox.provider_saves(conv.provider)
+
+
+@login_required
+@require_POST
+def save_again(request, conversation_id):
+    """The owner's "Save transcript again": queue a save for the outbox worker (sessions/outbox.py)."""
+    conv = get_object_or_404(Conversation, id=conversation_id, user=request.user)
+    if not _can_resave(conv):
+        messages.error(request, "This conversation cannot be saved with its provider.")
+    else:
+        credentials = outbox.credentials_from_session(conv.provider, request.session)
+        save = outbox.enqueue(conv, requested_by=request.user, credentials=credentials)
+        messages.success(request, f"Transcript save #{save.id} queued: it is sent in the background.")
+    return redirect(f"{conv.get_absolute_url()}#saves")

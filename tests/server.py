@@ -68,6 +68,7 @@ class Server:
     token: str
     env: dict
     process: subprocess.Popen
+    log: Path | None = None  # the server's output
 
     def client(self) -> httpx.Client:
         """An HTTP client logged in as the demo user, as a browser would be."""
@@ -120,12 +121,14 @@ def collected_static() -> str:
     return root
 
 
-def start_server(extra_env: dict | None = None, share_with: Server | None = None):
+def start_server(extra_env: dict | None = None, share_with: Server | None = None, workers: int = 0,
+                 serve_args: tuple[str, ...] = ()):  # fmt: skip
     """Start Daphne; a generator for a pytest fixture (yields a Server, stops it after).
 
     It runs on production settings (see `production_env`); `extra_env` overrides them,
     e.g. {"DEBUG": "1"}. `share_with`: another server whose database (and SECRET_KEY) this
-    one uses too, as a second process of one deployment would."""
+    one uses too, as a second process of one deployment would. `workers`: serve through
+    `bin/serve --workers N [serve_args]` instead (N worker processes on one port, one supervisor)."""
     tmp = tempfile.mkdtemp(prefix="playground-e2e-")
     env = production_env(extra_env)
     drop = None
@@ -146,19 +149,21 @@ def start_server(extra_env: dict | None = None, share_with: Server | None = None
         server.token = server.manage("api_token", "demo").strip()
     else:
         server.token = share_with.token
-    log = open(Path(tmp) / "daphne.log", "w")
-    server.process = subprocess.Popen(
-        [sys.executable, "-m", "playground.serve", "-b", "127.0.0.1", "-p", str(port),
-         "playground.asgi:application"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    server.log = Path(tmp) / "daphne.log"
+    log = open(server.log, "w")
+    app = "playground.asgi:application"
+    argv = [sys.executable, "-m", "playground.serve", "-b", "127.0.0.1", "-p", str(port), app]
+    if workers:
+        serve = ["--workers", str(workers), "--host", "127.0.0.1", "--port", str(port), *serve_args]
+        argv = [str(ROOT / "bin" / "serve"), *serve]
+    server.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_until_up(server, Path(tmp) / "daphne.log")
         yield server
     finally:
         server.process.terminate()
         try:
-            server.process.wait(10)
+            server.process.wait(20 if workers else 10)
         except subprocess.TimeoutExpired:
             server.process.kill()
         log.close()

@@ -21,6 +21,7 @@ import pytest
 import websockets
 from django.urls import reverse
 
+from sessions import outbox
 from sessions import relay as relay_module
 from sessions.models import Conversation, TranscriptSave
 from sessions.relay import Relay
@@ -211,15 +212,21 @@ async def test_own_vad_times_the_reply_with_or_without_user_transcripts(
 @with_db
 @pytest.mark.parametrize("declared", [True, False])
 async def test_the_transcript_is_saved_only_where_the_client_declares_it(conversation, declared):
+    """A declared save API gets the ended call queued (the relay calls nothing itself), and the outbox
+    worker delivers it through the client's class method, with no call alive."""
     async with EchoPeer() as peer:
         relay, browser, task = start(conversation, peer.url, saves_transcript=declared)
         await browser.message("ready")
         await finish(relay, task)
     saves = [s async for s in TranscriptSave.objects.filter(conversation_id=conversation.id).values()]
-    if declared:
-        assert [(s["status"], s["response"]) for s in saves] == [("saved", {"saved": True, "rate": 16000})]
-    else:
+    if not declared:
         assert saves == []
+        return
+    assert [(s["status"], s["attempts"], s["requested_by_id"]) for s in saves] == [("pending", 0, None)]
+    assert await outbox.drain("contract-test") == {"saved": 1}
+    saved = await TranscriptSave.objects.aget(conversation_id=conversation.id)
+    assert (saved.status, saved.attempts) == ("saved", 1)
+    assert saved.response == {"saved": True, "rate": 16000, "turns": 0}
 
 
 def test_capabilities_can_be_declared_in_the_echo_url_for_a_deployment():

@@ -78,7 +78,7 @@ def test_start_creates_the_conversation_and_the_call_ends_with_a_next_step(serve
 
     page.click("#talk-open-history")
     page.wait_for_url(f"**/history/{second}/")
-    facts = page.locator(".facts").inner_text()
+    facts = page.locator(".facts").first.inner_text()
     assert "Built-in offline agent" in facts and "American English" in facts and "en-us" not in facts
     assert errors == []
 

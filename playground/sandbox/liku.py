@@ -35,7 +35,12 @@ from our client (sessions/upstreams/liku.py). It is strict where the guide is:
   connection data by its first save; with ``"server"`` the sandbox issues one per chat in its
   confirmation message (``conversation_id``) and only that one is accepted. Saves are kept in
   memory (`State.saved`), re-saving the same conversation replaces it;
-  ``GET /api/_sandbox/saved`` lists the caller's own (sandbox only).
+  ``GET /api/_sandbox/saved`` lists the caller's own (sandbox only). The guide's body has no
+  transcript: an extra ``"transcript"`` (our reviewed turns) is kept with the save as given.
+  Idempotency (not in the guide; our assumption, documented in sessions/upstreams/liku.py): a
+  save carrying an ``Idempotency-Key`` header that an earlier successful save carried is not
+  stored again: the earlier answer is repeated. `State.stored` counts saves actually stored,
+  `State.save_requests` every authenticated save request.
 
 Connection data stays valid after a socket closes (for CHAT_TTL_S after its last use), so
 a client may reconnect with it and the chat goes on (no second greeting). The topic comes
@@ -44,9 +49,13 @@ in for Liku's topic configuration), else a generic demo script; it is spoken in 
 ``language`` where the topic is written in it (with that language's espeak-ng voice), else in
 the topic's own language.
 
-`make_app(secret, scripts=None, replies=, confirmation=, conversation_ids=, statuses=)`; the
-state object is `app.state` (`State`), whose fault controls tests use: `outage`, `expire_all`,
-`drop_all`, `end_all`, `send_raw`, `save_outage`, `reset`.
+`make_app(secret, scripts=None, replies=, confirmation=, conversation_ids=, statuses=,
+save_failures=, save_error=, save_delay=)`; the state object is `app.state` (`State`), whose
+fault controls tests use: `outage`, `expire_all`, `drop_all`, `end_all`, `send_raw`,
+`save_outage`, `reset`, and the save API's faults (its attributes, settable while it runs):
+`save_failures` (the next N authenticated saves answer 503, then it is up again), `save_error`
+((status, detail): every save answers that, e.g. (422, "…")), `save_delay` (seconds a save
+waits after it is stored before answering, so a client can die with its request in flight).
 Everything it keeps is bounded (MAX_* below, oldest first out).
 """
 
@@ -88,6 +97,7 @@ CHAT_TTL_S = 3600.0  # connection data unused this long is forgotten
 MAX_MESSAGES = 500  # per chat
 MAX_INITS = 200
 MAX_SAVED = 200
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 NO_STATUS = 1005  # a close frame without a status code
 STATUSES = {"partial": "in_progress", "final": "completed", "cut_short": "incomplete"}
 REPLIES = ("both", "transcript", "message")
@@ -143,6 +153,13 @@ class State:
     sockets: set = field(default_factory=set)
     down: bool = False
     save_down: bool = False
+    # The save API's faults and counters (see the module doc).
+    save_failures: int = 0
+    save_error: tuple[int, str] | None = None
+    save_delay: float = 0.0
+    save_requests: int = 0
+    stored: int = 0
+    answered: OrderedDict[str, dict] = field(default_factory=OrderedDict)  # idempotency key -> answer
     # Variants where the guide is silent (see make_app).
     replies: str = "both"
     confirmation: str = "message"
@@ -183,6 +200,24 @@ class State:
     def save(self, record: dict) -> None:
         kept = [s for s in self.saved if s["conversation_id"] != record["conversation_id"]]
         self.saved[:] = [*kept, record][-MAX_SAVED:]
+        self.stored += 1
+
+    def remember(self, key: str, answer: dict) -> None:
+        if key:
+            self.answered[key] = answer
+            while len(self.answered) > MAX_SAVED:
+                self.answered.popitem(last=False)
+
+    def save_fault(self) -> Response | None:
+        """The answer an injected fault gives instead of saving, if any."""
+        if self.save_down:
+            return _detail(503, "Transcript service unavailable.")
+        if self.save_failures > 0:
+            self.save_failures -= 1
+            return _detail(503, "Transcript service unavailable.")
+        if self.save_error is not None:
+            return _detail(*self.save_error)
+        return None
 
     # ---- fault controls for in-process tests ----
 
@@ -229,7 +264,10 @@ class State:
         self.chats.clear()
         self.inits.clear()
         self.saved.clear()
+        self.answered.clear()
         self.down = self.save_down = False
+        self.save_failures, self.save_error, self.save_delay = 0, None, 0.0
+        self.save_requests = self.stored = 0
 
 
 def state_of(conn) -> State:
@@ -314,8 +352,10 @@ async def save_transcript(request: Request) -> Response:
     email = _token_email(request)
     if email is None:
         return _detail(401, "Invalid token.")
-    if state.save_down:
-        return _detail(503, "Transcript service unavailable.")
+    state.save_requests += 1
+    fault = state.save_fault()
+    if fault is not None:
+        return fault
     refused = _not_json(request)
     if refused is not None:
         return refused
@@ -334,12 +374,20 @@ async def save_transcript(request: Request) -> Response:
     problem = _conversation_problem(state, chat, str(body["conversation_id"]))
     if problem:
         return _field_error("conversation_id", problem)
+    key = f"{email}:{request.headers[IDEMPOTENCY_HEADER]}" if request.headers.get(IDEMPOTENCY_HEADER) else ""
+    if key in state.answered:  # the same save again (a client that lost our answer): not stored twice
+        return JSONResponse(state.answered[key])
     chat.conversation_id = str(body["conversation_id"])
     record = {"conversation_id": chat.conversation_id, "topic_id": chat.params["topic_id"],
-              "email": email, "messages": list(chat.messages)}  # fmt: skip
+              "email": email, "messages": list(chat.messages), "transcript": body.get("transcript"),
+              "idempotency_key": request.headers.get(IDEMPOTENCY_HEADER, "")}  # fmt: skip
     state.save(record)
-    return JSONResponse({"status": "saved", "conversation_id": record["conversation_id"],
-                         "messages": len(record["messages"])})  # fmt: skip
+    answer = {"status": "saved", "conversation_id": record["conversation_id"],
+              "messages": len(record["messages"]), "save": state.stored}  # fmt: skip
+    state.remember(key, answer)
+    if state.save_delay:  # stored, but the answer is late: a client may die waiting for it
+        await asyncio.sleep(state.save_delay)
+    return JSONResponse(answer)
 
 
 def _field_error(name: str, message: str) -> JSONResponse:
@@ -512,20 +560,23 @@ async def _script(state: State, topic_id: str, language: str = "") -> Script:
 
 def make_app(secret: str, *, scripts: Scripts | None = None, replies: str = "both",
              confirmation: str = "message", conversation_ids: str = "client",
-             statuses: dict | None = None) -> SandboxApp:  # fmt: skip
+             statuses: dict | None = None, save_failures: int = 0, save_error: tuple[int, str] | None = None,
+             save_delay: float = 0.0) -> SandboxApp:  # fmt: skip
     """A fresh Liku sandbox whose account password is derived from `secret`; state: `app.state`.
 
     Variants where the guide is silent: `replies` "both" (assistant_transcript then
     assistant_message, as the guide lists them), "transcript" or "message"; `confirmation`
     "message" ({"type": "connection_established"}) or "silent" (nothing until audio comes);
     `conversation_ids` "client" or "server" (see the module doc); `statuses` overrides the words
-    of STATUSES ("partial", "final", "cut_short"; a final of None sends no status)."""
+    of STATUSES ("partial", "final", "cut_short"; a final of None sends no status). The save
+    API's faults (`save_failures`, `save_error`, `save_delay`) start as given (see the module doc)."""
     if replies not in REPLIES or confirmation not in ("message", "silent") or \
             conversation_ids not in ("client", "server"):  # fmt: skip
         raise ValueError("unknown Liku sandbox variant")
     state = State(accounts={EMAIL: password(secret)}, scripts=scripts, replies=replies,
                   confirmation=confirmation, conversation_ids=conversation_ids,
-                  statuses={**STATUSES, **(statuses or {})})  # fmt: skip
+                  statuses={**STATUSES, **(statuses or {})}, save_failures=save_failures,
+                  save_error=save_error, save_delay=save_delay)  # fmt: skip
     asgi = Starlette(
         routes=[
             Route("/api/liku/authentication/", authentication, methods=["POST"]),

@@ -12,7 +12,14 @@ and the pages read that and nothing else. `Capabilities` documents each one and
 its default. A client that has provider ids worth keeping (connection data,
 call ids) returns them from ``refs`` (default: none), one whose protocol reports its own
 latency figures returns them from ``last_timings`` (default: none); a client that declares
-``saves_transcript`` implements ``async save_transcript() -> dict``.
+``saves_transcript`` implements the class method ``async save_transcript(request: SaveRequest)
+-> dict``: it saves a transcript with the provider WITHOUT a live call (the outbox worker,
+sessions/outbox.py, calls it, maybe long after the call), from what `SaveRequest` carries. It
+raises `UpstreamError` with ``permanent=True`` when trying again cannot help (the provider
+refused the request: HTTP 4xx other than 408/429, nothing to save, no credentials) and
+``permanent=False`` for what may pass (5xx, timeouts, connection errors); the worker retries
+only the latter. It sends ``request.idempotency_key`` where the provider takes one, so a save
+repeated after a worker died mid-request is not stored twice.
 
 **Errors** follow one rule:
 
@@ -89,7 +96,8 @@ class Capabilities:
     # Says itself when the user talked over the agent (`Interrupted`). Without it the relay runs
     # its own VAD on the user's audio and clears the browser when the user starts speaking.
     barge_in_signal: bool = True
-    # Has `async save_transcript() -> dict`, which the relay calls once after the call and records.
+    # Has the class method `async save_transcript(SaveRequest) -> dict` (a provider save API): a
+    # call that ended queues a save, which the outbox worker delivers (sessions/outbox.py).
     saves_transcript: bool = False
     # Media goes between the browser and the vendor over WebRTC (Flow over LiveKit, Retell web
     # calls), not through us: `connect()` makes the call, `events()` yields a `Join` that the relay
@@ -184,6 +192,20 @@ class Session:
     language: str
     options: dict[str, Any] = field(default_factory=dict)  # the topic's options for this provider
     config: dict[str, Any] = field(default_factory=dict)  # settings.PROVIDERS[key]
+
+
+@dataclass(frozen=True)
+class SaveRequest:
+    """What a provider's `save_transcript` gets: everything to save one transcript without a call."""
+
+    conversation_id: str
+    refs: dict[str, Any]  # the provider's ids for the call (`Upstream.refs`, kept with the conversation)
+    options: dict[str, Any]  # the topic's options for this provider
+    turns: tuple[dict, ...]  # {"sequence", "role", "text"} in order; the text as reviewed
+    idempotency_key: str  # the same for every attempt at one version of one transcript
+    config: dict[str, Any] = field(
+        default_factory=dict, repr=False
+    )  # settings.PROVIDERS[key] + the user's own
 
 
 @runtime_checkable

@@ -40,6 +40,7 @@ from sessions.upstreams.base import (
     Event,
     Interrupted,
     Join,
+    SaveRequest,
     Session,
     Status,
     ToolCall,
@@ -103,7 +104,6 @@ class EchoUpstream(Client):
         if overrides:  # a peer acting out a provider that lacks some: this call's own declaration
             self.capabilities = dataclasses.replace(type(self).capabilities, **overrides)
         self.ws = None
-        self.saved = 0
 
     async def connect(self) -> None:
         if not self.url:
@@ -142,10 +142,10 @@ class EchoUpstream(Client):
     def refs(self) -> dict:
         return {"rate": self.input_rate}
 
-    async def save_transcript(self) -> dict:
-        """Only when declared (`?saves_transcript=1`): nothing to call, the relay records the answer."""
-        self.saved += 1
-        return {"saved": True, "rate": self.input_rate}
+    @classmethod
+    async def save_transcript(cls, request: SaveRequest) -> dict:
+        """Only when declared (`?saves_transcript=1`): nothing to call, the outbox records the answer."""
+        return {"saved": True, "rate": (request.refs or {}).get("rate"), "turns": len(request.turns)}
 
     async def close(self) -> None:
         if self.ws is not None:

@@ -21,7 +21,9 @@ The protocol as we read it:
    ``{"type": "user_transcript"|"assistant_transcript"|"assistant_message",
    "text", "message_id", "response_id"?, "status"?}``.
 4. ``POST {chat}/api/save-transcript`` with ``Authorization: Token <token>`` and
-   ``{"connection_data", "topic_id", "conversation_id"}`` after the call.
+   ``{"connection_data", "topic_id", "conversation_id"}`` after the call. We call it from the
+   outbox worker (sessions/outbox.py) through the class method `LikuUpstream.save_transcript`,
+   with the refs the call left (see "Saving" below).
 
 Decisions where the guide is silent:
 
@@ -55,6 +57,14 @@ Decisions where the guide is silent:
   fresh data refused again, a rejected token, or all attempts failing end the
   call: `events()` raises the ``UpstreamError`` (base.py's rule). A close 1000
   (normal closure) or 1005 (no status), the guide's normal ends, ends the call cleanly.
+* Saving (the guide shows only the three fields): our body adds ``"transcript"``, the turns as
+  reviewed (``[{"sequence", "role", "text"}]``), which a DRF serializer that does not know the
+  field ignores, and the header ``Idempotency-Key`` (``LIKU_IDEMPOTENCY_HEADER``; ``none`` sends
+  none) with one key per version of a transcript, so that a save repeated after our worker died
+  mid-request is stored once by a server that honours it (the sandbox does). The token is the
+  user's own where the call used it (kept with the queued save), else the service's
+  (``LIKU_TOKEN``, or a fresh login with ``LIKU_EMAIL``/``LIKU_PASSWORD``). HTTP 4xx (but 408
+  and 429) is permanent, 5xx, timeouts and connection errors are worth another try.
 * Secrets: no message we raise contains the token, password or a URL with the
   token (httpx errors are reported by type only).
 """
@@ -74,7 +84,19 @@ import websockets
 
 from sessions.audio import Rechunker
 
-from .base import Audio, Capabilities, Client, Ended, Error, Event, Session, Transcript, UpstreamError, scrub
+from .base import (
+    Audio,
+    Capabilities,
+    Client,
+    Ended,
+    Error,
+    Event,
+    SaveRequest,
+    Session,
+    Transcript,
+    UpstreamError,
+    scrub,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +112,8 @@ PARTIAL = frozenset({"in_progress", "partial", "pending", "streaming"})
 CUT_SHORT = frozenset({"incomplete", "cancelled", "interrupted"})
 MAX_REPLY_IDS = 256  # ids of recent agent replies kept for de-duplication
 SPEAKERS = {"user_transcript": "user", "assistant_transcript": "agent", "assistant_message": "agent"}
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+RETRYABLE_4XX = frozenset({408, 429})  # a client error that may pass: timed out, rate limited
 
 
 # ---- configuration -----------------------------------------------------------------------
@@ -261,10 +285,69 @@ async def authenticate(url: str, email: str, password: str, wait_s: float = 10.0
     return token
 
 
+# ---- saving (without a call) -----------------------------------------------------------
+
+
+def user_token(config: dict) -> str:
+    """The user's own token, only against the service it came from, never against a sandbox."""
+    return "" if config.get("sandbox") else config.get("user_token") or ""
+
+
+async def save_token(config: dict, wait_s: float) -> str:
+    """The token to save with: the user's own, the service token, or a fresh service login."""
+    token = user_token(config) or config.get("token") or ""
+    if token:
+        return token
+    email, password = config.get("email"), config.get("password")
+    if not (email and password):
+        message = "No Liku credentials to save with: set LIKU_TOKEN or LIKU_EMAIL and LIKU_PASSWORD."
+        raise UpstreamError(message, permanent=True, code="liku.auth")
+    return await authenticate(endpoints(config).login, email, password, wait_s)
+
+
+def save_body(request: SaveRequest) -> dict:
+    refs = request.refs or {}
+    connection_data = refs.get("connection_data") or ""
+    if not connection_data:
+        raise UpstreamError("Nothing to save: the Liku chat never started.", permanent=True, code="liku.save")
+    topic_id = str(refs.get("topic_id") or (request.options or {}).get("topic_id") or "")
+    return {
+        "connection_data": connection_data,
+        "topic_id": topic_id,
+        "conversation_id": str(refs.get("conversation_id") or request.conversation_id),
+        "transcript": [
+            {"sequence": t["sequence"], "role": t["role"], "text": t["text"]} for t in request.turns
+        ],
+    }
+
+
+def save_headers(config: dict, token: str, key: str) -> dict:
+    headers = {"Authorization": f"Token {token}", "Accept": "application/json"}
+    name = str(config.get("idempotency_header") or IDEMPOTENCY_HEADER).strip()
+    if key and name.lower() != "none":
+        headers[name] = key
+    return headers
+
+
+def save_outcome(response: httpx.Response, secrets: tuple[str, ...]) -> dict:
+    """The answer of a successful save, or the UpstreamError that says why not (4xx permanent)."""
+    if not response.is_success:
+        detail = scrub(error_detail(response), *secrets)
+        status = response.status_code
+        permanent = 400 <= status < 500 and status not in RETRYABLE_4XX
+        raise UpstreamError(f"Liku did not save the transcript (HTTP {status}: {detail}).",
+                            permanent=permanent, code="liku.save")  # fmt: skip
+    try:
+        data = response.json()
+    except ValueError:
+        return {"text": response.text[:500]}
+    return data if isinstance(data, dict) else {"response": data}
+
+
 class LikuUpstream(Client):
     input_rate = 16000
     # Speech only; Liku never says it stopped (the relay's own VAD clears the browser); it has a
-    # save-transcript API, called after the call.
+    # save-transcript API, which the outbox worker calls after the call (`save_transcript` below).
     capabilities = Capabilities(accepts_text=False, user_transcripts=True, barge_in_signal=False,
                                 saves_transcript=True)  # fmt: skip
 
@@ -275,10 +358,9 @@ class LikuUpstream(Client):
         self.params = init_params(session)
         self.conversation_id = session.conversation_id
         self.server_conversation_id = ""
-        # The user's own token only against the service it came from, never against a sandbox.
-        user_token = "" if config.get("sandbox") else config.get("user_token") or ""
-        self._own_token = bool(user_token)
-        self._token = user_token or config.get("token") or ""
+        own = user_token(config)
+        self._own_token = bool(own)
+        self._token = own or config.get("token") or ""
         self._connection_data = ""
         self._chunks = Rechunker(int(config.get("chunk_bytes") or CHUNK_BYTES))
         self._attempts = int(config.get("reconnect_attempts", 5))
@@ -346,27 +428,21 @@ class LikuUpstream(Client):
         self._closed.set()
         await self._shut(self._ws)
 
-    async def save_transcript(self) -> dict:
-        """Save the conversation with Liku (the relay awaits this after the call and records it)."""
-        if not (self._token and self._connection_data):
-            message = "Nothing to save: the Liku chat never started."
-            raise UpstreamError(message, permanent=True, code="liku.save")
-        body = {
-            "connection_data": self._connection_data,
-            "topic_id": self.params["topic_id"],
-            "conversation_id": self.server_conversation_id or self.conversation_id,
-        }
-        headers = {"Authorization": f"Token {self._token}", "Accept": "application/json"}
-        response = await self._http("post", self.urls.save, "save the transcript", json=body, headers=headers)
-        if not response.is_success:
-            detail = self._scrub(error_detail(response))
-            raise UpstreamError(f"Liku did not save the transcript (HTTP {response.status_code}: {detail}).",
-                                code="liku.save")  # fmt: skip
+    @classmethod
+    async def save_transcript(cls, request: SaveRequest) -> dict:
+        """Save a transcript with Liku, no call needed (the outbox worker calls this)."""
+        config = request.config or {}
+        timeout = float(config.get("http_timeout", 10.0))
+        body = save_body(request)
+        token = await save_token(config, timeout)
+        headers = save_headers(config, token, request.idempotency_key)
         try:
-            data = response.json()
-        except ValueError:
-            return {"text": response.text[:500]}
-        return data if isinstance(data, dict) else {"response": data}
+            async with httpx.AsyncClient(timeout=timeout) as http:
+                response = await http.post(endpoints(config).save, json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"Liku is unreachable, could not save the transcript ({type(exc).__name__}).",
+                                code="liku.unreachable") from None  # fmt: skip
+        return save_outcome(response, (token, config.get("password") or ""))
 
     # ---- connecting ------------------------------------------------------------------
 

@@ -214,6 +214,8 @@ PROVIDERS: dict[str, Provider] = {
                 Var.number("LIKU_CONFIRM_WAIT_MS", "confirm_wait_ms", 1000, lo=0, hi=30000),
                 Var("LIKU_PARTIAL_STATUSES", "partial_statuses"),
                 Var("LIKU_CUT_SHORT_STATUSES", "cut_short_statuses"),
+                # The save API documents no idempotency key: the header we send one in (liku.py).
+                Var("LIKU_IDEMPOTENCY_HEADER", "idempotency_header"),
             ),
             configured_by=(("token",), ("email", "password"), ("login",)),
             options=(

@@ -4,6 +4,8 @@ place, and the turns stored for a conversation. (The `speech` fixture is in conf
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 
 from asgiref.sync import sync_to_async
 
@@ -63,3 +65,14 @@ def server_key(server, vendor: str) -> str:
     code = f"from django.conf import settings; from playground.sandbox import {vendor}; " \
            f"print({vendor}.api_key(settings.SECRET_KEY))"  # fmt: skip
     return server.manage("shell", "-c", code).strip().splitlines()[-1]
+
+
+def press_start(client, talk_page: str) -> str:
+    """What the talk page's Start does (static/js/talk-flow.js): create the conversation with the
+    settings the page holds, through the same API call and CSRF token; its socket path."""
+    found = re.search(r'<script id="talk-config" type="application/json">(.*?)</script>', talk_page, re.S)
+    config = json.loads(found.group(1))
+    csrf = {"X-CSRFToken": config["csrfToken"]}
+    created = client.post(config["createUrl"], json=config["draft"], headers=csrf)
+    assert created.status_code == 201, created.text
+    return created.json()["ws_path"]

@@ -52,7 +52,7 @@ from tests.browser_double import BrowserPeer
 from tests.engine.speech import silence
 from tests.peers import EchoPeer, finish, serving, stream
 from tests.server import free_port
-from tests.vendors.helpers import astored, server_key, start, talk_over_daphne
+from tests.vendors.helpers import astored, press_start, server_key, start, talk_over_daphne
 
 ROOT = Path(__file__).resolve().parents[2]
 FRAME = 640  # 20 ms at 16 kHz
@@ -797,7 +797,7 @@ def test_over_daphne_a_spoken_flow_call_with_a_tool_works_and_is_stored(server, 
     assert picked.status_code == 302, picked.text
     talk_page = client.get(picked.headers["location"]).text
     assert key not in talk_page
-    ws_path = re.search(r"/ws/conversations/[0-9a-f-]+/", talk_page).group(0)
+    ws_path = press_start(client, talk_page)
     sentence = speech.pcm("I would like to book a table for two")
     seen, audio = asyncio.run(talk_over_daphne(server, ws_path, sentence))
     transcripts = [m for m in seen if m["type"] == "transcript" and m["final"]]

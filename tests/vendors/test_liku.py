@@ -13,14 +13,15 @@ import websockets
 from asgiref.sync import sync_to_async
 
 from playground.sandbox import liku as sandbox
+from sessions import outbox
 from sessions.models import Conversation, Topic, TranscriptSave
 from sessions.sandbox_scripts import topic_scripts
 from sessions.upstreams import liku
-from sessions.upstreams.base import Error, Transcript
+from sessions.upstreams.base import Error, SaveRequest, Transcript, UpstreamError
 from sessions.upstreams.liku import LikuUpstream
 from tests.engine.speech import silence
 from tests.peers import finish, stream
-from tests.server import call
+from tests.server import call, free_port
 from tests.vendors.helpers import astored, start
 
 FRAME = 640  # 20 ms at 16 kHz
@@ -82,6 +83,12 @@ def client_config(base_url, **extra):
 
 def finals(browser, role):
     return [m for m in browser.of_type("transcript") if m["role"] == role and m["final"]]
+
+
+async def deliver(settings, base_url) -> dict:
+    """The outbox worker's round (sessions/outbox.py), with this sandbox as the configured Liku."""
+    settings.PROVIDERS = {**settings.PROVIDERS, "liku": {**sandbox.client_config(base_url, SECRET)}}
+    return await outbox.drain("test-worker")
 
 
 @sync_to_async
@@ -245,7 +252,7 @@ async def test_sandbox_issuing_conversation_ids_accepts_only_its_own(base_url):
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
-async def test_spoken_turn_is_answered_stored_and_saved(box, base_url, conversation, speech):
+async def test_spoken_turn_is_answered_stored_and_saved(box, base_url, conversation, speech, settings):
     relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)  # the greeting
     await stream(relay, silence(300) + speech.pcm(SENTENCE) + silence(1200))
@@ -261,9 +268,15 @@ async def test_spoken_turn_is_answered_stored_and_saved(box, base_url, conversat
         ("agent", "For how many people?", True, False),
     ]
     [save] = await saves(conversation)
+    assert save["status"] == "pending" and box.state.saved == []  # queued: the outbox worker sends it
+    assert await deliver(settings, base_url) == {"saved": 1}
+    [save] = await saves(conversation)
     assert save["status"] == "saved" and save["response"]["conversation_id"] == str(conversation.id)
     [kept] = box.state.saved
     assert (kept["conversation_id"], kept["topic_id"]) == (str(conversation.id), "77")
+    assert [(t["role"], t["text"]) for t in kept["transcript"]] == [
+        ("agent", "Hello, how can I help?"), ("user", user["text"]), ("agent", "For how many people?")
+    ]  # fmt: skip
     refs = (await Conversation.objects.aget(id=conversation.id)).provider_refs
     assert (refs["topic_id"], refs["conversation_id"]) == ("77", str(conversation.id))
     assert refs["connection_data"]  # kept server side for re-saving
@@ -351,7 +364,7 @@ async def test_a_dropped_socket_reconnects_and_the_conversation_goes_on(box, bas
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
-async def test_close_4000_is_reported_and_followed_by_a_fresh_init(box, base_url, conversation):
+async def test_close_4000_is_reported_and_followed_by_a_fresh_init(box, base_url, conversation, settings):
     relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)
     await box.state.expire_all()
@@ -361,6 +374,7 @@ async def test_close_4000_is_reported_and_followed_by_a_fresh_init(box, base_url
     await browser.wait_for(lambda b: len(finals(b, "agent")) >= 2, 15)
     assert len(box.state.inits) == 2
     await finish(relay, task)
+    await deliver(settings, base_url)
     [save] = await saves(conversation)
     assert save["status"] == "saved"  # with the new connection data
 
@@ -405,13 +419,14 @@ async def test_malformed_messages_are_errors_and_the_call_goes_on(box, base_url,
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
-async def test_save_api_down_records_a_failed_save(box, base_url, conversation):
+async def test_save_api_down_leaves_the_save_pending_for_a_retry(box, base_url, conversation, settings):
     relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
     await browser.message("ready", timeout=15)
     box.state.save_outage()
     await finish(relay, task)
+    assert await deliver(settings, base_url) == {"pending": 1}  # tests/test_outbox.py: the retries
     [save] = await saves(conversation)
-    assert save["status"] == "failed"
+    assert save["status"] == "pending"
     assert (
         save["last_error"] == "Liku did not save the transcript (HTTP 503: Transcript service unavailable.)."
     )
@@ -505,7 +520,7 @@ async def test_forms_of_one_reply_are_linked_by_any_id_in_any_order(box, base_ur
 @pytest.mark.parametrize("code,reason", [(1000, "Liku ended the conversation"),
                                          (1005, "Liku ended the conversation (no status)")])  # fmt: skip
 async def test_the_guides_normal_closures_end_the_call_without_reconnecting(box, base_url, conversation, code,
-                                                                             reason):  # fmt: skip
+                                                                             reason, settings):  # fmt: skip
     _relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)
     await box.state.end_all(code)
@@ -515,16 +530,18 @@ async def test_the_guides_normal_closures_end_the_call_without_reconnecting(box,
     assert len(box.state.inits) == 1 and not box.state.sockets  # no second connection
     conv = await Conversation.objects.aget(id=conversation.id)
     assert (conv.status, conv.end_reason) == ("ended", reason)
+    await deliver(settings, base_url)
     assert [s["status"] for s in await saves(conversation)] == ["saved"]
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
 @pytest.mark.parametrize("variants", [{"conversation_ids": "server"}])
-async def test_a_conversation_id_issued_by_the_server_is_the_one_saved(box, base_url, conversation):
+async def test_a_conversation_id_issued_by_the_server_is_the_one_saved(box, base_url, conversation, settings):
     relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
     await browser.message("transcript", role="agent", final=True, timeout=15)
     await finish(relay, task)
+    await deliver(settings, base_url)
     [chat] = box.state.chats.values()
     [save] = await saves(conversation)
     assert save["status"] == "saved" and save["response"]["conversation_id"] == chat.conversation_id
@@ -683,6 +700,7 @@ def test_end_to_end_over_daphne_with_the_sandbox_mounted(server, speech):
     code = "from django.conf import settings; from playground.sandbox import liku; " \
            "print(liku.password(settings.SECRET_KEY))"  # fmt: skip
     password = server.manage("shell", "-c", code).strip().splitlines()[-1]
+    assert "saved" in server.manage("savetranscripts", "--once")  # the outbox worker delivers the queued save
     account = {"email": sandbox.EMAIL, "password": password}
     login = httpx.post(f"{api}/liku/authentication/", json=account)
     token = login.json()["token_key"]
@@ -691,3 +709,60 @@ def test_end_to_end_over_daphne_with_the_sandbox_mounted(server, speech):
     status = server.manage("shell", "-c", "from sessions.models import TranscriptSave as T; "
                            f"print(T.objects.get(conversation_id='{conv['id']}').status)")  # fmt: skip
     assert status.strip().splitlines()[-1] == "saved"
+
+
+# ---- saving without a call (the outbox's side: sessions/outbox.py) ---------------------------
+
+
+async def chat_data(base_url) -> str:
+    """Connection data of a new chat of the sandbox account (REST only, no socket)."""
+    async with httpx.AsyncClient() as http:
+        token = (await login(http, base_url)).json()["token_key"]
+        init = await http.get(f"{base_url}/api/init-websocket", params={"token": token, "topic_id": "77"})
+    return init.text
+
+
+def save_request(base_url, data="", key="key-1", **config) -> SaveRequest:
+    return SaveRequest("conv-1", refs={"connection_data": data, "topic_id": "77"}, options={},
+                       turns=({"sequence": 0, "role": "agent", "text": "Hello"},), idempotency_key=key,
+                       config={**client_config(base_url), **config})  # fmt: skip
+
+
+REFUSALS = [(400, True), (403, True), (404, True), (422, True), (408, False), (429, False), (500, False),
+            (503, False)]  # fmt: skip
+
+
+@pytest.mark.parametrize("status,permanent", REFUSALS)
+async def test_a_save_refused_with_4xx_is_permanent_and_anything_else_transient(
+    box, base_url, status, permanent
+):
+    box.state.save_error = (status, "Not today.")
+    with pytest.raises(UpstreamError) as raised:
+        await LikuUpstream.save_transcript(save_request(base_url, "anything"))
+    assert (raised.value.code, raised.value.permanent) == ("liku.save", permanent)
+    assert raised.value.message == f"Liku did not save the transcript (HTTP {status}: Not today.)."
+
+
+async def test_an_unreachable_save_api_is_transient_and_nothing_to_save_is_permanent(base_url):
+    closed = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(UpstreamError) as raised:
+        await LikuUpstream.save_transcript(save_request(base_url, "data", chat_url=closed, token="t" * 40))
+    assert (raised.value.code, raised.value.permanent) == ("liku.unreachable", False)
+    with pytest.raises(UpstreamError) as raised:
+        await LikuUpstream.save_transcript(save_request(base_url, ""))  # the chat never started
+    assert (raised.value.code, raised.value.permanent) == ("liku.save", True)
+
+
+async def test_a_save_carries_the_turns_and_its_idempotency_key_which_the_sandbox_honours(box, base_url):
+    data = await chat_data(base_url)
+    first = await LikuUpstream.save_transcript(save_request(base_url, data))
+    again = await LikuUpstream.save_transcript(save_request(base_url, data))  # a worker that lost the answer
+    assert again == first and box.state.stored == 1 and box.state.save_requests == 2
+    [kept] = box.state.saved
+    assert kept["idempotency_key"] == "key-1"
+    assert kept["transcript"] == [{"sequence": 0, "role": "agent", "text": "Hello"}]
+    await LikuUpstream.save_transcript(save_request(base_url, data, key="key-2"))  # another version
+    assert box.state.stored == 2
+    await LikuUpstream.save_transcript(save_request(base_url, data, key="key-3", idempotency_header="none"))
+    await LikuUpstream.save_transcript(save_request(base_url, data, key="key-3", idempotency_header="none"))
+    assert box.state.stored == 4  # no key sent: nothing to recognise a repeat by

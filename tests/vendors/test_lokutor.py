@@ -23,7 +23,7 @@ from sessions.upstreams.lokutor import Fatal, Generation, LokutorUpstream, Malfo
 from tests.browser_double import BrowserPeer
 from tests.engine.speech import silence
 from tests.peers import EchoPeer, finish, serving, stream
-from tests.vendors.helpers import astored, server_key, start, talk_over_daphne
+from tests.vendors.helpers import astored, press_start, server_key, start, talk_over_daphne
 
 FRAME = 640  # 20 ms at 16 kHz, what the browser sends
 SECRET = "lk-secret-9f8e7d"
@@ -597,7 +597,7 @@ def test_over_daphne_the_pick_page_talk_page_and_stored_turns_work_for_lokutor(s
     talk_page = client.get(picked.headers["location"])
     assert talk_page.status_code == 200 and "Lokutor" in talk_page.text
     assert key not in talk_page.text
-    ws_path = re.search(r"/ws/conversations/[0-9a-f-]+/", talk_page.text).group(0)
+    ws_path = press_start(client, talk_page.text)
     sentence = speech.pcm("I would like to book a table for two")
     seen, audio = asyncio.run(talk_over_daphne(server, ws_path, sentence))
     transcripts = [m for m in seen if m["type"] == "transcript" and m["final"]]

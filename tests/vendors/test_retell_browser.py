@@ -3,7 +3,7 @@ server, which dials our LLM WebSocket on the same server): transcripts on the pa
 
 import pytest
 
-from tests.test_browser import browser, chromium, log_in, microphone, wait_for_js, watch_csp  # noqa: F401
+from tests.test_browser import TALK_PAGE, browser, chromium, log_in, microphone, wait_for_js, watch_csp  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -17,7 +17,7 @@ def test_a_relayed_retell_sandbox_call_in_the_browser(server, browser):  # noqa:
     page.check("input[name=provider][value=retell]")
     page.select_option("#id_topic", label="Restaurant booking")
     page.click("button.primary")
-    page.wait_for_url("**/talk/*/")
+    page.wait_for_url(TALK_PAGE)
     page.click("#talk-start")
 
     user = page.locator('li.turn[data-role="user"][data-final="true"]').first

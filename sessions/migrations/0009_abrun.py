@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('voice_sessions', '0007_recording'),
+        ('voice_sessions', '0008_outbox'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

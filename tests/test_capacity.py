@@ -1,0 +1,23 @@
+"""bench/capacity.py runs: its short mode, as a user runs it, prints a row per worker count and a summary.
+
+No timing assertions: the figures are the benchmark's business (README "Capacity")."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.server import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_capacity_benchmark_runs_short_for_one_and_two_workers():
+    result = subprocess.run([sys.executable, "bench/capacity.py", "--short"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=180)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = re.findall(r"^\s+([12])\s+3\s+.*?(\d+)/(\d+)\s+[\d.]+%\s+[\d.]+MB\s+[\d.]+%", result.stdout, re.M)
+    assert [w for w, _, _ in rows] == ["1", "2"], result.stdout
+    assert all(int(sent) == 3 * 50 for _, _, sent in rows), result.stdout  # 3 calls x 1 s of 20 ms frames
+    assert "1 worker(s):" in result.stdout and "2 worker(s):" in result.stdout
