@@ -430,8 +430,21 @@ class TurnAdmin(admin.ModelAdmin):
         review.record(request.user, turn.conversation, turn.review_before, review.turn_snapshot(turn), turn)
 
 
+class ViewOnlyAdmin(admin.ModelAdmin):
+    """Records the code writes and staff only read: no Add, no Save, no Delete."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(TranscriptSave)
-class TranscriptSaveAdmin(admin.ModelAdmin):
+class TranscriptSaveAdmin(ViewOnlyAdmin):
     """Saves of transcripts to the provider, as the outbox keeps them; read only."""
 
     list_display = [
@@ -446,15 +459,6 @@ class TranscriptSaveAdmin(admin.ModelAdmin):
     list_filter = ["status", "created_at"]
     search_fields = ["conversation__id", "last_error"]
     list_select_related = ["conversation__topic", "requested_by"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Tag)
@@ -482,22 +486,13 @@ class TagAdmin(admin.ModelAdmin):
 
 
 @admin.register(ReviewEvent)
-class ReviewEventAdmin(admin.ModelAdmin):
+class ReviewEventAdmin(ViewOnlyAdmin):
     """The audit trail of every review change; written by sessions/review.py, never edited."""
 
     list_display = ["at", "user", "conversation", "turn", "field", "old", "new"]
     list_filter = ["field", "user", "at"]
     search_fields = ["old", "new", "conversation__id"]
     list_select_related = ["user", "conversation__topic", "turn"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(ApiToken)

@@ -1,7 +1,10 @@
+import shutil
+
 import pytest
 from django.contrib.auth import get_user_model
 
 from sessions.models import Topic
+from tests.engine.speech import Speech
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +58,11 @@ async def close_thread_connections():
     from django.db import connections
 
     await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory):
+    """flite speech as 16 kHz PCM (tests/engine/speech.py), made once per test process."""
+    if not (shutil.which("flite") and shutil.which("sox")):
+        pytest.skip("flite and sox are needed to make test speech")
+    return Speech(tmp_path_factory.mktemp("speech"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 
 import uvicorn
@@ -98,3 +99,32 @@ async def serving(app):
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
+
+
+class ThreadedPeer:
+    """A WebSocket peer on a thread and event loop of its own, for tests whose own thread is busy
+    (a browser driven synchronously, a blocking client): subclasses write `handler(ws)`."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.loop = asyncio.new_event_loop()
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._serve(),))
+
+    async def handler(self, ws) -> None:
+        raise NotImplementedError
+
+    async def _serve(self) -> None:
+        self.stop = asyncio.Event()
+        async with websockets.serve(self.handler, "127.0.0.1", self.port):
+            self.started.set()
+            await self.stop.wait()
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.started.wait(10)
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(10)

@@ -5,7 +5,6 @@ import asyncio
 import contextlib
 import json
 import socket
-import threading
 import time
 import uuid
 from urllib.parse import urlsplit
@@ -18,7 +17,8 @@ from django.urls import reverse
 
 from sessions import audience
 from sessions.models import Conversation
-from tests.engine.speech import Speech, silence
+from tests.engine.speech import silence
+from tests.peers import ThreadedPeer
 from tests.server import Call, call, free_port, start_server
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -146,28 +146,18 @@ def redis_running() -> bool:
     return False
 
 
-class VendorPeer:
-    """The echo provider's peer acting out a direct vendor, on a thread of its own: when the talker
-    types, it sends a `join` (with its room token) and one exchange of transcripts."""
+class VendorPeer(ThreadedPeer):
+    """The echo provider's peer acting out a direct vendor: when the talker types, it sends a `join`
+    (with its room token) and one exchange of transcripts."""
 
     def __init__(self):
-        self.port = free_port()
-        self.loop = asyncio.new_event_loop()
-        self.started = threading.Event()
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._serve(),))
+        super().__init__(free_port())
 
-    async def _serve(self):
-        self.stop = asyncio.Event()
-
-        async def handler(ws):
-            with contextlib.suppress(websockets.ConnectionClosed):
-                async for message in ws:
-                    if isinstance(message, str) and "text" in json.loads(message):
-                        await self._act(ws)
-
-        async with websockets.serve(handler, "127.0.0.1", self.port):
-            self.started.set()
-            await self.stop.wait()
+    async def handler(self, ws):
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for message in ws:
+                if isinstance(message, str) and "text" in json.loads(message):
+                    await self._act(ws)
 
     async def _act(self, ws):
         join = {"transport": "livekit", "url": "ws://127.0.0.1:9/", "token": ROOM_TOKEN, "call_id": "room-1"}
@@ -178,15 +168,6 @@ class VendorPeer:
         await ws.send(
             json.dumps({"transcript": {"role": "agent", "text": "Until ten tonight.", "final": True}})
         )
-
-    def __enter__(self):
-        self.thread.start()
-        assert self.started.wait(10)
-        return self
-
-    def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -204,11 +185,6 @@ def deployment():
         finally:
             second.close()
             first.close()
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory):
-    return Speech(tmp_path_factory.mktemp("speech"))
 
 
 def share(server, conversation_id) -> str:

@@ -5,18 +5,16 @@ whole path runs as a user would use it: getUserMedia, the capture worklet at the
 device rate (44.1 kHz here), the WebSocket, the relay, the agent, playback.
 """
 
-import asyncio
 import json
 import re
 import shutil
 import subprocess
-import threading
 import time
 
 import pytest
-import websockets
 
 from tests.engine.speech import flite_wav
+from tests.peers import ThreadedPeer
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 playwright = pytest.importorskip("playwright.sync_api")
@@ -242,38 +240,20 @@ ROOM_TOKEN = "eyJ-test-room-token-not-for-the-page-text"
 LIVEKIT_NOTE = "This room is our sandbox's: the LiveKit transport needs the real service."
 
 
-class DirectEchoPeer:
-    """The echo provider's peer acting out a direct vendor, on its own thread and event loop: it
-    sends a LiveKit `join` whose room is a closed loopback port, and records what reaches it."""
+class DirectEchoPeer(ThreadedPeer):
+    """The echo provider's peer acting out a direct vendor: it sends a LiveKit `join` whose room is a
+    closed loopback port, and records what reaches it."""
 
     def __init__(self, port: int, room_port: int):
-        self.port, self.room_url, self.received = port, f"ws://127.0.0.1:{room_port}", []
-        self.loop = asyncio.new_event_loop()
-        self.started = threading.Event()
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._serve(),))
+        super().__init__(port)
+        self.room_url, self.received = f"ws://127.0.0.1:{room_port}", []
 
-    async def _serve(self):
-        self.stop = asyncio.Event()
-
-        async def handler(ws):
-            join = {"transport": "livekit", "url": self.room_url, "token": ROOM_TOKEN, "call_id": "room-1",
-                    "note": LIVEKIT_NOTE}  # fmt: skip
-            await ws.send(json.dumps({"join": join}))
-            async for message in ws:
-                self.received.append(message)
-
-        async with websockets.serve(handler, "127.0.0.1", self.port):
-            self.started.set()
-            await self.stop.wait()
-
-    def __enter__(self):
-        self.thread.start()
-        assert self.started.wait(10)
-        return self
-
-    def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(10)
+    async def handler(self, ws):
+        join = {"transport": "livekit", "url": self.room_url, "token": ROOM_TOKEN, "call_id": "room-1",
+                "note": LIVEKIT_NOTE}  # fmt: skip
+        await ws.send(json.dumps({"join": join}))
+        async for message in ws:
+            self.received.append(message)
 
 
 @pytest.fixture(scope="module")

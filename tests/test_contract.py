@@ -29,7 +29,7 @@ from sessions.upstreams import registry
 from sessions.upstreams.base import DEFAULT_CAPABILITIES, Capabilities, Client, Session, UpstreamError, scrub
 from sessions.upstreams.echo import EchoUpstream
 from tests.browser_double import BrowserPeer
-from tests.engine.speech import Speech, silence
+from tests.engine.speech import silence
 from tests.peers import EchoPeer, finish, say, stream
 from tests.server import ROOT, free_port, start_server
 
@@ -47,11 +47,6 @@ def conversation(user, topic):
     return Conversation.objects.create(
         user=user, provider="echo", topic=topic, voice="default", language="en", status="connecting"
     )
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory):
-    return Speech(tmp_path_factory.mktemp("speech"))
 
 
 def run(conversation, upstream):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 
 import numpy as np
@@ -81,13 +80,6 @@ class RelayedVendor(DirectVendor):
 def conversation(user, topic):
     return Conversation.objects.create(user=user, provider="flow", topic=topic, voice="default",
                                        language="en", status="connecting")  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory) -> Speech:
-    if not (shutil.which("flite") and shutil.which("sox")):
-        pytest.skip("flite and sox are needed to make test speech")
-    return Speech(tmp_path_factory.mktemp("speech"))
 
 
 def tagged(channel: int, pcm: bytes) -> bytes:

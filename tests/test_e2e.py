@@ -7,17 +7,12 @@ import pytest
 import websockets
 
 from playground.engine.text import word_error_rate
-from tests.engine.speech import Speech, silence
+from tests.engine.speech import silence
 from tests.server import Call, call, start_server
 
 pytestmark = pytest.mark.slow
 
 SENTENCE = "I would like to book a table for two"
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory):
-    return Speech(tmp_path_factory.mktemp("speech"))
 
 
 async def talk(server, pcm: bytes):

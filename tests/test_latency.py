@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import time
 
 import numpy as np
@@ -31,13 +30,6 @@ TOLERANCE_MS = 100
 VOICES = {"local": "en-us+f3", "liku": "default", "lokutor": "F1", "aivoco": "female", "echo": "default"}
 GREETS = {"local", "liku", "lokutor"}  # the agent speaks first: its greeting plays out before we talk
 LEAD_MS = 400  # silence before the speech
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory) -> Speech:
-    if not (shutil.which("flite") and shutil.which("sox")):
-        pytest.skip("flite and sox are needed to make test speech")
-    return Speech(tmp_path_factory.mktemp("speech"))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import time
 
 import numpy as np
@@ -33,13 +32,6 @@ ANSWER_AFTER_S = 0.3
 CUT_IN_AFTER_S = 1.5  # the user starts speaking this long after the reply began
 TOLERANCE_MS = 100
 TONE = (np.sin(np.arange(int(16000 * REPLY_S)) * 2 * np.pi * 440 / 16000) * 8000).astype("<i2").tobytes()
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory) -> Speech:
-    if not (shutil.which("flite") and shutil.which("sox")):
-        pytest.skip("flite and sox are needed to make test speech")
-    return Speech(tmp_path_factory.mktemp("speech"))
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ OPEN_ANSWER = (
 )
 
 
-# ---- fixtures and helpers (the `speech` fixture is tests/vendors/conftest.py's) ---------------
+# ---- fixtures and helpers (the `speech` fixture is tests/conftest.py's) ---------------
 
 
 @pytest.fixture
