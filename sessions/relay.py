@@ -21,7 +21,7 @@ import numpy as np
 from django.db.models import Max
 from django.utils import timezone
 
-from sessions import outbox, recording, vadbatch
+from sessions import eager, outbox, recording, vadbatch
 from sessions.audio import Converter, frame_bytes
 from sessions.latency import Measure, ReplyClock
 from sessions.models import Conversation, Turn
@@ -168,6 +168,7 @@ class UplinkVad:
         # instead of a 12.5 MB model; playground/engine/shared_vad.py); a model each if that fails.
         shared = shared_vad.shared_model()
         self.vad = shared_vad.Stream(shared) if shared is not None else vad.Vad()
+        self._sparse = shared is not None  # between turns a shared stream skips quiet windows
         self.turns = vad.TurnDetector(window_ms=self.vad.window_ms, start_windows=4, hangover_ms=300)
         self._recent = bytearray()
         self._total = 0  # bytes of audio seen
@@ -179,7 +180,9 @@ class UplinkVad:
         self._total += len(pcm)
         del self._recent[: max(0, len(self._recent) - self.RECENT_BYTES)]
         events = []
-        for prob in self.vad.process(pcm):
+        # Waiting for speech, half the quiet windows need no model run (shared_vad.QUIET_PROB).
+        probs = self.vad.process(pcm, sparse=True) if self._sparse and not self.turns.in_speech else None
+        for prob in probs if probs is not None else self.vad.process(pcm):
             event = self.turns.update(prob)
             if event is not None and event.kind == "end":
                 event = replace(event, end_ms=self._voice_end_ms(event.end_ms))
@@ -242,6 +245,11 @@ class Relay:
         self.ready = False
         self.ended = False
         self._inbox: asyncio.Queue = asyncio.Queue(maxsize=100)  # about 2 s of 20 ms frames
+        # Uplink frames are written at once when nothing is ahead of them (feed_audio); a write that
+        # waits continues in `_sending` while later input queues in `_inbox` behind it.
+        self._sending: asyncio.Task | None = None
+        self._writer_busy = False
+        self._convert: Converter | None = None  # browser audio to the upstream's input rate
         self._bucket = TokenBucket(rate=BYTES_PER_SECOND * 1.5, burst=BYTES_PER_SECOND * 2)
         self._timeline = Timeline()
         self._out: Converter | None = None
@@ -317,6 +325,7 @@ class Relay:
             raise
         finally:
             await _cancel(writer)
+            await _cancel(self._sending)
             await _cancel(listener)
             await self._finish(status, reason)
 
@@ -396,12 +405,15 @@ class Relay:
             self.metrics["dropped_frames"] += 1
             await self.warn("flood", "Audio is arriving faster than real time; frames were dropped.")
             return
-        try:
-            self._inbox.put_nowait(("audio", pcm))
-        except asyncio.QueueFull:
-            self.metrics["dropped_frames"] += 1
-            await self.warn("upstream_slow", "The provider is not keeping up; audio was dropped.")
-            return
+        if self._writer_busy or not self._inbox.empty() or (self._sending and not self._sending.done()):
+            try:
+                self._inbox.put_nowait(("audio", pcm))
+            except asyncio.QueueFull:
+                self.metrics["dropped_frames"] += 1
+                await self.warn("upstream_slow", "The provider is not keeping up; audio was dropped.")
+                return
+        else:  # nothing ahead of it: written now, without the writer task's queue hop
+            self._sending = eager.start(self._write_now(pcm), name=f"relay-send-{self.conversation_id}")
         self.metrics["frames_in"] += 1
         now = time.monotonic()
         self._input_started(pcm, now)
@@ -492,26 +504,46 @@ class Relay:
                 await self._reply_changed(reply)
 
     async def _write_upstream(self) -> None:
-        """Browser input to the upstream. Whatever a send raises ends the call: it is kept for
-        run() to report, and closing the upstream ends the reader."""
-        convert = Converter(INPUT_RATE, getattr(self.upstream, "input_rate", INPUT_RATE), FRAME_MS)
+        """Browser input queued behind a write still under way, to the upstream, in order. Whatever
+        a send raises ends the call: it is kept for run() to report, and closing the upstream ends
+        the reader."""
         try:
             while True:
                 kind, payload = await self._inbox.get()
+                self._writer_busy = True
+                if self._sending is not None:  # a frame written at once went first; its errors are its own
+                    await asyncio.wait([self._sending])
+                if self._failure is not None:
+                    return
                 if kind == "text":
                     await self.upstream.send_text(payload)
-                    continue
-                if kind == "forward":
+                elif kind == "forward":
                     await self.upstream.forward(payload)
-                    continue
-                for frame in convert.push(payload):
-                    await self.upstream.send_audio(frame)
-                self._unheard += payload
-                if len(self._unheard) >= VAD_BATCH_BYTES:
-                    self._heard_more.set()
+                else:
+                    await self._write_audio(payload)
+                self._writer_busy = False
         except Exception as exc:
             self._failure = exc
             await self._close_upstream()
+
+    async def _write_now(self, pcm: bytes) -> None:
+        """One uplink frame with nothing queued ahead of it (feed_audio): a failure as in the writer."""
+        if self._failure is not None:
+            return
+        try:
+            await self._write_audio(pcm)
+        except Exception as exc:
+            self._failure = exc
+            await self._close_upstream()
+
+    async def _write_audio(self, pcm: bytes) -> None:
+        if self._convert is None:
+            self._convert = Converter(INPUT_RATE, getattr(self.upstream, "input_rate", INPUT_RATE), FRAME_MS)
+        for frame in self._convert.push(pcm):
+            await self.upstream.send_audio(frame)
+        self._unheard += pcm
+        if len(self._unheard) >= VAD_BATCH_BYTES:
+            self._heard_more.set()
 
     async def _listen(self) -> None:
         """Our VAD over the uplink audio, behind the writer (see VAD_EXECUTOR). A failure here is a
