@@ -338,3 +338,46 @@ def test_staff_review_in_chromium_then_the_owner_filters_history_on_a_phone(serv
     assert (rows, none) == (1, 0) and link == f"/history/{conv}/"
     assert overflow <= 0
     assert csp == []
+
+
+# An agent turn with every latency figure, and provider refs holding a long unbroken token (as a
+# Liku call keeps its connection data): the widest things the review page shows.
+WIDE_CALL = """
+from sessions.models import Conversation, Turn
+conv = Conversation.objects.get(id="{conv}")
+conv.provider_refs = {{"topic_id": "55", "connection_data": "eyJ0b3BpY19pZCI6ICI1NSJ9" * 12}}
+conv.save(update_fields=["provider_refs"])
+Turn.objects.create(conversation=conv, sequence=1, role="user", text="a table for two please")
+timings = {{"v": 2, "from": "vad", "speech_end_ms": 4000, "user_final_ms": 4600, "first_audio_ms": 4620,
+           "played_ms": 4660, "reply_ms": 3040, "vendor": {{"hangover_ms": 512, "stt_final_ms": 5,
+           "responder_ms": 0.2, "tts_first_chunk_ms": 29, "turn_end_to_audio_ms": 34}}}}
+Turn.objects.create(conversation=conv, sequence=2, role="agent", latency_ms=620, timings=timings,
+                    text="Of course. For how many people, and at what time would you like to come?")
+"""
+
+
+def test_the_review_page_fits_a_desktop_window(server):
+    """At 1280 px, the admin review page does not scroll sideways: the long refs wrap and the wide
+    turns table scrolls in its own box (before, the page was 1507 px wide and the turns' text was
+    squeezed to a word a line)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from tests.test_browser import BASE_ARGS, CHROMIUM, log_in, watch_csp
+
+    conv = server.conversation()["id"]
+    server.manage("shell", "-c", WIDE_CALL.format(conv=conv))
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BASE_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            csp = watch_csp(page)
+            log_in(page, server)
+            page.goto(f"{server.url}/admin/voice_sessions/conversation/{conv}/change/")
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            text_width = page.locator("#turns-group td.field-text").first.bounding_box()["width"]
+        finally:
+            browser.close()
+    assert overflow <= 0
+    assert text_width > 150  # the words of a turn read as a line, not a column
+    assert csp == []
