@@ -221,7 +221,7 @@ class ConversationAdmin(admin.ModelAdmin):
         "provider_name",
         "topic",
         "voice_name",
-        "language",
+        "language_name",
         "status",
         "created_at",
         "started_at",
@@ -283,6 +283,10 @@ class ConversationAdmin(admin.ModelAdmin):
     @admin.display(description="Voice")
     def voice_name(self, obj):
         return obj.voice_label
+
+    @admin.display(description="Language")
+    def language_name(self, obj):
+        return obj.language_label
 
     @admin.display(description="Reply p50 (our VAD)")
     def reply_p50(self, obj):

@@ -127,6 +127,10 @@ def test_csv_text_and_captions_round_trip(alice, conversation):
     assert rows[1]["at"] == "0:02" and rows[3]["heard"] == "one two three" and rows[3]["latency_ms"] == "640"
     assert json.loads(rows[2]["tool_arguments"]) == {"people": 2, "time": "19:00"}
     text = get("txt")
+    # The heading names the voice and the language as the pages do, not by their codes.
+    assert text.splitlines()[0].startswith(
+        f"{conversation.topic.title} with Liku voice chat (en-us+f3, English), "
+    )
     assert "[0:02] User: A table --> for <two> & more" in text
     assert '[0:05] Tool book_table({"people": 2, "time": "19:00"}) -> {"ok": true, "table": 7}' in text
     assert "[interrupted; heard: one two three]" in text
