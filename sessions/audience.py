@@ -29,6 +29,7 @@ from django.conf import settings
 from django.core import signing
 
 from sessions.models import Conversation, Turn
+from sessions.waterfall import steps
 
 log = logging.getLogger(__name__)
 
@@ -233,10 +234,7 @@ class AudienceConsumer(AsyncWebsocketConsumer):
 async def _snapshot(conversation: Conversation, listen: bool) -> dict:
     """The first message to a viewer: the call so far, from the turns stored as they came."""
     turns = Turn.objects.filter(conversation=conversation, role__in=("user", "agent")).order_by("sequence")
-    said = [
-        {"role": t.role, "text": t.text, "id": f"stored-{t.sequence}", "interrupted": t.interrupted}
-        async for t in turns
-    ]
+    said = [_said(t) async for t in turns]
     return {
         "type": "snapshot",
         "topic": conversation.topic.title,
@@ -246,3 +244,22 @@ async def _snapshot(conversation: Conversation, listen: bool) -> dict:
         "audio": listen,
         "output_rate": settings.PLAYBACK_RATE,
     }
+
+
+def _said(turn: Turn) -> dict:
+    """A stored turn for the snapshot; a reply with its latency figures, as the talker's page got
+    them in `waterfall` messages, so a viewer who joins late sees the same chips and P50."""
+    out = {
+        "role": turn.role,
+        "text": turn.text,
+        "id": f"stored-{turn.sequence}",
+        "interrupted": turn.interrupted,
+    }
+    if turn.role == "agent" and turn.latency_ms is not None:
+        latency_from = (turn.timings or {}).get("from")
+        out["waterfall"] = {
+            "latency_ms": turn.latency_ms,
+            "latency_from": latency_from,
+            **steps(turn.timings),
+        }
+    return out
