@@ -126,7 +126,13 @@ def test_staff_correct_and_tag_a_turn_and_set_the_status_in_the_admin(staff_clie
     assert staff_client.post(change_url(conv), scrape(page)).status_code == 302
     assert ReviewEvent.objects.filter(conversation=conv).count() == 3
     page = staff_client.get(change_url(conv)).content.decode()
-    assert "Review history" in page and "echo, noisy-room" in page and "I want a table for two" in page
+    assert "Review history" in page and "I want a table for two" in page
+    # The history names fields, statuses and tags by their labels, as the rest of the page does.
+    history = page[page.index("Review history") :]
+    assert "Echo, Noisy room" in history and "echo, noisy-room" not in history
+    assert "Review status" in history and "Unreviewed" in history and ">unreviewed<" not in history
+    audit = staff_client.get(reverse("admin:voice_sessions_reviewevent_changelist")).content.decode()
+    assert "Echo, Noisy room" in audit and ">corrected_text<" not in audit and ">Correction<" in audit
 
 
 def test_the_turn_page_edits_correction_and_tags_with_an_audit(staff_client, staff, user, topic):
@@ -145,7 +151,7 @@ def test_the_turn_page_edits_correction_and_tags_with_an_audit(staff_client, sta
         ("tags", "", "wrong-language", staff.pk),
     ]
     audit = staff_client.get(reverse("admin:voice_sessions_reviewevent_changelist")).content.decode()
-    assert "wrong-language" in audit and "hello" in audit and "staff" in audit
+    assert "Wrong language" in audit and "hello" in audit and "staff" in audit
     assert (
         'name="_save"'
         not in staff_client.get(
