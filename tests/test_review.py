@@ -235,6 +235,15 @@ def test_history_filters_by_review_status_and_tag(alice, user, other_user, topic
     assert alice.get(url, {"review": "bogus"}).content.decode().count('class="conversation-row"') == 2
 
 
+def test_history_search_finds_a_turn_by_its_correction(alice, user, topic):
+    """The conversation page shows a corrected turn's correction: searching for it finds the call."""
+    conv = make_conversation(user, topic, turns=[("user", "a tabel for too", "a table for two")])
+    make_conversation(user, topic, turns=[("user", "opening hours", "")])
+    for query in ("table for two", "tabel"):
+        page = alice.get(reverse("history"), {"q": query}).content.decode()
+        assert page.count('class="conversation-row"') == 1 and conv.get_absolute_url() in page, query
+
+
 @pytest.fixture
 def reviewed_turns(user, topic):
     """The hand-computed example. After normalisation (lower case, no punctuation):
