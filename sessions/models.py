@@ -472,5 +472,9 @@ class ReviewEvent(models.Model):
     class Meta:
         ordering = ["-at", "-id"]
 
+    # What staff see for `field`: labels, not the stored keys (sessions/review.py, the admin).
+    FIELD_LABELS = {"corrected_text": "Correction", "tags": "Tags", "review_status": "Review status"}
+
     def __str__(self) -> str:
-        return f"{self.user} changed {self.field} at {self.at:%Y-%m-%d %H:%M}"
+        field = self.FIELD_LABELS.get(self.field, self.field).lower()
+        return f"{self.user} changed the {field} at {self.at:%Y-%m-%d %H:%M}"

@@ -77,7 +77,7 @@ def tag_names(turn: Turn) -> str:
 
 
 # What staff see for an audit entry's field and values: labels, not the stored keys and slugs.
-FIELD_LABELS = {"corrected_text": "Correction", "tags": "Tags", "review_status": "Review status"}
+FIELD_LABELS = ReviewEvent.FIELD_LABELS
 
 
 def shown_value(field: str, value: str) -> str:

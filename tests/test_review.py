@@ -130,6 +130,7 @@ def test_staff_correct_and_tag_a_turn_and_set_the_status_in_the_admin(staff_clie
     # The history names fields, statuses and tags by their labels, as the rest of the page does.
     history = page[page.index("Review history") :]
     assert "Echo, Noisy room" in history and "echo, noisy-room" not in history
+    assert "changed the correction at" in history and "changed corrected_text" not in history
     assert "Review status" in history and "Unreviewed" in history and ">unreviewed<" not in history
     audit = staff_client.get(reverse("admin:voice_sessions_reviewevent_changelist")).content.decode()
     assert "Echo, Noisy room" in audit and ">corrected_text<" not in audit and ">Correction<" in audit
