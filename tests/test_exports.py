@@ -219,6 +219,19 @@ def test_the_page_shows_the_player_the_heard_part_and_tool_cards(alice, conversa
         assert reverse("conversation_export", args=[conversation.id, fmt]) in html
 
 
+def test_a_tool_result_listing_plain_values_reads_as_a_line(alice, conversation):
+    """A booking tool's alternatives show as "12:00, 12:30", not as a JSON block of a line each."""
+    result = {"available": False, "alternatives": ["12:00", "12:30"], "rooms": [{"id": 1}]}
+    data = {"id": "t2", "name": "check_availability", "arguments": {"party_size": 2}, "result": result}
+    Turn.objects.create(
+        conversation=conversation, sequence=5, role="tool", text="check_availability", data=data
+    )
+    html = alice.get(reverse("conversation", args=[conversation.id])).content.decode()
+    assert "<dt>alternatives</dt><dd><pre>12:00, 12:30</pre></dd>" in html
+    assert "<dt>available</dt><dd><pre>false</pre></dd>" in html
+    assert "&quot;id&quot;: 1" in html  # a list of objects stays JSON
+
+
 def test_the_admin_review_shows_the_player(client, staff, conversation):
     client.force_login(staff)
     html = client.get(
