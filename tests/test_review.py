@@ -341,6 +341,9 @@ def test_staff_review_in_chromium_then_the_owner_filters_history_on_a_phone(serv
             page.wait_for_url("**/history/?*tag=echo*")
             rows = page.locator("tr.conversation-row").count()
             link = page.locator("tr.conversation-row a").get_attribute("href")
+            # On the phone each row still shows its review status (it used to be cut off).
+            status = page.locator("tr.conversation-row td.review-status")
+            status_shown = status.is_visible() and status.inner_text()
             overflow = page.evaluate(
                 "document.documentElement.scrollWidth - document.documentElement.clientWidth"
             )
@@ -352,6 +355,7 @@ def test_staff_review_in_chromium_then_the_owner_filters_history_on_a_phone(serv
             browser.close()
     assert "Built-in offline agent" in accuracy and "50.0%" in accuracy  # 2 of 4 words: tabel, too
     assert (rows, none) == (1, 0) and link == f"/history/{conv}/"
+    assert status_shown == "Reviewed", status_shown
     assert overflow <= 0
     assert csp == []
 
