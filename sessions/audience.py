@@ -45,7 +45,17 @@ MIRRORED: dict[str, frozenset[str] | None] = {
     "tool_call": frozenset({"type", "id", "name", "arguments", "result"}),
     "metrics": None,  # figures only: latency, waterfall and turn-taking measures
     "waterfall": frozenset(
-        {"type", "id", "latency_ms", "latency_from", "user_final", "first_audio", "played", "reply"}
+        {
+            "type",
+            "id",
+            "sequence",
+            "latency_ms",
+            "latency_from",
+            "user_final",
+            "first_audio",
+            "played",
+            "reply",
+        }
     ),  # a reply's latency steps (sessions/waterfall.py)
     "ended": frozenset({"type", "reason"}),
 }
@@ -253,6 +263,7 @@ def _said(turn: Turn) -> dict:
         "role": turn.role,
         "text": turn.text,
         "id": f"stored-{turn.sequence}",
+        "sequence": turn.sequence,
         "interrupted": turn.interrupted,
     }
     if turn.role == "agent" and turn.latency_ms is not None:
