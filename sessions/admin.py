@@ -166,11 +166,38 @@ class TagFilter(admin.SimpleListFilter):
         return queryset.filter(id__in=tagged)
 
 
-class ReviewEventInline(admin.TabularInline):
+class ReviewEventLabels:
+    """An audit entry's field and values by their labels ("Review status: Unreviewed -> Reviewed")."""
+
+    @admin.display(description="Field", ordering="field")
+    def field_label(self, obj):
+        return review.FIELD_LABELS.get(obj.field, obj.field)
+
+    @admin.display(description="Old")
+    def old_value(self, obj):
+        return review.shown_value(obj.field, obj.old)
+
+    @admin.display(description="New")
+    def new_value(self, obj):
+        return review.shown_value(obj.field, obj.new)
+
+
+class ReviewFieldFilter(admin.SimpleListFilter):
+    title = "field"
+    parameter_name = "field"
+
+    def lookups(self, request, model_admin):
+        return list(review.FIELD_LABELS.items())
+
+    def queryset(self, request, queryset):
+        return queryset.filter(field=self.value()) if self.value() else queryset
+
+
+class ReviewEventInline(ReviewEventLabels, admin.TabularInline):
     """The audit trail of this conversation's review, newest first."""
 
     model = ReviewEvent
-    fields = ["at", "user", "turn", "field", "old", "new"]
+    fields = ["at", "user", "turn", "field_label", "old_value", "new_value"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -223,7 +250,7 @@ class ConversationAdmin(admin.ModelAdmin):
         "provider_name",
         "topic",
         "voice_name",
-        "language",
+        "language_name",
         "status",
         "created_at",
         "started_at",
@@ -285,6 +312,10 @@ class ConversationAdmin(admin.ModelAdmin):
     @admin.display(description="Voice")
     def voice_name(self, obj):
         return obj.voice_label
+
+    @admin.display(description="Language")
+    def language_name(self, obj):
+        return obj.language_label
 
     @admin.display(description="Reply p50 (our VAD)")
     def reply_p50(self, obj):
@@ -486,11 +517,13 @@ class TagAdmin(admin.ModelAdmin):
 
 
 @admin.register(ReviewEvent)
-class ReviewEventAdmin(ViewOnlyAdmin):
+class ReviewEventAdmin(ReviewEventLabels, ViewOnlyAdmin):
     """The audit trail of every review change; written by sessions/review.py, never edited."""
 
-    list_display = ["at", "user", "conversation", "turn", "field", "old", "new"]
-    list_filter = ["field", "user", "at"]
+    list_display = ["at", "user", "conversation", "turn", "field_label", "old_value", "new_value"]
+    list_filter = [ReviewFieldFilter, "user", "at"]
+    fields = ["at", "user", "conversation", "turn", "field_label", "old_value", "new_value"]
+    readonly_fields = fields
     search_fields = ["old", "new", "conversation__id"]
     list_select_related = ["user", "conversation__topic", "turn"]
 

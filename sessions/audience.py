@@ -29,6 +29,7 @@ from django.conf import settings
 from django.core import signing
 
 from sessions.models import Conversation, Turn
+from sessions.waterfall import steps
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,17 @@ MIRRORED: dict[str, frozenset[str] | None] = {
     "tool_call": frozenset({"type", "id", "name", "arguments", "result"}),
     "metrics": None,  # figures only: latency, waterfall and turn-taking measures
     "waterfall": frozenset(
-        {"type", "id", "latency_ms", "latency_from", "user_final", "first_audio", "played", "reply"}
+        {
+            "type",
+            "id",
+            "sequence",
+            "latency_ms",
+            "latency_from",
+            "user_final",
+            "first_audio",
+            "played",
+            "reply",
+        }
     ),  # a reply's latency steps (sessions/waterfall.py)
     "ended": frozenset({"type", "reason"}),
 }
@@ -233,10 +244,7 @@ class AudienceConsumer(AsyncWebsocketConsumer):
 async def _snapshot(conversation: Conversation, listen: bool) -> dict:
     """The first message to a viewer: the call so far, from the turns stored as they came."""
     turns = Turn.objects.filter(conversation=conversation, role__in=("user", "agent")).order_by("sequence")
-    said = [
-        {"role": t.role, "text": t.text, "id": f"stored-{t.sequence}", "interrupted": t.interrupted}
-        async for t in turns
-    ]
+    said = [_said(t) async for t in turns]
     return {
         "type": "snapshot",
         "topic": conversation.topic.title,
@@ -246,3 +254,23 @@ async def _snapshot(conversation: Conversation, listen: bool) -> dict:
         "audio": listen,
         "output_rate": settings.PLAYBACK_RATE,
     }
+
+
+def _said(turn: Turn) -> dict:
+    """A stored turn for the snapshot; a reply with its latency figures, as the talker's page got
+    them in `waterfall` messages, so a viewer who joins late sees the same chips and P50."""
+    out = {
+        "role": turn.role,
+        "text": turn.text,
+        "id": f"stored-{turn.sequence}",
+        "sequence": turn.sequence,
+        "interrupted": turn.interrupted,
+    }
+    if turn.role == "agent" and turn.latency_ms is not None:
+        latency_from = (turn.timings or {}).get("from")
+        out["waterfall"] = {
+            "latency_ms": turn.latency_ms,
+            "latency_from": latency_from,
+            **steps(turn.timings),
+        }
+    return out

@@ -257,8 +257,8 @@ def _line(row: dict) -> str:
 
 
 def to_text(conversation: Conversation, rows: list[dict]) -> str:
-    head = f"{conversation.topic.title} with {conversation.provider_label} ({conversation.voice}, "
-    head += f"{conversation.language}), {conversation.created_at:%Y-%m-%d %H:%M} UTC"
+    head = f"{conversation.topic.title} with {conversation.provider_label} ({conversation.voice_label}, "
+    head += f"{conversation.language_label}), {conversation.created_at:%Y-%m-%d %H:%M} UTC"
     return "\n".join([head, "", *(_line(row) for row in rows)]) + "\n"
 
 

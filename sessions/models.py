@@ -221,7 +221,8 @@ class Conversation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.topic} with {self.provider} ({self.created_at:%Y-%m-%d %H:%M})"
+        # Shown in admin titles, breadcrumbs and lists: the provider's label, never its key.
+        return f"{self.topic} with {self.provider_label} ({self.created_at:%Y-%m-%d %H:%M})"
 
     def get_absolute_url(self) -> str:
         return reverse("conversation", args=[self.id])
@@ -381,7 +382,7 @@ class TranscriptSave(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"save of {self.conversation_id}: {self.status}"
+        return f"Save #{self.pk} of {self.conversation_id}: {self.get_status_display()}"
 
     @property
     def unchanged_since(self):
@@ -471,8 +472,12 @@ class ReviewEvent(models.Model):
     class Meta:
         ordering = ["-at", "-id"]
 
+    # What staff see for `field`: labels, not the stored keys (sessions/review.py, the admin).
+    FIELD_LABELS = {"corrected_text": "Correction", "tags": "Tags", "review_status": "Review status"}
+
     def __str__(self) -> str:
-        return f"{self.user} changed {self.field} at {self.at:%Y-%m-%d %H:%M}"
+        field = self.FIELD_LABELS.get(self.field, self.field).lower()
+        return f"{self.user} changed the {field} at {self.at:%Y-%m-%d %H:%M}"
 
 
 class CompareRun(models.Model):

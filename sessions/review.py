@@ -24,7 +24,7 @@ import unicodedata
 from django.db import transaction
 from django.db.models import Q
 
-from sessions.models import Conversation, ReviewEvent, Turn
+from sessions.models import Conversation, ReviewEvent, Tag, Turn
 
 _APOSTROPHES = re.compile(r"['\u2019\u02bc]")
 _PUNCTUATION = re.compile(r"[^\w\s]|_")
@@ -74,6 +74,22 @@ def _score(references: list[str], hypotheses: list[str]) -> dict:
 def tag_names(turn: Turn) -> str:
     """A turn's tags as the audit records them: slugs, sorted, comma separated."""
     return ", ".join(sorted(tag.slug for tag in turn.tags.all()))
+
+
+# What staff see for an audit entry's field and values: labels, not the stored keys and slugs.
+FIELD_LABELS = ReviewEvent.FIELD_LABELS
+
+
+def shown_value(field: str, value: str) -> str:
+    """An audited value as the review pages name it ("Reviewed", "Echo, Hallucination")."""
+    if field == "review_status":
+        labels = dict(Conversation.ReviewStatus.choices)
+        return labels.get(value, value)
+    if field == "tags" and value:
+        slugs = [slug.strip() for slug in value.split(",")]
+        labels = dict(Tag.objects.filter(slug__in=slugs).values_list("slug", "label"))
+        return ", ".join(labels.get(slug, slug) for slug in slugs)
+    return value
 
 
 def turn_snapshot(turn: Turn) -> dict[str, str]:

@@ -45,7 +45,9 @@ def filter_conversations(queryset, params):
         queryset = queryset.filter(id__in=Turn.objects.filter(tags__slug=tag).values("conversation_id"))
     query = params.get("q", "").strip()[:200]
     if query:
-        matching = Conversation.objects.filter(turns__text__icontains=query).values("id")
+        # What was said: the provider's words, or staff's correction of them (the page shows that).
+        said = Q(turns__text__icontains=query) | Q(turns__corrected_text__icontains=query)
+        matching = Conversation.objects.filter(said).values("id")
         queryset = queryset.filter(Q(id__in=matching))
     return queryset
 

@@ -219,8 +219,11 @@ class CallTimeline:
 
     def message(self, reply: Reply, t0: float) -> dict:
         """The `waterfall` message for the page (docs/protocol.md)."""
-        return {"type": "waterfall", "id": reply.ident, "latency_ms": reply.measure.latency_ms,
-                "latency_from": reply.measure.source, **steps(self.timings(reply, t0))}  # fmt: skip
+        # `sequence`: the stored turn, so an audience view that got the reply from its snapshot (under
+        # that turn's id) counts a later update of it as the same reply (static/js/waterfall.js).
+        return {"type": "waterfall", "id": reply.ident, "sequence": reply.sequence,
+                "latency_ms": reply.measure.latency_ms, "latency_from": reply.measure.source,
+                **steps(self.timings(reply, t0))}  # fmt: skip
 
     def finish(self) -> None:
         if self.replies and self.replies[-1].end_sample is None:

@@ -152,6 +152,13 @@ def test_provider_and_voice_show_as_labels(staff_client, user, topic):
     ).content.decode()
     assert "Built-in offline agent" in page and "American English, female" in page
     assert "en-us+f3" not in page
+    # The language by name, and the conversation's title (page heading, breadcrumbs, the lists of
+    # saves and review events) with the provider's label, not "Topic with local".
+    assert '<div class="readonly">English</div>' in page
+    assert f"{topic.title} with Built-in offline agent (" in page and f"{topic.title} with local" not in page
+    TranscriptSave.objects.create(conversation=conv, status="failed", attempts=2)
+    saves = staff_client.get(reverse("admin:voice_sessions_transcriptsave_changelist")).content.decode()
+    assert f"{topic.title} with Built-in offline agent (" in saves and "with local" not in saves
 
 
 def test_read_only_pages_offer_no_save_and_no_add(staff_client, conversation):

@@ -63,8 +63,8 @@ def test_viewers_get_only_what_the_allow_list_names():
     assert audience.for_viewers(transcript) == {k: v for k, v in transcript.items() if k != "token"}
     metrics = {"type": "metrics", "latency_ms": 420, "latency_from": "vad"}
     assert audience.for_viewers(metrics) == metrics
-    waterfall = {"type": "waterfall", "id": "a3", "latency_ms": 640, "latency_from": "vad", "user_final": 120,
-                 "first_audio": 640, "played": 730, "reply": 2100}  # fmt: skip
+    waterfall = {"type": "waterfall", "id": "a3", "sequence": 7, "latency_ms": 640, "latency_from": "vad",
+                 "user_final": 120, "first_audio": 640, "played": 730, "reply": 2100}  # fmt: skip
     assert audience.for_viewers(waterfall) == waterfall  # the talker's latency chips, for the audience too
 
 

@@ -127,6 +127,10 @@ def test_csv_text_and_captions_round_trip(alice, conversation):
     assert rows[1]["at"] == "0:02" and rows[3]["heard"] == "one two three" and rows[3]["latency_ms"] == "640"
     assert json.loads(rows[2]["tool_arguments"]) == {"people": 2, "time": "19:00"}
     text = get("txt")
+    # The heading names the voice and the language as the pages do, not by their codes.
+    assert text.splitlines()[0].startswith(
+        f"{conversation.topic.title} with Liku voice chat (en-us+f3, English), "
+    )
     assert "[0:02] User: A table --> for <two> & more" in text
     assert '[0:05] Tool book_table({"people": 2, "time": "19:00"}) -> {"ok": true, "table": 7}' in text
     assert "[interrupted; heard: one two three]" in text
@@ -213,6 +217,19 @@ def test_the_page_shows_the_player_the_heard_part_and_tool_cards(alice, conversa
     assert "reply 640 ms" in html
     for fmt in FORMATS:
         assert reverse("conversation_export", args=[conversation.id, fmt]) in html
+
+
+def test_a_tool_result_listing_plain_values_reads_as_a_line(alice, conversation):
+    """A booking tool's alternatives show as "12:00, 12:30", not as a JSON block of a line each."""
+    result = {"available": False, "alternatives": ["12:00", "12:30"], "rooms": [{"id": 1}]}
+    data = {"id": "t2", "name": "check_availability", "arguments": {"party_size": 2}, "result": result}
+    Turn.objects.create(
+        conversation=conversation, sequence=5, role="tool", text="check_availability", data=data
+    )
+    html = alice.get(reverse("conversation", args=[conversation.id])).content.decode()
+    assert "<dt>alternatives</dt><dd><pre>12:00, 12:30</pre></dd>" in html
+    assert "<dt>available</dt><dd><pre>false</pre></dd>" in html
+    assert "&quot;id&quot;: 1" in html  # a list of objects stays JSON
 
 
 def test_the_admin_review_shows_the_player(client, staff, conversation):

@@ -126,7 +126,14 @@ def test_staff_correct_and_tag_a_turn_and_set_the_status_in_the_admin(staff_clie
     assert staff_client.post(change_url(conv), scrape(page)).status_code == 302
     assert ReviewEvent.objects.filter(conversation=conv).count() == 3
     page = staff_client.get(change_url(conv)).content.decode()
-    assert "Review history" in page and "echo, noisy-room" in page and "I want a table for two" in page
+    assert "Review history" in page and "I want a table for two" in page
+    # The history names fields, statuses and tags by their labels, as the rest of the page does.
+    history = page[page.index("Review history") :]
+    assert "Echo, Noisy room" in history and "echo, noisy-room" not in history
+    assert "changed the correction at" in history and "changed corrected_text" not in history
+    assert "Review status" in history and "Unreviewed" in history and ">unreviewed<" not in history
+    audit = staff_client.get(reverse("admin:voice_sessions_reviewevent_changelist")).content.decode()
+    assert "Echo, Noisy room" in audit and ">corrected_text<" not in audit and ">Correction<" in audit
 
 
 def test_the_turn_page_edits_correction_and_tags_with_an_audit(staff_client, staff, user, topic):
@@ -145,7 +152,7 @@ def test_the_turn_page_edits_correction_and_tags_with_an_audit(staff_client, sta
         ("tags", "", "wrong-language", staff.pk),
     ]
     audit = staff_client.get(reverse("admin:voice_sessions_reviewevent_changelist")).content.decode()
-    assert "wrong-language" in audit and "hello" in audit and "staff" in audit
+    assert "Wrong language" in audit and "hello" in audit and "staff" in audit
     assert (
         'name="_save"'
         not in staff_client.get(
@@ -227,6 +234,15 @@ def test_history_filters_by_review_status_and_tag(alice, user, other_user, topic
         assert reviewed.get_absolute_url() in page and "Reviewed" in page
     assert "No conversations match" in alice.get(url, {"review": "attention"}).content.decode()
     assert alice.get(url, {"review": "bogus"}).content.decode().count('class="conversation-row"') == 2
+
+
+def test_history_search_finds_a_turn_by_its_correction(alice, user, topic):
+    """The conversation page shows a corrected turn's correction: searching for it finds the call."""
+    conv = make_conversation(user, topic, turns=[("user", "a tabel for too", "a table for two")])
+    make_conversation(user, topic, turns=[("user", "opening hours", "")])
+    for query in ("table for two", "tabel"):
+        page = alice.get(reverse("history"), {"q": query}).content.decode()
+        assert page.count('class="conversation-row"') == 1 and conv.get_absolute_url() in page, query
 
 
 @pytest.fixture
@@ -325,6 +341,9 @@ def test_staff_review_in_chromium_then_the_owner_filters_history_on_a_phone(serv
             page.wait_for_url("**/history/?*tag=echo*")
             rows = page.locator("tr.conversation-row").count()
             link = page.locator("tr.conversation-row a").get_attribute("href")
+            # On the phone each row still shows its review status (it used to be cut off).
+            status = page.locator("tr.conversation-row td.review-status")
+            status_shown = status.is_visible() and status.inner_text()
             overflow = page.evaluate(
                 "document.documentElement.scrollWidth - document.documentElement.clientWidth"
             )
@@ -336,5 +355,49 @@ def test_staff_review_in_chromium_then_the_owner_filters_history_on_a_phone(serv
             browser.close()
     assert "Built-in offline agent" in accuracy and "50.0%" in accuracy  # 2 of 4 words: tabel, too
     assert (rows, none) == (1, 0) and link == f"/history/{conv}/"
+    assert status_shown == "Reviewed", status_shown
     assert overflow <= 0
+    assert csp == []
+
+
+# An agent turn with every latency figure, and provider refs holding a long unbroken token (as a
+# Liku call keeps its connection data): the widest things the review page shows.
+WIDE_CALL = """
+from sessions.models import Conversation, Turn
+conv = Conversation.objects.get(id="{conv}")
+conv.provider_refs = {{"topic_id": "55", "connection_data": "eyJ0b3BpY19pZCI6ICI1NSJ9" * 12}}
+conv.save(update_fields=["provider_refs"])
+Turn.objects.create(conversation=conv, sequence=1, role="user", text="a table for two please")
+timings = {{"v": 2, "from": "vad", "speech_end_ms": 4000, "user_final_ms": 4600, "first_audio_ms": 4620,
+           "played_ms": 4660, "reply_ms": 3040, "vendor": {{"hangover_ms": 512, "stt_final_ms": 5,
+           "responder_ms": 0.2, "tts_first_chunk_ms": 29, "turn_end_to_audio_ms": 34}}}}
+Turn.objects.create(conversation=conv, sequence=2, role="agent", latency_ms=620, timings=timings,
+                    text="Of course. For how many people, and at what time would you like to come?")
+"""
+
+
+def test_the_review_page_fits_a_desktop_window(server):
+    """At 1280 px, the admin review page does not scroll sideways: the long refs wrap and the wide
+    turns table scrolls in its own box (before, the page was 1507 px wide and the turns' text was
+    squeezed to a word a line)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from tests.test_browser import BASE_ARGS, CHROMIUM, log_in, watch_csp
+
+    conv = server.conversation()["id"]
+    server.manage("shell", "-c", WIDE_CALL.format(conv=conv))
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BASE_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            csp = watch_csp(page)
+            log_in(page, server)
+            page.goto(f"{server.url}/admin/voice_sessions/conversation/{conv}/change/")
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            text_width = page.locator("#turns-group td.field-text").first.bounding_box()["width"]
+        finally:
+            browser.close()
+    assert overflow <= 0
+    assert text_width > 150  # the words of a turn read as a line, not a column
     assert csp == []

@@ -233,9 +233,19 @@ def test_the_owner_shares_a_live_view_and_a_viewer_follows_it(server, browser):
         "table" in viewer.locator('#audience-transcript li.turn[data-role="user"]').first.inner_text().lower()
     )
     assert overflow(viewer) == 0
+    page.locator("#talk-p50").wait_for(timeout=30000)  # a reply with its latency
     page.click("#talk-stop")
     wait_for_js(viewer, "window.audienceState.state === 'ended'", timeout=15000)
     received = json.dumps(viewer.evaluate("window.audienceState.received"))
+    # Someone who opens the link later sees the replies' latency chips and the talker's P50.
+    late = audience.new_page()
+    late.on("pageerror", lambda exc: errors.append(str(exc)))
+    late.goto(url)
+    wait_for_js(late, "window.audienceState.state === 'ended'", timeout=15000)
+    talker_p50 = page.locator("#talk-p50").inner_text()
+    late_p50 = late.locator("#talk-p50").inner_text() if late.locator("#talk-p50").count() else None
+    chips = late.locator("#audience-transcript .turn-latency").count()
     audience.close()
     assert '"join"' not in received and "ready" not in received
+    assert late_p50 == talker_p50 and chips >= 1
     assert csp == [] and errors == []

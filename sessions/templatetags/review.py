@@ -8,9 +8,15 @@ from django import template
 register = template.Library()
 
 
+def _scalar(value) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
 def _show(value) -> str:
     if isinstance(value, str):
         return value
+    if isinstance(value, list) and value and all(_scalar(item) for item in value):
+        return ", ".join("—" if item is None else _show(item) for item in value)  # "12:00, 12:30"
     return json.dumps(value, ensure_ascii=False, indent=1 if isinstance(value, dict | list) else None)
 
 

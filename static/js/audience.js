@@ -204,7 +204,11 @@ class AudiencePage {
 
   handlers = {
     snapshot(msg) {
-      for (const turn of msg.turns) this.view.turn({ ...turn, final: true });
+      for (const turn of msg.turns) {
+        this.view.turn({ ...turn, final: true });
+        // A reply stored before this viewer joined: its chip, and its place in the running P50.
+        if (turn.waterfall) this.view.latency.apply({ ...turn.waterfall, id: turn.id, sequence: turn.sequence });
+      }
       this.setState(SNAPSHOT_STATES[msg.status] || 'connecting');
     },
     transcript(msg) {

@@ -17,13 +17,18 @@ function parsed(value) {
   }
 }
 
-/** [label, text] lines for a flat object (scalar values), or null when it is anything else. */
+const isScalar = (x) => x === null || typeof x !== 'object';
+const scalarText = (x) => (x === null ? '—' : String(x));
+
+/** [label, text] lines for a flat object (scalar values, or lists of them: "12:00, 12:30"), or null
+ * when it is anything else. */
 export function fieldLines(value) {
   const v = parsed(value);
   if (!v || typeof v !== 'object' || Array.isArray(v)) return null;
   const entries = Object.entries(v);
-  if (entries.some(([, x]) => x !== null && typeof x === 'object')) return null;
-  return entries.map(([k, x]) => [humanize(k), x === null ? '—' : String(x)]);
+  const flat = (x) => isScalar(x) || (Array.isArray(x) && x.every(isScalar));
+  if (!entries.every(([, x]) => flat(x))) return null;
+  return entries.map(([k, x]) => [humanize(k), Array.isArray(x) ? x.map(scalarText).join(', ') : scalarText(x)]);
 }
 
 /** The card's children: title, then arguments and result, built with textContent only. */

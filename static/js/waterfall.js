@@ -49,18 +49,28 @@ export class LatencyView {
     this.anchor = anchor; // the P50 goes after this element
     this.latencies = new Map(); // transcript id -> latency_ms
     this.pendingById = new Map(); // waterfalls for turns not shown yet
+    this.idBySequence = new Map(); // stored turn sequence -> the id its reply was first shown under
     this.p50El = null;
   }
 
   /** A `waterfall` message. */
   apply(msg) {
     if (typeof msg.latency_ms !== 'number' || msg.id == null) return;
-    const id = String(msg.id);
+    const id = this.#idOf(msg);
     this.latencies.set(id, msg.latency_ms);
     this.renderP50();
     const li = this.turnEl(id);
     if (li) this.renderChip(li, msg);
     else this.pendingById.set(id, msg);
+  }
+
+  /** One reply, one id: an audience view shows a reply stored before it joined under the stored
+   * turn's id, and a later update of its waterfall (same `sequence`, the talker's id) lands there. */
+  #idOf(msg) {
+    const seq = msg.sequence;
+    if (seq == null) return String(msg.id);
+    if (!this.idBySequence.has(seq)) this.idBySequence.set(seq, String(msg.id));
+    return this.idBySequence.get(seq);
   }
 
   /** An agent turn was (re)rendered: give it its chip if its waterfall came first. */
@@ -90,6 +100,7 @@ export class LatencyView {
   reset() {
     this.latencies.clear();
     this.pendingById.clear();
+    this.idBySequence.clear();
     this.p50El?.remove();
     this.p50El = null;
   }

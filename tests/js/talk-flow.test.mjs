@@ -56,7 +56,13 @@ describe('tool cards', () => {
       ['Time', '19:00'],
       ['Note', '—'],
     ]);
-    assert.equal(fieldLines({ items: [1, 2] }), null);
+    // A list of plain values is a line too (a booking tool's alternatives), not a JSON block.
+    assert.deepEqual(fieldLines({ available: false, alternatives: ['12:00', '12:30', '13:00'] }), [
+      ['Available', 'false'],
+      ['Alternatives', '12:00, 12:30, 13:00'],
+    ]);
+    assert.equal(fieldLines({ items: [1, { nested: true }] }), null);
+    assert.equal(fieldLines({ booking: { table: 7 } }), null);
     assert.equal(fieldLines('not json'), null);
   });
 });

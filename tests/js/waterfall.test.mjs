@@ -102,4 +102,23 @@ describe('latency chips', () => {
     assert.equal(li.children.length, 2); // updated in place
     assert.match(li.children[1].textContent, /played \+380 ms/);
   });
+
+  it('count a reply once when a stored turn and a live update name it differently', () => {
+    const made = [];
+    const node = (tag) => {
+      const n = { tag, className: '', textContent: '', dataset: {}, children: [], title: '' };
+      n.append = (...c) => n.children.push(...c);
+      n.after = (c) => made.push(c);
+      n.querySelector = (sel) => n.children.find((c) => `.${c.className}` === sel) || null;
+      return n;
+    };
+    const li = node('li');
+    const view = new LatencyView({ createElement: node }, { turnEl: (id) => (id === 'stored-3' ? li : null), anchor: node('span') });
+    // An audience view: the snapshot's stored reply, then the talker's update of the same reply.
+    view.apply({ id: 'stored-3', sequence: 3, latency_ms: 600, first_audio: 600 });
+    view.apply({ type: 'waterfall', id: 'a3', sequence: 3, latency_ms: 600, first_audio: 600, played: 650 });
+    view.apply({ type: 'waterfall', id: 'a5', sequence: 5, latency_ms: 800, first_audio: 800 });
+    assert.equal(made[0].textContent, 'P50 600 ms over 2');
+    assert.match(li.children[1].textContent, /played \+650 ms/); // the update reached the stored turn
+  });
 });
