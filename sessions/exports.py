@@ -154,9 +154,22 @@ def configuration(conversation: Conversation) -> tuple[dict, list[str]]:
             "provider_options": topic.options_for(conversation.provider),
         },
         "provider_settings": public,
-        "provider_refs": conversation.provider_refs or {},
+        "provider_refs": _public_refs(conversation),
     }
     return _scrubbed(snapshot, secrets), secrets
+
+
+def _public_refs(conversation: Conversation) -> dict:
+    """The call's provider references without those its registry entry marks as credentials."""
+    refs = dict(conversation.provider_refs or {})
+    hidden = (
+        registry.PROVIDERS[conversation.provider].secret_refs
+        if conversation.provider in registry.PROVIDERS
+        else ()
+    )
+    for key in hidden:
+        refs.pop(key, None)
+    return refs
 
 
 # ---- the formats ---------------------------------------------------------------------------

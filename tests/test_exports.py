@@ -19,6 +19,7 @@ from sessions.recording import wav_header
 pytestmark = pytest.mark.django_db
 
 SECRET = "sekret-token-5b1f"
+TICKET = "liku-chat-ticket-9c2e"  # Liku's per-call connection_data: it opens the chat stream
 FORMATS = list(exports.FORMATS)
 
 
@@ -36,7 +37,8 @@ def conversation(user, topic, settings, tmp_path):
         user=user, provider="liku", topic=topic, voice="en-us+f3", language="en", status="ended",
         started_at=started, ended_at=started + timezone.timedelta(seconds=9),
         end_reason="stopped by the user",
-        provider_refs={"socket": f"wss://liku.invalid/ws?token={SECRET}", "call_id": "c-1"},
+        provider_refs={"socket": f"wss://liku.invalid/ws?token={SECRET}", "call_id": "c-1",
+                       "connection_data": TICKET},
         metrics={"latencies_ms": [640, 700], "latency_p50_ms": 700, "frames_in": 400},
     )  # fmt: skip
     rows = [
@@ -110,10 +112,13 @@ def test_no_secret_gets_into_any_export(alice, conversation):
                 parts = [archive.read(name) for name in archive.namelist()]
         for part in parts:
             assert SECRET.encode() not in part, fmt
+            assert TICKET.encode() not in part, fmt
     data = exports.as_dict(conversation)
     assert "token" not in data["configuration"]["provider_settings"]
     assert "password" not in data["configuration"]["provider_settings"]
     assert data["configuration"]["provider_refs"]["socket"] == "wss://liku.invalid/ws?token=***"
+    assert data["configuration"]["provider_refs"]["call_id"] == "c-1"  # the other references stay
+    assert conversation.provider_refs["connection_data"] == TICKET  # kept on the server (the outbox)
 
 
 def test_csv_text_and_captions_round_trip(alice, conversation):

@@ -131,6 +131,9 @@ class Provider:
     programs: tuple[str, ...] = ()  # programs it needs on this machine
     hidden: bool = False  # for benchmarks and tests: offered only when configured
     language_voices: dict[str, tuple[str, ...]] | None = None  # when voices depend on the language
+    # Keys of Conversation.provider_refs that work as credentials (a per-call ticket): kept on the
+    # server for the provider's own use (the save-transcript outbox), left out of every export.
+    secret_refs: tuple[str, ...] = ()
 
     def voices_for(self, language: str) -> list[str]:
         if self.language_voices is None:
@@ -226,6 +229,7 @@ PROVIDERS: dict[str, Provider] = {
             ),
             sandbox="playground.sandbox.liku",
             user_token_key="liku_token",
+            secret_refs=("connection_data",),  # the chat's ticket: it opens the chat stream
         ),
         Provider(
             "flow",
