@@ -44,6 +44,18 @@ export async function createConversation(cfg, fetchImpl = globalThis.fetch) {
   return body;
 }
 
+/** The call ended: a turn it never finished reads as unfinished, as the conversation page says. */
+export function markUnfinished(view) {
+  for (const li of view.turnEls.values()) {
+    if (li.dataset.final !== 'false') continue;
+    li.dataset.final = 'unfinished';
+    const flag = view.doc.createElement('span');
+    flag.className = 'turn-unfinished';
+    flag.textContent = '— unfinished';
+    li.append(flag);
+  }
+}
+
 /** After a call: show "New conversation" and "Open in history", and move the focus there. */
 export function showNextStep(doc, cfg, conversationId) {
   const nav = doc.getElementById('talk-next');

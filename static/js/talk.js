@@ -13,7 +13,7 @@
 
 import { AGENT_CHANNEL, TRANSPORT_LABELS, USER_CHANNEL, openCall, scrubToken, tagFrame } from './direct.js';
 import { LatencyView } from './waterfall.js';
-import { clearCall, createConversation, showNextStep } from './talk-flow.js';
+import { clearCall, createConversation, markUnfinished, showNextStep } from './talk-flow.js';
 import { toolCardNodes } from './tool-card.js';
 
 export const PROTOCOL_VERSION = 2;
@@ -1043,6 +1043,7 @@ class TalkPage {
     this.view.setSpeaking(false);
     this.view.setLevel(-100);
     this.view.setReason(`Call ended: ${reason}`);
+    markUnfinished(this.view);
     this.setState('ended');
     showNextStep(this.view.doc, this.cfg, this.state.conversationId);
     this.endedWaiters.splice(0).forEach((wake) => wake());

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { ZERO_ID, conversationUrl, createConversation, describeRefusal } from '../../static/js/talk-flow.js';
+import { ZERO_ID, conversationUrl, createConversation, describeRefusal, markUnfinished } from '../../static/js/talk-flow.js';
 import { fieldLines, humanize } from '../../static/js/tool-card.js';
 
 const cfg = {
@@ -64,5 +64,25 @@ describe('tool cards', () => {
     assert.equal(fieldLines({ items: [1, { nested: true }] }), null);
     assert.equal(fieldLines({ booking: { table: 7 } }), null);
     assert.equal(fieldLines('not json'), null);
+  });
+});
+
+describe('markUnfinished', () => {
+  it('marks the turns a call never finished, and only those', () => {
+    const node = () => {
+      const n = { className: '', textContent: '', dataset: {}, children: [] };
+      n.append = (...c) => n.children.push(...c);
+      return n;
+    };
+    const cut = Object.assign(node(), { dataset: { final: 'false' } });
+    const done = Object.assign(node(), { dataset: { final: 'true' } });
+    const view = { doc: { createElement: node }, turnEls: new Map([['agent:a1', done], ['agent:a2', cut]]) };
+    markUnfinished(view);
+    assert.equal(cut.dataset.final, 'unfinished');
+    assert.equal(cut.children[0].textContent, '— unfinished');
+    assert.equal(done.dataset.final, 'true');
+    assert.equal(done.children.length, 0);
+    markUnfinished(view); // a second end changes nothing more
+    assert.equal(cut.children.length, 1);
   });
 });
