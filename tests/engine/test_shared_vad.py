@@ -76,35 +76,3 @@ def test_digital_silence_skips_the_model(model):
     """A muted microphone costs no model run: its probability is 0."""
     stream = shared_vad.Stream(model)
     assert windows(stream, silence(2000)) == [0.0] * (2000 * 16 // 512)
-
-
-def test_sparse_mode_between_turns_finds_the_same_turns_with_half_the_quiet_windows_run(model, speech):
-    """As the relay runs it (sparse while no turn is open): the same turns, each starting at most one
-    window later and ending within a window; about half the quiet windows repeat the score before
-    them (not run), and no window in a turn does."""
-    said = speech.pcm("I would like to book a table for two") + silence(1200) + speech.pcm("Yes please")
-    audio = mix(noise(8000, level=0.01, seed=3), said)
-    found, scores = [], []
-    for sparse in (False, True):
-        stream = shared_vad.Stream(model)
-        turns = TurnDetector(window_ms=stream.window_ms, start_windows=4, hangover_ms=300)
-        events, probs = [], []
-        for i in range(0, len(audio), 1920):
-            for p in stream.process(audio[i : i + 1920], sparse=sparse and not turns.in_speech):
-                probs.append((p, turns.in_speech))
-                if e := turns.update(p):
-                    events.append((e.kind, e.start_ms, e.end_ms))
-        found.append(events)
-        scores.append(probs)
-    full, sparse = found
-    assert [k for k, *_ in sparse] == [k for k, *_ in full] == ["start", "end", "start", "end"]
-    for (_, start, end), (_, own_start, own_end) in zip(sparse, full, strict=True):
-        assert 0 <= start - own_start <= 32, found
-        assert abs(end - own_end) <= 32, found
-    pairs = list(zip(scores[1][:-1], scores[1][1:], strict=True))  # ((before, _), (score, in a turn))
-    quiet = [p for (before, _), (p, in_turn) in pairs if not in_turn and before < 0.2]
-    repeats = [p for (before, _), (p, in_turn) in pairs if not in_turn and p == before]
-    assert 0.4 * len(quiet) <= len(repeats) <= 0.6 * len(quiet)
-    assert not [
-        p for (before, _), (p, in_turn) in pairs if in_turn and p == before
-    ]  # a turn runs every window
