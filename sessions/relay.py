@@ -168,7 +168,6 @@ class UplinkVad:
         # instead of a 12.5 MB model; playground/engine/shared_vad.py); a model each if that fails.
         shared = shared_vad.shared_model()
         self.vad = shared_vad.Stream(shared) if shared is not None else vad.Vad()
-        self._sparse = shared is not None  # between turns a shared stream skips quiet windows
         self.turns = vad.TurnDetector(window_ms=self.vad.window_ms, start_windows=4, hangover_ms=300)
         self._recent = bytearray()
         self._total = 0  # bytes of audio seen
@@ -180,9 +179,7 @@ class UplinkVad:
         self._total += len(pcm)
         del self._recent[: max(0, len(self._recent) - self.RECENT_BYTES)]
         events = []
-        # Waiting for speech, half the quiet windows need no model run (shared_vad.QUIET_PROB).
-        probs = self.vad.process(pcm, sparse=True) if self._sparse and not self.turns.in_speech else None
-        for prob in probs if probs is not None else self.vad.process(pcm):
+        for prob in self.vad.process(pcm):
             event = self.turns.update(prob)
             if event is not None and event.kind == "end":
                 event = replace(event, end_ms=self._voice_end_ms(event.end_ms))

@@ -31,11 +31,6 @@ log = logging.getLogger(__name__)
 STATE_FLOATS, CONTEXT_FLOATS = 2 * 1 * 128, 64
 GATE_RMS = 10 ** (-65 / 20)  # -65 dBFS (float samples): speech is -40 to -10 dBFS
 RESET_AFTER = 8  # gated windows (256 ms) after which the stream's state is cleared
-# Sparse mode (the caller is waiting for speech): after a window scored below QUIET_PROB the next
-# one is not run, and scores the same. Speech is never that sudden: a turn needs several windows
-# at 0.5 or more to start, so at worst it starts one window (32 ms) later; inside a turn, and once
-# a window scores QUIET_PROB or more, every window runs. Halves the model's work between turns.
-QUIET_PROB = 0.2
 
 
 class SharedModel:
@@ -89,26 +84,22 @@ class Stream:
         self._context = (ctypes.c_float * CONTEXT_FLOATS)()
         self._pending = b""
         self._gated = 0
-        self._last = 0.0  # the last window's probability
-        self._skipped = False  # the last window was not run (sparse mode)
 
     @property
     def window_ms(self) -> float:
         return self.window * 1000 / RATE
 
-    def process(self, pcm: bytes, sparse: bool = False) -> list[float]:
-        """Probabilities for every whole window completed by `pcm` (the remainder is kept); with
-        `sparse`, quiet windows may be skipped (see QUIET_PROB)."""
+    def process(self, pcm: bytes) -> list[float]:
+        """Probabilities for every whole window completed by `pcm` (the remainder is kept)."""
         data = self._pending + pcm
         step = self.window * 2
         usable = len(data) - len(data) % step
         self._pending = data[usable:]
         if not usable:
             return []
-        samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
-        return self.process_float(samples, sparse)
+        return self.process_float(np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0)
 
-    def process_float(self, samples: np.ndarray, sparse: bool = False) -> list[float]:
+    def process_float(self, samples: np.ndarray) -> list[float]:
         windows = samples.reshape(-1, self.window)
         loud = np.sqrt((windows**2).mean(axis=1)) >= GATE_RMS
         probs = [0.0] * len(windows)
@@ -124,13 +115,7 @@ class Stream:
                     self._gate(1, shared)
                     continue
                 self._gated = 0
-                if sparse and not self._skipped and self._last < QUIET_PROB:
-                    # Not run: the next window's context is this one's tail, as if it had been.
-                    ctypes.memmove(shared.context, window[-CONTEXT_FLOATS:].ctypes.data, CONTEXT_FLOATS * 4)
-                    self._skipped, probs[i] = True, self._last
-                    continue
-                self._skipped = False
-                probs[i] = self._last = shared.model.process(memoryview(window.copy().data))
+                probs[i] = shared.model.process(memoryview(window.copy().data))
             ctypes.memmove(self._state, shared.state, STATE_FLOATS * 4)
             ctypes.memmove(self._context, shared.context, CONTEXT_FLOATS * 4)
         return probs
@@ -139,7 +124,6 @@ class Stream:
         """Quiet windows: after RESET_AFTER in a row the stream starts afresh (in the model too, if
         its state is swapped in)."""
         self._gated += windows
-        self._last, self._skipped = 0.0, False
         if self._gated >= RESET_AFTER:
             ctypes.memset(self._state, 0, STATE_FLOATS * 4)
             ctypes.memset(self._context, 0, CONTEXT_FLOATS * 4)
