@@ -24,7 +24,7 @@ import threading
 
 import numpy as np
 
-from playground.engine.vad import RATE
+from playground.engine.vad import RATE, Windowed
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _buffers(model) -> tuple[int, int]:
     raise LookupError("silero's state buffers not found")
 
 
-class Stream:
+class Stream(Windowed):
     """One audio stream's VAD on a shared model: the `vad.Vad` interface (process, window_ms, close)."""
 
     def __init__(self, shared: SharedModel):
@@ -85,19 +85,10 @@ class Stream:
         self._pending = b""
         self._gated = 0
 
-    @property
-    def window_ms(self) -> float:
-        return self.window * 1000 / RATE
-
     def process(self, pcm: bytes) -> list[float]:
         """Probabilities for every whole window completed by `pcm` (the remainder is kept)."""
-        data = self._pending + pcm
-        step = self.window * 2
-        usable = len(data) - len(data) % step
-        self._pending = data[usable:]
-        if not usable:
-            return []
-        return self.process_float(np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0)
+        samples = self.whole_windows(pcm)
+        return [] if samples is None else self.process_float(samples)
 
     def process_float(self, samples: np.ndarray) -> list[float]:
         windows = samples.reshape(-1, self.window)

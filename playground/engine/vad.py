@@ -42,7 +42,27 @@ def warm_up() -> None:
     _release_model(_acquire_model())
 
 
-class Vad:
+class Windowed:
+    """A stream cut into the model's windows; subclasses set `window` and `_pending`."""
+
+    window: int
+    _pending: bytes
+
+    @property
+    def window_ms(self) -> float:
+        return self.window * 1000 / RATE
+
+    def whole_windows(self, pcm: bytes) -> np.ndarray | None:
+        """The float samples of every whole window completed by `pcm` (the remainder is kept)."""
+        data = self._pending + pcm
+        usable = len(data) - len(data) % (self.window * 2)
+        self._pending = data[usable:]
+        if not usable:
+            return None
+        return np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
+
+
+class Vad(Windowed):
     """Speech probabilities for a stream; one instance per conversation (the model is stateful)."""
 
     def __init__(self) -> None:
@@ -50,19 +70,11 @@ class Vad:
         self.window = self._model.window_size_samples  # 512 samples = 32 ms at 16 kHz
         self._pending = b""
 
-    @property
-    def window_ms(self) -> float:
-        return self.window * 1000 / RATE
-
     def process(self, pcm: bytes) -> list[float]:
-        """Probabilities for every whole window completed by `pcm` (the remainder is kept)."""
-        data = self._pending + pcm
-        step = self.window * 2
-        usable = len(data) - len(data) % step
-        self._pending = data[usable:]
-        if self._model is None or not usable:
+        """Probabilities for every whole window completed by `pcm`."""
+        samples = self.whole_windows(pcm)
+        if self._model is None or samples is None:
             return []
-        samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
         return [self._model.process(memoryview(w.data)) for w in samples.reshape(-1, self.window).copy()]
 
     def close(self) -> None:
