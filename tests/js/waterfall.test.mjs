@@ -59,6 +59,19 @@ describe('playback edges', () => {
   });
 });
 
+/** Just enough DOM for LatencyView: element nodes, and `made` collecting what went `after` one. */
+function fakeDom() {
+  const made = [];
+  const node = (tag) => {
+    const n = { tag, className: '', textContent: '', dataset: {}, children: [], title: '' };
+    n.append = (...c) => n.children.push(...c);
+    n.after = (c) => made.push(c);
+    n.querySelector = (sel) => n.children.find((c) => `.${c.className}` === sel) || null;
+    return n;
+  };
+  return { made, node };
+}
+
 describe('latency chips', () => {
   it('format the figures', () => {
     assert.equal(formatMs(640.4), '640 ms');
@@ -79,14 +92,7 @@ describe('latency chips', () => {
   });
 
   it('wait for their turn when the waterfall comes first', () => {
-    const made = [];
-    const node = (tag) => {
-      const n = { tag, className: '', textContent: '', dataset: {}, children: [], title: '' };
-      n.append = (...c) => n.children.push(...c);
-      n.after = (c) => made.push(c);
-      n.querySelector = (sel) => n.children.find((c) => `.${c.className}` === sel) || null;
-      return n;
-    };
+    const { made, node } = fakeDom();
     const doc = { createElement: node };
     const turns = new Map();
     const view = new LatencyView(doc, { turnEl: (id) => turns.get(id) || null, anchor: node('span') });
@@ -104,14 +110,7 @@ describe('latency chips', () => {
   });
 
   it('count a reply once when a stored turn and a live update name it differently', () => {
-    const made = [];
-    const node = (tag) => {
-      const n = { tag, className: '', textContent: '', dataset: {}, children: [], title: '' };
-      n.append = (...c) => n.children.push(...c);
-      n.after = (c) => made.push(c);
-      n.querySelector = (sel) => n.children.find((c) => `.${c.className}` === sel) || null;
-      return n;
-    };
+    const { made, node } = fakeDom();
     const li = node('li');
     const view = new LatencyView({ createElement: node }, { turnEl: (id) => (id === 'stored-3' ? li : null), anchor: node('span') });
     // An audience view: the snapshot's stored reply, then the talker's update of the same reply.
