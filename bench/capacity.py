@@ -36,11 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import uvloop
 import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import lean_ws  # noqa: E402
 from bench.relay_overhead import cpu_seconds, rss_mb  # noqa: E402
 from tests.server import Server, free_port, start_server  # noqa: E402
 
@@ -56,15 +58,8 @@ DRAIN_S = 1.0  # after the last frame: echoes still on their way
 
 
 async def echo_server(port: int) -> None:
-    async def serve(ws):
-        try:
-            async for message in ws:
-                await ws.send(message)
-        except websockets.ConnectionClosed:
-            pass
-
-    async with websockets.serve(serve, "127.0.0.1", port, compression=None, max_queue=None):
-        await asyncio.Future()
+    await lean_ws.serve_echo("127.0.0.1", port)
+    await asyncio.Future()
 
 
 # ---- simulated browsers ---------------------------------------------------------------------------
@@ -73,37 +68,39 @@ async def echo_server(port: int) -> None:
 @dataclass
 class Caller:
     index: int
-    ws: object
+    ws: lean_ws.Client
     sent: int = 0
     got: int = 0
     latencies: list = field(default_factory=list)
 
-    async def read(self) -> None:
-        try:
-            async for message in self.ws:
-                if isinstance(message, bytes) and message[:4] == MAGIC:
-                    self.latencies.append(time.monotonic() - HEADER.unpack_from(message)[3])
-                    self.got += 1
-        except websockets.ConnectionClosed:
-            pass
+    def on_message(self, message: bytes | str) -> None:
+        if isinstance(message, bytes) and message[:4] == MAGIC:
+            self.latencies.append(time.monotonic() - HEADER.unpack_from(message)[3])
+            self.got += 1
 
-    async def send(self, seq: int, padding: bytes) -> None:
-        await self.ws.send(HEADER.pack(MAGIC, self.index, seq, time.monotonic()) + padding)
+    def send(self, seq: int, padding: bytes) -> None:
+        self.ws.send(HEADER.pack(MAGIC, self.index, seq, time.monotonic()) + padding)
         self.sent += 1
 
 
 async def open_call(index: int, url: str, headers: dict | None) -> Caller:
     """A relayed call (headers: the API token and Origin) waits for `ready`; a control call does not."""
     if headers is None:
-        ws = await websockets.connect(url, compression=None, max_queue=None)
-        return Caller(index, ws)
-    extra = {k: v for k, v in headers.items() if k != "Origin"}
-    ws = await websockets.connect(url, additional_headers=extra, origin=headers["Origin"], compression=None,
-                                  max_queue=None, open_timeout=60)  # fmt: skip
-    async with asyncio.timeout(60):
-        while not isinstance(message := await ws.recv(), str) or json.loads(message)["type"] != "ready":
-            pass
-    return Caller(index, ws)
+        ws = await lean_ws.Client.connect(url)
+    else:
+        extra = {k: v for k, v in headers.items() if k != "Origin"}
+        ready = asyncio.get_running_loop().create_future()
+
+        def until_ready(message):
+            if isinstance(message, str) and json.loads(message)["type"] == "ready" and not ready.done():
+                ready.set_result(None)
+
+        ws = await lean_ws.Client.connect(url, origin=headers["Origin"], headers=extra)
+        ws.on_message = until_ready
+        await asyncio.wait_for(ready, 60)
+    caller = Caller(index, ws)
+    ws.on_message = caller.on_message
+    return caller
 
 
 async def stream(callers: list[Caller], seconds: float, slots: int) -> None:
@@ -116,7 +113,7 @@ async def stream(callers: list[Caller], seconds: float, slots: int) -> None:
             due = start + seq * FRAME_S + s * FRAME_S / slots
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             for caller in group:
-                await caller.send(seq, padding)
+                caller.send(seq, padding)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -190,7 +187,6 @@ async def run_step(
                                           for j in range(i, min(n, i + 10))))  # fmt: skip
     control = [await open_call(n + i, echo_url, None) for i in range(CONTROL_CALLS)]
     everyone = relayed + control
-    readers = [asyncio.create_task(c.read()) for c in everyone]
     await asyncio.sleep(0.5)  # the last calls' VADs are loaded
     cpu0, own0, echo0 = server_cpu(pids), own_cpu(), cpu_seconds(echo_pid)
     t0 = time.monotonic()
@@ -200,9 +196,7 @@ async def run_step(
     cpu = server_cpu(pids) - cpu0
     clients = own_cpu() - own0 + cpu_seconds(echo_pid) - echo0
     await asyncio.sleep(DRAIN_S)
-    for c in everyone:
-        await c.ws.close()
-    await asyncio.gather(*readers, return_exceptions=True)
+    await asyncio.gather(*(c.ws.close() for c in everyone), return_exceptions=True)
     ours = [x for c in relayed for x in c.latencies]
     theirs = [x for c in control for x in c.latencies]
     return Step(
@@ -314,13 +308,15 @@ def main() -> None:
     )
     parser.add_argument("--echo-server", type=int)
     args = parser.parse_args()
+    # The load generator (clients, echo peer) runs on uvloop: it shares the cores with the workers,
+    # so the less it costs, the more of the machine the measurement leaves to what it measures.
     if args.echo_server:
-        return asyncio.run(echo_server(args.echo_server))
+        return uvloop.run(echo_server(args.echo_server))
     if args.short:
         args.steps, args.seconds = [3], 1.0
     args.steps = [max(1, min(n, 400)) for n in args.steps]
     args.seconds = max(0.5, min(args.seconds, 60.0))
-    asyncio.run(main_async(args))
+    uvloop.run(main_async(args))
 
 
 if __name__ == "__main__":

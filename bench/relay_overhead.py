@@ -12,7 +12,8 @@ carry their timestamps; the resampling that a 24 kHz playback rate adds is the
 filter's group delay, printed separately (soxr HQ, 16 -> 24 kHz).
 
 Run:  .venv/bin/python bench/relay_overhead.py [--sessions 50] [--seconds 10] [--server daphne uvicorn]
-(the playground runs as one worker of bin/serve, under each server named, after the bare relay)
+(the playground runs as one worker of bin/serve, under each server named, after the bare relay,
+which runs twice: on asyncio's own event loop and on uvloop, the loop of `--server uvicorn`)
 Everything listens on 127.0.0.1 and stops by itself.
 """
 
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 import httpx
+import uvloop
 import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,7 +171,7 @@ def run_side(label, side, args, report: Path) -> dict:
     time.sleep(1.0)
     try:
         with side(f"ws://127.0.0.1:{echo_port}/", args.sessions) as (urls, pid, headers, ready):
-            down, cpu, rss, steady = asyncio.run(drive(urls, headers, args.seconds, pid, ready))
+            down, cpu, rss, steady = uvloop.run(drive(urls, headers, args.seconds, pid, ready))
     finally:
         report.touch()  # tells the echo peer to write its uplink figures
         for _ in range(50):
@@ -216,10 +218,19 @@ def _playground(echo_url: str, sessions: int, server_name: str):
         servers.close()
 
 
+def bare_side(loop: str):
+    """The bare `websockets` relay, in its own process, on `loop` (asyncio or uvloop)."""
+
+    def side(echo_url: str, sessions: int):
+        return _bare(echo_url, sessions, loop)
+
+    return side
+
+
 @contextlib.contextmanager
-def bare_side(echo_url: str, sessions: int):
+def _bare(echo_url: str, sessions: int, loop: str):
     port = free_port()
-    process = spawn("--bare-relay", str(port), "--upstream", echo_url)
+    process = spawn("--bare-relay", str(port), "--upstream", echo_url, "--loop", loop)
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -245,20 +256,31 @@ def main() -> None:
     parser.add_argument("--bare-relay", type=int)
     parser.add_argument("--upstream")
     parser.add_argument("--server", nargs="+", choices=("daphne", "uvicorn"), default=["daphne"])
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # The echo peer and the browsers run on uvloop (the load generator: the less it costs, the
+    # more of the machine is left to what is measured); the bare relay on the loop it is asked for.
     if args.echo_server:
-        return asyncio.run(echo_server(args.echo_server, Path(args.report)))
+        return uvloop.run(echo_server(args.echo_server, Path(args.report)))
     if args.bare_relay:
-        return asyncio.run(bare_relay(args.bare_relay, args.upstream))
+        run = uvloop.run if args.loop == "uvloop" else asyncio.run
+        return run(bare_relay(args.bare_relay, args.upstream))
     args.sessions = max(1, min(args.sessions, 200))
     args.seconds = max(1.0, min(args.seconds, 60.0))
     import tempfile
 
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    results = [run_side("bare websockets relay", bare_side, args, tmp / "bare.json")]
+    # The bare relay on asyncio's own loop (the baseline the goal names) and on uvloop (the loop
+    # of `--server uvicorn`), so that the comparison with uvicorn is also like for like.
+    results = [run_side(f"bare relay ({loop})", bare_side(loop), args, tmp / f"bare-{loop}.json")
+               for loop in ("asyncio", "uvloop")]  # fmt: skip
     for name in args.server:
         results.append(run_side(f"playground ({name})", playground_side(name), args, tmp / f"{name}.json"))
     print_results(args, results)
+
+
+def ratios(ours: dict, bares: list[dict], key: str) -> str:
+    return ", ".join(f"{ours[key] / max(b[key], 1e-9):.2f}x the {b['label']}" for b in bares)
 
 
 def print_results(args, results):
@@ -271,16 +293,12 @@ def print_results(args, results):
         cells = [f"{r[k]:8.2f}ms" for k in ("up50", "up99", "down50", "down99")]
         cells += [f"{r['cpu']:8.2f}% ", f"{r['steady']:8.2f}% ", f"{r['rss']:7.2f}MB "]
         print(f"{r['label']:24}" + "".join(cells) + f"  frames up/down {r['frames'][0]}/{r['frames'][1]}")
-    bare = results[0]
-    for ours in results[1:]:
+    bares = results[:2]
+    for ours in results[2:]:
         for d in ("up99", "down99"):
-            print(
-                f"{ours['label']}: {d} {ours[d]:.2f} ms = {ours[d] / max(bare[d], 1e-9):.2f}x the bare relay"
-            )
-        print(
-            f"{ours['label']}: CPU per call {ours['cpu'] / max(bare['cpu'], 1e-9):.2f}x the bare relay; "
-            f"streaming alone {ours['steady'] / max(bare['steady'], 1e-9):.2f}x"
-        )
+            print(f"{ours['label']}: {d} {ours[d]:.2f} ms = " + ratios(ours, bares, d))
+        print(f"{ours['label']}: CPU per call " + ratios(ours, bares, "cpu")
+              + "; streaming alone " + ratios(ours, bares, "steady"))  # fmt: skip
     resampler = Resampler(16000, 24000)
     resampler.process(bytes(FRAME * 5))
     delay = resampler._stream.delay() / 24  # samples at 24 kHz -> ms

@@ -14,6 +14,7 @@ from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory
 
+from playground import heap
 from playground.logfilters import redact
 
 
@@ -49,6 +50,7 @@ class RedactingServer(Server):
     def run(self):
         # Server.run() builds its factory from the module's name; Daphne offers no option for this.
         daphne.server.WebSocketFactory = LingeringWebSocketFactory
+        heap.freeze()  # the application is loaded by now (playground/heap.py)
         super().run()
 
 
