@@ -16,7 +16,8 @@ print(before, gc.get_freeze_count(), gc.get_threshold()[2])
 
 
 def test_freeze_moves_the_loaded_app_out_of_collections_and_makes_the_oldest_one_rare():
-    out = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, check=True, timeout=60)
+    run = [sys.executable, "-c", CHECK]
+    out = subprocess.run(run, capture_output=True, text=True, check=True, timeout=60)
     before, frozen, oldest = map(int, out.stdout.split()[-3:])
     assert before == 0 and frozen > 20_000  # Django, Channels, the URL conf, the models
     assert oldest == 1000
