@@ -25,7 +25,6 @@ class DrainingServer(uvicorn.Server):
         from sessions.liveness import liveness  # after the app (and Django) is loaded
 
         heap.freeze()
-
         liveness.run_for_lifetime(asyncio.get_running_loop())
 
     async def shutdown(self, sockets=None) -> None:
@@ -44,8 +43,8 @@ def main() -> None:
     parser.add_argument("app", nargs="?", default="playground.asgi:application")
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "playground.settings")
-    # uvloop and the sans-I/O websockets protocol: about 12 % less CPU per call than asyncio's own
-    # loop with the legacy protocol (bench/relay_overhead.py, README "Capacity").
+    # uvloop and the sans-I/O websockets protocol: less CPU per call than asyncio's own loop with
+    # the legacy protocol (bench/relay_overhead.py, README "Capacity").
     config = uvicorn.Config(args.app, ws="websockets-sansio", loop="uvloop", lifespan="off",
                             access_log=False, log_level=args.log_level,
                             timeout_graceful_shutdown=10)  # fmt: skip

@@ -55,11 +55,11 @@ BYTES_PER_SECOND = INPUT_RATE * 2
 FLOOD_WINDOW_S = 3.0
 FLOOD_BYTES_PER_S = 4 * BYTES_PER_SECOND
 FLOOD_MESSAGES_PER_S = 250
-# Our VAD (about 0.1 ms of CPU per 32 ms window alone, 0.06 ms in a batch) runs behind the uplink,
-# never in its way: in a task of its own, on one thread for every call of the process (onnxruntime
-# releases the GIL, so it uses another core instead of delaying every call's frames), 60 ms of
-# audio at a time (the figures use arrival times, so batching delays only when they are known,
-# not what they say).
+# Our VAD (about 0.18 ms of CPU per 32 ms window alone, 0.08 ms in a batch; bench/vad.py) runs
+# behind the uplink, never in its way: in a task of its own, on one thread for every call of the
+# process (onnxruntime releases the GIL, so it uses another core instead of delaying every call's
+# frames), 60 ms of audio at a time (the figures use arrival times, so batching delays only when
+# they are known, not what they say).
 VAD_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="uplink-vad")
 VAD_BATCH_BYTES = 3 * 640
 # every call's VAD runs in one thread hop per 20 ms, as one batch
@@ -179,9 +179,6 @@ class UplinkVad:
             uplink._remember(pcm)
         probs = vad.process_many([(uplink.vad, pcm) for uplink, pcm in items])
         return [uplink._events(p) for (uplink, _), p in zip(items, probs, strict=True)]
-
-    def turn_events(self, pcm: bytes) -> list:
-        return self.turn_events_of_many([(self, pcm)])[0]
 
     def _remember(self, pcm: bytes) -> None:
         self._recent += pcm

