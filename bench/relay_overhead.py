@@ -87,6 +87,40 @@ async def bare_relay(port: int, upstream: str) -> None:
         await asyncio.sleep(3600)
 
 
+# ---- the ASGI floor (own process) ------------------------------------------------------------------
+
+
+def asgi_floor(port: int, upstream: str) -> None:
+    """The same relay as an ASGI app under uvicorn, configured as `bin/serve --server uvicorn` serves
+    ours (uvloop, websockets-sansio): what the server and the ASGI interface cost before any of our
+    code (consumer, relay, VAD, recording) runs."""
+    import uvicorn
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            return await send({"type": "http.response.body", "body": b""})
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        async with websockets.connect(upstream, compression=None) as up:
+
+            async def downlink():
+                async for message in up:
+                    key = "bytes" if isinstance(message, bytes) else "text"
+                    await send({"type": "websocket.send", key: message})
+
+            task = asyncio.create_task(downlink())
+            try:
+                while (message := await receive())["type"] == "websocket.receive":
+                    await up.send(message.get("bytes") or message.get("text"))
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    uvicorn.run(app, host="127.0.0.1", port=port, ws="websockets-sansio", loop="uvloop",
+                lifespan="off", access_log=False, log_level="warning")  # fmt: skip
+
+
 # ---- browsers --------------------------------------------------------------------------------
 
 
@@ -228,9 +262,9 @@ def bare_side(loop: str):
 
 
 @contextlib.contextmanager
-def _bare(echo_url: str, sessions: int, loop: str):
+def _bare(echo_url: str, sessions: int, loop: str, kind: str = "--bare-relay"):
     port = free_port()
-    process = spawn("--bare-relay", str(port), "--upstream", echo_url, "--loop", loop)
+    process = spawn(kind, str(port), "--upstream", echo_url, "--loop", loop)
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -245,6 +279,10 @@ def _bare(echo_url: str, sessions: int, loop: str):
         process.wait(5)
 
 
+def asgi_floor_side(echo_url: str, sessions: int):
+    return _bare(echo_url, sessions, "uvloop", "--asgi-floor")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -254,6 +292,7 @@ def main() -> None:
     parser.add_argument("--echo-server", type=int)
     parser.add_argument("--report")
     parser.add_argument("--bare-relay", type=int)
+    parser.add_argument("--asgi-floor", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream")
     parser.add_argument("--server", nargs="+", choices=("daphne", "uvicorn"), default=["daphne"])
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), help=argparse.SUPPRESS)
@@ -265,6 +304,8 @@ def main() -> None:
     if args.bare_relay:
         run = uvloop.run if args.loop == "uvloop" else asyncio.run
         return run(bare_relay(args.bare_relay, args.upstream))
+    if args.asgi_floor:
+        return asgi_floor(args.asgi_floor, args.upstream)
     args.sessions = max(1, min(args.sessions, 200))
     args.seconds = max(1.0, min(args.seconds, 60.0))
     import tempfile
@@ -274,6 +315,8 @@ def main() -> None:
     # of `--server uvicorn`), so that the comparison with uvicorn is also like for like.
     results = [run_side(f"bare relay ({loop})", bare_side(loop), args, tmp / f"bare-{loop}.json")
                for loop in ("asyncio", "uvloop")]  # fmt: skip
+    if "uvicorn" in args.server:  # what uvicorn and ASGI cost alone: the part of ours that is not our code
+        results.append(run_side("ASGI floor (uvicorn)", asgi_floor_side, args, tmp / "floor.json"))
     for name in args.server:
         results.append(run_side(f"playground ({name})", playground_side(name), args, tmp / f"{name}.json"))
     print_results(args, results)
@@ -294,11 +337,14 @@ def print_results(args, results):
         cells += [f"{r['cpu']:8.2f}% ", f"{r['steady']:8.2f}% ", f"{r['rss']:7.2f}MB "]
         print(f"{r['label']:24}" + "".join(cells) + f"  frames up/down {r['frames'][0]}/{r['frames'][1]}")
     bares = results[:2]
+    floor = [r for r in results if r["label"].startswith("ASGI floor")]
     for ours in results[2:]:
         for d in ("up99", "down99"):
             print(f"{ours['label']}: {d} {ours[d]:.2f} ms = " + ratios(ours, bares, d))
         print(f"{ours['label']}: CPU per call " + ratios(ours, bares, "cpu")
               + "; streaming alone " + ratios(ours, bares, "steady"))  # fmt: skip
+        if floor and ours["label"] == "playground (uvicorn)":
+            print(f"{ours['label']}: streaming CPU per call " + ratios(ours, floor, "steady"))
     resampler = Resampler(16000, 24000)
     resampler.process(bytes(FRAME * 5))
     delay = resampler._stream.delay() / 24  # samples at 24 kHz -> ms

@@ -55,15 +55,12 @@ BYTES_PER_SECOND = INPUT_RATE * 2
 FLOOD_WINDOW_S = 3.0
 FLOOD_BYTES_PER_S = 4 * BYTES_PER_SECOND
 FLOOD_MESSAGES_PER_S = 250
-# Our VAD (about 0.18 ms of CPU per 32 ms window alone, 0.08 ms in a batch; bench/vad.py) runs
-# behind the uplink, never in its way: in a task of its own, on one thread for every call of the
-# process (onnxruntime releases the GIL, so it uses another core instead of delaying every call's
-# frames), 60 ms of audio at a time (the figures use arrival times, so batching delays only when
-# they are known, not what they say).
+# Our VAD runs behind the uplink, never in its way: on one thread for every call of the process
+# (onnxruntime releases the GIL, so it uses another core instead of delaying every call's frames), in
+# rounds of every call's new audio (sessions/vadbatch.py; the figures use arrival times, so a round
+# delays only when they are known, not what they say).
 VAD_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="uplink-vad")
-VAD_BATCH_BYTES = 3 * 640
-# every call's VAD runs in one thread hop per 20 ms, as one batch
-VAD_BATCHER = vadbatch.Batcher(VAD_EXECUTOR, lambda jobs: UplinkVad.turn_events_of_many(jobs))
+VAD_ROUNDS = vadbatch.Rounds(VAD_EXECUTOR, lambda jobs: UplinkVad.turn_events_of_many(jobs))
 # Direct media (docs/protocol.md, "Recording frames"): the page sends what it records as binary
 # frames whose first byte says whose audio follows.
 USER_CHANNEL, AGENT_CHANNEL = 0, 1
@@ -173,7 +170,7 @@ class UplinkVad:
     @staticmethod
     def turn_events_of_many(items: list[tuple[UplinkVad, bytes]]) -> list[list]:
         """For each call, the user's turn starts and ends (vad.TurnEvent) in its new audio, every
-        call's windows run as one batch (VAD_BATCHER); an end's `end_ms` is where the voice
+        call's windows run as one batch (VAD_ROUNDS); an end's `end_ms` is where the voice
         stopped (see `_voice_end_ms`)."""
         for uplink, pcm in items:
             uplink._remember(pcm)
@@ -274,8 +271,7 @@ class Relay:
         if upstream.capabilities.direct_media:
             self.metrics["agent_frames_in"] = 0
         self._vad: UplinkVad | None = None
-        self._unheard = bytearray()  # uplink audio sent on but not yet through our VAD
-        self._heard_more = asyncio.Event()
+        self._vad_events: asyncio.Queue = asyncio.Queue()  # turn events (or a failure) from VAD_ROUNDS
         self._audible_until = 0.0  # when the agent audio sent so far ends playing in the browser
         self._muted = False  # after our own barge-in: drop the old reply's audio until the next turn
         self._cut_short = False
@@ -311,6 +307,7 @@ class Relay:
             self._sequence = await self._last_sequence()
             await self._connect()
             self._vad = await asyncio.get_running_loop().run_in_executor(VAD_EXECUTOR, UplinkVad)
+            VAD_ROUNDS.add(self._vad, self._vad_events.put_nowait)
             await self._mark_active()
             await self._start_recording()
             await self._announce()
@@ -372,7 +369,8 @@ class Relay:
         await self._close_upstream()
         if self._recording is not None:
             await recording.finish(self._recording)
-        if self._vad:  # in its thread, after any frame still in it
+        if self._vad:  # in its thread, after any round still in it
+            VAD_ROUNDS.remove(self._vad)
             await asyncio.get_running_loop().run_in_executor(VAD_EXECUTOR, self._vad.close)
         await self._store_pending()
         await self._mark_ended(status, reason)
@@ -454,9 +452,7 @@ class Relay:
         self.metrics["frames_in"] += 1
         self._input_started(pcm, now)
         self._timeline.add(len(pcm), now)
-        self._unheard += pcm  # for our VAD only (_listen)
-        if len(self._unheard) >= VAD_BATCH_BYTES:
-            self._heard_more.set()
+        VAD_ROUNDS.feed(self._vad, pcm)  # for our VAD only (_listen)
 
     async def _on_agent_heard(self, pcm: bytes, now: float) -> None:
         """The agent as the page heard it: its first audible frame after a silence starts a stretch,
@@ -546,20 +542,19 @@ class Relay:
             self._convert = Converter(INPUT_RATE, getattr(self.upstream, "input_rate", INPUT_RATE), FRAME_MS)
         for frame in self._convert.push(pcm):
             await self.upstream.send_audio(frame)
-        self._unheard += pcm
-        if len(self._unheard) >= VAD_BATCH_BYTES:
-            self._heard_more.set()
+        VAD_ROUNDS.feed(self._vad, pcm)
 
     async def _listen(self) -> None:
         """Our VAD over the uplink audio, behind the writer (see VAD_EXECUTOR). A failure here is a
         bug that costs latency figures and our barge-in, not the call: logged, and the VAD stops."""
         try:
             while True:
-                await self._heard_more.wait()
-                self._heard_more.clear()
-                pcm, self._unheard = bytes(self._unheard), bytearray()
-                await self._on_user_vad(await VAD_BATCHER.run(self._vad, pcm))
+                events = await self._vad_events.get()  # only when a turn starts or ends
+                if isinstance(events, Exception):
+                    raise events
+                await self._on_user_vad(events)
         except Exception:
+            VAD_ROUNDS.remove(self._vad)
             log.exception("relay %s: our VAD failed; no latency figures from here", self.conversation_id)
 
     # ---- upstream -> browser ---------------------------------------------------------

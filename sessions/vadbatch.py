@@ -1,13 +1,18 @@
-"""Our uplink VAD's work for every call of the process, handed to its thread in one job per tick.
+"""Our uplink VAD for every call of the process: one round on its thread every TICK_S.
 
-Each call's VAD wants a run every 60 ms of audio (sessions/relay.py, VAD_BATCH_BYTES). As one
-executor job each, 100 calls made about 1,700 thread hops a second (a future, a queue put, a wake
-of the thread, a wake of the event loop): in the profile of one Daphne worker the hops cost about
-as much as the model itself (README "Capacity"). Here the jobs submitted within WINDOW_S go to the
-thread together, as one call of `run_many` (which runs their model windows as one batch), and
-their results come back in one wake of the event loop. A job waits at most WINDOW_S longer; the
-latency figures are unaffected (they use arrival times, not when the VAD ran). No task of its
-own: a timer handle and the executor's future, both settled by themselves.
+A call registers its stream (`add`) and hands over its uplink audio as it goes (`feed`: a bytes
+append; no task, no event, no future per frame). Every TICK_S the streams that hold a whole model
+window give up their audio, and it goes to the thread as one job (`run_many`, which runs their
+windows as one batch). The results come back in one wake of the event loop, and only a stream
+whose result is not empty (a turn started or ended: a few times a minute) hears of it (`deliver`).
+
+Why rounds: a task per call woken every 60 ms, with a future per job, cost more of a worker than
+the model itself; with the VAD off a worker used half the CPU per call (bench/relay_overhead.py,
+README "Capacity"). Here a second of 50 calls is 25 rounds and one thread hop each.
+
+While a round is on the thread, none starts: the audio waits for the next, so under load rounds
+grow larger instead of queueing behind each other, and a stream's windows stay in order. No task of
+its own: a timer handle, armed while streams are registered, and the executor's future.
 """
 
 from __future__ import annotations
@@ -16,44 +21,71 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable
 
-WINDOW_S = 0.02
+TICK_S = 0.04  # a barge-in is heard at most this much later than the audio that shows it
+MIN_BYTES = 1024  # one model window of 16 kHz s16le (playground/engine/vad.py WINDOW): less waits
 
 
-class Batcher:
-    """`run(job)` returns a future of `run_many([... job ...])`'s result for that job, computed on
-    the executor's thread with the other jobs submitted within the window."""
+class Rounds:
+    """`add(stream, deliver)`, then `feed(stream, pcm)` as audio comes: every TICK_S
+    `run_many([(stream, pcm), ...])` runs on the executor's thread, and `deliver(result)` is called
+    on the event loop for each stream whose result is not empty, or `deliver(error)` with the
+    exception if the round failed."""
 
     def __init__(self, executor: concurrent.futures.Executor, run_many: Callable[[list], list],
-                 window_s: float = WINDOW_S):  # fmt: skip
-        self.executor, self.run_many, self.window_s = executor, run_many, window_s
-        self._jobs: list[tuple[object, asyncio.Future]] = []
+                 tick_s: float = TICK_S, min_bytes: int = MIN_BYTES):  # fmt: skip
+        self.executor, self.run_many, self.tick_s, self.min_bytes = executor, run_many, tick_s, min_bytes
+        self._streams: dict[object, tuple[bytearray, Callable]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._busy = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def run(self, *job) -> asyncio.Future:
+    def add(self, stream, deliver: Callable) -> None:
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # another event loop (tests run one each): nothing pending is ours
-            self._jobs, self._timer, self._loop = [], None, loop
-        future = loop.create_future()
-        self._jobs.append((job, future))
-        if self._timer is None:
-            self._timer = loop.call_later(self.window_s, self._flush, loop)
-        return future
+        if loop is not self._loop:  # another event loop (tests run one each): nothing registered is ours
+            self._streams, self._timer, self._busy, self._loop = {}, None, False, loop
+        self._streams[stream] = (bytearray(), deliver)
+        self._arm()
 
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        jobs, self._jobs, self._timer = self._jobs, [], None
-        done = loop.run_in_executor(self.executor, self.run_many, [job for job, _ in jobs])
-        done.add_done_callback(lambda outcome: _settle(jobs, outcome))
+    def feed(self, stream, pcm: bytes) -> None:
+        entry = self._streams.get(stream)
+        if entry is not None:
+            entry[0].extend(pcm)
 
+    def remove(self, stream) -> None:
+        """No more rounds or deliveries for `stream` (a round under way runs its audio all the same)."""
+        self._streams.pop(stream, None)
 
-def _settle(jobs: list, outcome: asyncio.Future) -> None:
-    """Each caller its result; a batch that failed fails each of them with its error."""
-    error = RuntimeError("VAD batch cancelled") if outcome.cancelled() else outcome.exception()
-    results = [None] * len(jobs) if error is not None else outcome.result()
-    for (_, future), result in zip(jobs, results, strict=True):
-        if future.done():  # its caller was cancelled meanwhile (the call ended)
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
+    def _arm(self) -> None:
+        if self._timer is None and self._streams:
+            self._timer = self._loop.call_later(self.tick_s, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if not self._busy:
+            jobs = [(stream, self._take(pending), deliver)
+                    for stream, (pending, deliver) in self._streams.items()
+                    if len(pending) >= self.min_bytes]  # fmt: skip
+            if jobs:
+                self._busy = True
+                done = self._loop.run_in_executor(self.executor, self.run_many, [job[:2] for job in jobs])
+                done.add_done_callback(lambda outcome: self._settle(jobs, outcome))
+        self._arm()
+
+    @staticmethod
+    def _take(pending: bytearray) -> bytes:
+        data = bytes(pending)
+        pending.clear()
+        return data
+
+    def _settle(self, jobs: list, outcome: asyncio.Future) -> None:
+        """Each stream still registered its result; a round that failed gives each its error."""
+        self._busy = False
+        error = RuntimeError("VAD round cancelled") if outcome.cancelled() else outcome.exception()
+        results = [None] * len(jobs) if error is not None else outcome.result()
+        for (stream, _, deliver), result in zip(jobs, results, strict=True):
+            if stream not in self._streams:  # its call ended meanwhile
+                continue
+            if error is not None:
+                deliver(error)
+            elif result:
+                deliver(result)
