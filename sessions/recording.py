@@ -65,7 +65,7 @@ class Recording:
         self.file = file
         self.t0 = t0
         self.written = 0  # frames in the file
-        self._chunks = (deque(), deque())  # per channel: (start frame, int16 samples), in order
+        self._chunks = (deque(), deque())  # per channel: (start frame, s16le bytes), in order
         self._stream_end: list[int | None] = [None, None]
         self._play_end = 0.0  # relayed agent: the frame where the browser's queue runs dry
         self._agent_out: int | None = None  # where the next resampled agent sample goes
@@ -106,9 +106,8 @@ class Recording:
 
     def _place_agent(self, pcm: bytes) -> None:
         if pcm:
-            samples = np.frombuffer(pcm, dtype="<i2")
-            self._chunks[AGENT].append((self._agent_out, samples))
-            self._agent_out += len(samples)
+            self._chunks[AGENT].append((self._agent_out, pcm))
+            self._agent_out += len(pcm) // 2
 
     def clear(self, now: float) -> None:
         """The browser flushed its queue (barge-in): agent audio not yet played never will be."""
@@ -116,9 +115,9 @@ class Recording:
         chunks = self._chunks[AGENT]
         while chunks and chunks[-1][0] >= cut:
             chunks.pop()
-        if chunks and chunks[-1][0] + len(chunks[-1][1]) > cut:
-            start, samples = chunks.pop()
-            chunks.append((start, samples[: cut - start]))
+        if chunks and chunks[-1][0] + len(chunks[-1][1]) // 2 > cut:
+            start, pcm = chunks.pop()
+            chunks.append((start, pcm[: (cut - start) * 2]))
         self._play_end, self._agent_out = float(cut), None
         if self._resampler is not None:
             self._resampler.reset()
@@ -138,13 +137,13 @@ class Recording:
     def _stream(self, channel: int, pcm: bytes, now: float) -> None:
         if self.closed:
             return
-        samples = np.frombuffer(pcm, dtype="<i2")
-        arrived = self._frame(now) - len(samples)  # it was captured about then
+        count = len(pcm) // 2
+        arrived = self._frame(now) - count  # it was captured about then
         end = self._stream_end[channel]
         start = arrived if end is None or arrived - end > STREAM_SLACK_S * RATE else end
         start = max(start, self.written, 0)
-        self._chunks[channel].append((start, samples))
-        self._stream_end[channel] = start + len(samples)
+        self._chunks[channel].append((start, pcm))
+        self._stream_end[channel] = start + count
         self._tick(now)
 
     def _tick(self, now: float) -> None:
@@ -158,15 +157,24 @@ class Recording:
             return
         out = np.zeros((count, CHANNELS), dtype="<i2")
         for channel, chunks in enumerate(self._chunks):
+            # Frames that follow each other (a stream's, a reply's) are joined and copied in once;
+            # where one overlaps another, the later is copied over it, as it came.
+            run, run_start, run_end = [], 0, 0
             while chunks and chunks[0][0] < upto:
-                start, samples = chunks[0]
-                lo, hi = max(start, self.written), min(start + len(samples), upto)
-                if hi > lo:
-                    out[lo - self.written : hi - self.written, channel] = samples[lo - start : hi - start]
-                if start + len(samples) > upto:
-                    chunks[0] = (upto, samples[upto - start :])
-                    break
-                chunks.popleft()
+                start, pcm = chunks.popleft()
+                if start + len(pcm) // 2 > upto:  # the rest waits for the next write
+                    chunks.appendleft((upto, pcm[(upto - start) * 2 :]))
+                    pcm = pcm[: (upto - start) * 2]
+                if start < self.written:  # the part before what is written is gone
+                    pcm, start = pcm[(self.written - start) * 2 :], self.written
+                if not pcm:
+                    continue
+                if start != run_end:
+                    self._paste(out, channel, run_start, run)
+                    run, run_start = [], start
+                run.append(pcm)
+                run_end = start + len(pcm) // 2
+            self._paste(out, channel, run_start, run)
         try:
             self.file.seek(HEADER_BYTES + self.written * CHANNELS * 2)
             self.file.write(out.tobytes())
@@ -177,6 +185,11 @@ class Recording:
         except OSError:  # a full disk costs the recording, never the call
             log.exception("recording: write failed; recording stops")
             self.closed = True
+
+    def _paste(self, out: np.ndarray, channel: int, start: int, run: list[bytes]) -> None:
+        if run:
+            samples = np.frombuffer(b"".join(run), dtype="<i2")
+            out[start - self.written : start - self.written + len(samples), channel] = samples
 
 
 def heard_part(text: str, played_ms: float, audio_ms: float) -> str:

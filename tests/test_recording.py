@@ -83,6 +83,25 @@ def test_a_recording_aligns_both_channels_and_drops_what_a_clear_cut(tmp_path):
     assert abs(end - 2000) <= 5  # the 1.5 s still queued at the clear is not there
 
 
+def test_frames_after_a_gap_go_where_they_arrived_and_the_gap_stays_silent(tmp_path):
+    """The page stopped sending for 0.3 s (a stall): what came before and after is where it was
+    heard, each frame whole, across the file's writes (every FLUSH_S)."""
+    t0 = 100.0
+    with open(tmp_path / "gap.wav", "w+b") as file:
+        recording = Recording(file, t0)
+        frame = tone(FRAME_S, freq=300.0)
+        for n in [*range(30), *range(45, 150)]:  # 0-0.6 s, then 0.9-3.0 s: one write spans the gap
+            recording.user(frame, t0 + (n + 1) * FRAME_S)
+        recording.close(t0 + 3.0)
+    _, samples = read_wav((tmp_path / "gap.wav").read_bytes())
+    user = samples[:, 0]
+    frames = user[: 3 * RATE].reshape(-1, 320)  # 20 ms frames on the file's clock
+    sent = np.frombuffer(frame, dtype="<i2")
+    assert all((frames[n] == sent).all() for n in [*range(30), *range(45, 150)])
+    assert not frames[30:45].any()
+    assert not samples[:, 1].any()
+
+
 def test_heard_part_takes_the_played_share_of_the_words():
     assert heard_part("one two three four five six seven eight nine ten", 600, 2000) == "one two three"
     assert heard_part("one two", 5000, 2000) == "one two"

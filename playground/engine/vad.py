@@ -112,9 +112,9 @@ class Vad:
         """A window too quiet to be a voice: after RESET_AFTER in a row the stream is where the
         model would be after that much silence."""
         self._gated += 1
-        if self._gated == RESET_AFTER:
+        if self._gated == RESET_AFTER:  # new arrays: the old may be views of a batch's
             self.state = self.model.silence_state.copy()
-            self.context[:] = 0
+            self.context = np.zeros(CONTEXT, dtype=np.float32)
 
     def close(self) -> None:
         self._pending = b""
@@ -123,37 +123,40 @@ class Vad:
 def process_many(items: list[tuple[Vad, bytes]]) -> list[list[float]]:
     """Each stream's probabilities for the windows its audio completes; the k-th windows of all
     streams run as one batch (a stream's windows must run in order: each needs the state the one
-    before left). The streams share one model (the process's)."""
+    before left). The streams share one model (the process's). Array work is done for all streams
+    at once: per stream, only the bookkeeping is Python."""
     windows = [vad.whole_windows(pcm) for vad, pcm in items]
-    loud = [np.sqrt((w**2).mean(axis=1)) >= GATE_RMS if len(w) else w for w in windows]
-    probs = [[0.0] * len(w) for w in windows]
-    for k in range(max(map(len, windows), default=0)):
+    counts = [len(w) for w in windows]
+    probs = [[0.0] * n for n in counts]
+    if not any(counts):
+        return probs
+    every = np.concatenate(windows)
+    loud = (np.einsum("ij,ij->i", every, every) >= GATE_RMS**2 * WINDOW).tolist()  # RMS >= GATE_RMS
+    firsts = np.cumsum([0, *counts[:-1]]).tolist()  # where each stream's windows start in `every`
+    for k in range(max(counts)):
         batch = []
         for i, (vad, _) in enumerate(items):
-            if k < len(windows[i]):
-                if loud[i][k]:
+            if k < counts[i]:
+                if loud[firsts[i] + k]:
                     vad._gated = 0
                     batch.append(i)
                 else:
                     vad.gate()
         if batch:
-            scores = _run_batch([items[i][0] for i in batch], [windows[i][k] for i in batch])
+            scores = _run_batch([items[i][0] for i in batch], every[[firsts[i] + k for i in batch]])
             for i, score in zip(batch, scores, strict=True):
                 probs[i][k] = score
     return probs
 
 
-def _run_batch(vads: list[Vad], frames: list[np.ndarray]) -> list[float]:
-    """One window of each stream through the model together; each stream's state moves on."""
-    inputs = np.empty((len(vads), CONTEXT + WINDOW), dtype=np.float32)
-    for row, (vad, frame) in enumerate(zip(vads, frames, strict=True)):
-        inputs[row, :CONTEXT] = vad.context
-        inputs[row, CONTEXT:] = frame
-    state = np.stack([vad.state for vad in vads], axis=1)
-    out, state = vads[0].model.run(inputs, state)
+def _run_batch(vads: list[Vad], frames: np.ndarray) -> list[float]:
+    """One window of each stream (`frames`, one row each) through the model together; each
+    stream's state moves on. A stream keeps views of the batch's arrays, not copies."""
+    inputs = np.concatenate((np.stack([vad.context for vad in vads]), frames), axis=1)
+    out, state = vads[0].model.run(inputs, np.stack([vad.state for vad in vads], axis=1))
+    contexts = inputs[:, -CONTEXT:]
     for row, vad in enumerate(vads):
-        vad.state = state[:, row, :].copy()
-        vad.context = inputs[row, -CONTEXT:].copy()
+        vad.state, vad.context = state[:, row], contexts[row]
     return out.tolist()
 
 
