@@ -59,7 +59,8 @@ FLOOD_MESSAGES_PER_S = 250
 # (onnxruntime releases the GIL, so it uses another core instead of delaying every call's frames), in
 # rounds of every call's new audio (sessions/vadbatch.py; the figures use arrival times, so a round
 # delays only when they are known, not what they say).
-VAD_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="uplink-vad")
+VAD_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="uplink-vad",
+                                                     initializer=vadbatch.background_thread)  # fmt: skip
 VAD_ROUNDS = vadbatch.Rounds(VAD_EXECUTOR, lambda jobs: UplinkVad.turn_events_of_many(jobs))
 # Direct media (docs/protocol.md, "Recording frames"): the page sends what it records as binary
 # frames whose first byte says whose audio follows.

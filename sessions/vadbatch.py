@@ -19,10 +19,24 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
+import threading
 from collections.abc import Callable
 
 TICK_S = 0.04  # a barge-in is heard at most this much later than the audio that shows it
 MIN_BYTES = 1024  # one model window of 16 kHz s16le (playground/engine/vad.py WINDOW): less waits
+
+
+NICE = 10  # the VAD thread's niceness: under a full CPU, the calls' frames go first
+
+
+def background_thread() -> None:
+    """An executor's initializer: its thread yields the CPU to the event loop's when both want it
+    (Linux: a thread's own niceness). The VAD can wait; a frame that waits is heard late."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+    except OSError:  # not allowed, or not Linux: the thread runs at the process's priority
+        pass
 
 
 class Rounds:

@@ -112,3 +112,15 @@ async def test_audio_fed_while_a_round_runs_goes_with_the_next_in_order(executor
     assert [await asyncio.wait_for(heard.get(), 2) for _ in range(2)] == [[b"1"], [b"23"]]
     assert seen == [[b"1"], [b"23"]]  # no round queued behind another
     rounds.remove("s")
+
+
+def test_the_vad_thread_yields_the_cpu_to_the_event_loop():
+    """The relay's VAD thread runs nicer than the process (frames first under a full CPU)."""
+    from sessions.relay import VAD_EXECUTOR
+    from sessions.vadbatch import NICE
+
+    def niceness(tid: int) -> int:
+        return int(open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()[16])
+
+    vad_thread = VAD_EXECUTOR.submit(threading.get_native_id).result(5)
+    assert niceness(vad_thread) == niceness(threading.get_native_id()) + NICE
