@@ -57,6 +57,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     closer: asyncio.Task | None = None  # ends a flooding call (_close_flood)
     close_code: int | None = None  # overrides the close code the relay asks for (4400 after a flood)
     mirror: Mirror | None = None  # presenter mode: what this socket gets, for the audience
+    closing = False  # a close was sent: ASGI allows one (uvicorn raises on a second; Daphne ignores it)
 
     async def __call__(self, scope, receive, send):
         self._receive = receive  # Daphne's per-connection queue.get: see _discard_backlog
@@ -235,7 +236,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                                          "sustained); the server closed the call."})  # fmt: skip
         self.close_code = PROTOCOL_ERROR
         await self._end_relay(FLOOD_REASON)  # the relay's end sends `ended` and closes (_ended)
-        await self.close(PROTOCOL_ERROR)  # in case it had ended already; a second close is a no-op
+        await self.close(PROTOCOL_ERROR)  # in case it had ended already (a second close is skipped)
 
     def _queue(self) -> asyncio.Queue | None:
         """Daphne's (and Channels' test communicator's) queue of this socket's incoming messages."""
@@ -376,3 +377,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _ended(self, code: int) -> None:
         await self.close(self.close_code or code)
+
+    async def close(self, code=None, reason=None):
+        if not self.closing:
+            self.closing = True
+            await super().close(code, reason)
