@@ -61,3 +61,10 @@ def trimmed(pcm: bytes, threshold: int = 300) -> bytes:
     samples = np.frombuffer(pcm, dtype="<i2")
     loud = np.nonzero(np.abs(samples.astype(np.int32)) > threshold)[0]
     return samples[loud[0] : loud[-1] + 1].tobytes() if len(loud) else b""
+
+
+def mix(room: bytes, voice: bytes, at: int = 8000) -> bytes:
+    """`voice` said into `room` (both 16 kHz s16le), starting at sample `at`."""
+    a, b = np.frombuffer(room, "<i2").astype(np.int32), np.frombuffer(voice, "<i2").astype(np.int32)
+    a[at : at + len(b)] += b[: len(a) - at]
+    return np.clip(a, -32768, 32767).astype("<i2").tobytes()

@@ -1,0 +1,52 @@
+"""How closely our uplink VAD (sessions/relay.py `UplinkVad`) places a user's turn: where it starts
+and ends, against the voice's own bounds, for flite speech said into rooms of known noise (white
+noise and hum, tests/engine/speech.py). Used by tests/test_uplink_vad.py and bench/turn_accuracy.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sessions.relay import UplinkVad
+from tests.engine.speech import Speech, mix, noise, silence
+
+LEAD_MS, TAIL_MS = 1000, 1500  # the room before and after the voice
+ROUND_BYTES = 1280  # the relay's VAD rounds: 40 ms of audio each (sessions/vadbatch.py)
+AUDIBLE = 300  # a sample of the clean voice above this is the voice (flite pads with near-silence)
+
+
+@dataclass
+class Placed:
+    text: str
+    level: float
+    turns: list[tuple[str, float, float]]  # (kind, start_ms, end_ms) as UplinkVad gave them
+    voice: tuple[float, float]  # where the voice starts and ends, in ms
+
+    @property
+    def errors(self) -> tuple[float, float] | None:
+        """(start, end) error in ms (positive: late), or None unless it was exactly one turn."""
+        if [kind for kind, *_ in self.turns] != ["start", "end"]:
+            return None
+        return self.turns[0][1] - self.voice[0], self.turns[1][2] - self.voice[1]
+
+
+def place(speech: Speech, text: str, level: float, seed: int, **uplink) -> Placed:
+    """`text` said into a room whose noise is at `level` (0: digital silence), through a fresh
+    UplinkVad(**uplink) in the relay's 40 ms rounds."""
+    voice = speech.pcm(text)
+    length = len(voice) // 32 + LEAD_MS + TAIL_MS
+    room = noise(length, level=level, seed=seed) if level else silence(length)
+    audio = mix(room, voice, at=LEAD_MS * 16)
+    loud = np.nonzero(np.abs(np.frombuffer(voice, "<i2").astype(np.int32)) > AUDIBLE)[0]
+    tail_windows = uplink.pop("tail_windows", None)
+    vad = UplinkVad(**uplink)
+    if tail_windows is not None:
+        vad.TAIL_WINDOWS = tail_windows
+    turns = []
+    for at in range(0, len(audio), ROUND_BYTES):
+        turns += UplinkVad.turn_events_of_many([(vad, audio[at : at + ROUND_BYTES])])[0]
+    vad.close()
+    return Placed(text, level, [(e.kind, e.start_ms, e.end_ms) for e in turns],
+                  (LEAD_MS + loud[0] / 16, LEAD_MS + (loud[-1] + 1) / 16))  # fmt: skip
