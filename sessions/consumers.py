@@ -104,7 +104,6 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             browser,
             provider=self.conversation.provider,
             playback_rate=settings.PLAYBACK_RATE,
-            vad_rate=settings.UPLINK_VAD_RATE,
             close_timeout=settings.UPSTREAM_CLOSE_TIMEOUT,
             on_end=self._ended,
             sandbox=bool(session.config.get("sandbox")),

@@ -160,14 +160,14 @@ class UplinkVad:
 
     # audio kept to place an end precisely: more than hangover + tail, and a round grown under load
     RECENT_BYTES = 2 * BYTES_PER_SECOND
-    # silero's probability fades over 2-3 windows after the voice stops, up to 6 in noise (8-10 at
-    # 8 kHz): a tail this long holds the voice's end (bench/turn_accuracy.py: mean error 75 ms with 8)
+    # silero's probability fades over 2-3 windows after the voice stops, up to 6 in noise: a tail
+    # this long holds the voice's end (bench/turn_accuracy.py: mean error 65 ms with 8, 50 with 12)
     TAIL_WINDOWS = 12
     TAIL_DB = -25.0  # 10 ms blocks this far below the loudest of the tail are not speech,
     FLOOR_FACTOR = 2.0  # nor those within 6 dB of the noise floor
 
-    def __init__(self, rate: int = vad.RATE):
-        self.vad = vad.Vad(rate=rate)  # the process's one model; this call keeps only its state
+    def __init__(self):
+        self.vad = vad.Vad()  # the process's one model; this call keeps only silero's state
         self.turns = vad.TurnDetector(window_ms=self.vad.window_ms, start_windows=4, hangover_ms=300)
         self._recent = bytearray()
         self._total = 0  # bytes of audio seen
@@ -239,14 +239,12 @@ class Relay:
         sandbox: bool = False,
         record: bool = False,
         credentials: dict | None = None,
-        vad_rate: int = vad.RATE,
     ):
         self.conversation_id = conversation_id
         self.upstream = upstream
         self.browser = browser
         self.provider = provider
         self.playback_rate = playback_rate
-        self.vad_rate = vad_rate  # our uplink VAD's model rate (settings.UPLINK_VAD_RATE)
         self.close_timeout = close_timeout
         self.on_end = on_end
         self.sandbox = sandbox  # the upstream is a vendor's sandbox, not the real service
@@ -274,13 +272,7 @@ class Relay:
         self._reply_started: float | None = None
         self._last_warning: dict[str, float] = {}
         self._stop_reason: str | None = None
-        self.metrics = {
-            "latencies_ms": [],
-            "frames_in": 0,
-            "frames_out": 0,
-            "dropped_frames": 0,
-            "vad_rate": vad_rate,
-        }  # fmt: skip  (what measured the latencies, kept with them)
+        self.metrics = {"latencies_ms": [], "frames_in": 0, "frames_out": 0, "dropped_frames": 0}
         if upstream.capabilities.direct_media:
             self.metrics["agent_frames_in"] = 0
         self._vad: UplinkVad | None = None
@@ -319,8 +311,7 @@ class Relay:
         try:
             self._sequence = await self._last_sequence()
             await self._connect()
-            loop = asyncio.get_running_loop()
-            self._vad = await loop.run_in_executor(VAD_EXECUTOR, UplinkVad, self.vad_rate)
+            self._vad = await asyncio.get_running_loop().run_in_executor(VAD_EXECUTOR, UplinkVad)
             VAD_ROUNDS.add(self._vad, self._vad_events.put_nowait)
             await self._mark_active()
             await self._start_recording()

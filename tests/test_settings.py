@@ -172,12 +172,7 @@ def test_startup_with_a_short_secret_key_in_production():
 
 @pytest.mark.parametrize(
     "variable,value",
-    [
-        ("DATABASE_URL", "definitely-not-a-url"),
-        ("DEBUG", "perhaps"),
-        ("PLAYBACK_RATE", "fast"),
-        ("UPLINK_VAD_RATE", "44100"),
-    ],
+    [("DATABASE_URL", "definitely-not-a-url"), ("DEBUG", "perhaps"), ("PLAYBACK_RATE", "fast")],
 )
 def test_startup_stops_with_clear_error(variable, value):
     """`manage.py` refuses to start and its last line names the variable."""
@@ -205,7 +200,7 @@ def test_env_example_lists_every_variable():
         "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD",
         "STATIC_ROOT", "DIRECT_MEDIA_ORIGINS",
         "LLM_BASE_URL", "LLM_MODEL", "LLM_API_KEY", "CONVERSATIONS_PER_MINUTE", "LIVE_CALLS_PER_USER",
-        "TEXT_TURNS_PER_SECOND", "LOGIN_FAILURE_LIMIT", "LOGIN_LOCKOUT_MINUTES", "UPLINK_VAD_RATE",
+        "TEXT_TURNS_PER_SECOND", "LOGIN_FAILURE_LIMIT", "LOGIN_LOCKOUT_MINUTES",
     ]:  # fmt: skip
         assert f"{name}=" in listed, name
         assert f"`{name}`" in readme, name

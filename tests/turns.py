@@ -32,16 +32,15 @@ class Placed:
         return self.turns[0][1] - self.voice[0], self.turns[1][2] - self.voice[1]
 
 
-def place(speech: Speech, text: str, level: float, seed: int, **uplink) -> Placed:
+def place(speech: Speech, text: str, level: float, seed: int, tail_windows: int | None = None) -> Placed:
     """`text` said into a room whose noise is at `level` (0: digital silence), through a fresh
-    UplinkVad(**uplink) in the relay's 40 ms rounds."""
+    UplinkVad (looking `tail_windows` back for the voice's end, if given) in the relay's 40 ms rounds."""
     voice = speech.pcm(text)
     length = len(voice) // 32 + LEAD_MS + TAIL_MS
     room = noise(length, level=level, seed=seed) if level else silence(length)
     audio = mix(room, voice, at=LEAD_MS * 16)
     loud = np.nonzero(np.abs(np.frombuffer(voice, "<i2").astype(np.int32)) > AUDIBLE)[0]
-    tail_windows = uplink.pop("tail_windows", None)
-    vad = UplinkVad(**uplink)
+    vad = UplinkVad()
     if tail_windows is not None:
         vad.TAIL_WINDOWS = tail_windows
     turns = []

