@@ -6,7 +6,8 @@ about twice what its sans-I/O protocol alone costs per message (an assembler que
 async context manager per send); here the sans-I/O protocol (websockets.client.ClientProtocol,
 websockets.server.ServerProtocol, the same parser and framer) is driven from plain asyncio
 protocols, with each received message handed to a callback. Benchmarks only: no fragmentation
-(the peers here send whole messages), no ping timers, no compression.
+(the peers here send whole messages), no ping timers. The client offers permessage-deflate, as
+browsers do (the server it measures should decline it); the echo peer declines it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 from collections.abc import Callable
 
 from websockets.client import ClientProtocol
+from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
@@ -65,7 +67,8 @@ class Client(_Driver):
     `on_message` (set it any time)."""
 
     def __init__(self, url: str, origin: str | None, headers: dict):
-        super().__init__(ClientProtocol(parse_uri(url), origin=origin, max_size=2**20))
+        super().__init__(ClientProtocol(parse_uri(url), origin=origin, max_size=2**20,
+                                        extensions=enable_client_permessage_deflate(None)))  # fmt: skip
         self.url, self.headers = url, headers
         self.opened = asyncio.get_running_loop().create_future()
 

@@ -92,8 +92,8 @@ async def bare_relay(port: int, upstream: str) -> None:
 
 def asgi_floor(port: int, upstream: str) -> None:
     """The same relay as an ASGI app under uvicorn, configured as `bin/serve --server uvicorn` serves
-    ours (uvloop, websockets-sansio): what the server and the ASGI interface cost before any of our
-    code (consumer, relay, VAD, recording) runs."""
+    ours (uvloop, websockets-sansio, no permessage-deflate): what the server and the ASGI interface
+    cost before any of our code (consumer, relay, VAD, recording) runs."""
     import uvicorn
 
     async def app(scope, receive, send):
@@ -118,7 +118,8 @@ def asgi_floor(port: int, upstream: str) -> None:
                 await asyncio.gather(task, return_exceptions=True)
 
     uvicorn.run(app, host="127.0.0.1", port=port, ws="websockets-sansio", loop="uvloop",
-                lifespan="off", access_log=False, log_level="warning")  # fmt: skip
+                ws_per_message_deflate=False, lifespan="off", access_log=False,
+                log_level="warning")  # fmt: skip
 
 
 # ---- browsers --------------------------------------------------------------------------------
@@ -134,8 +135,10 @@ async def browser(
     started: asyncio.Barrier,
 ):
     extra = {k: v for k, v in headers.items() if k != "Origin"}
+    # Offering permessage-deflate, as browsers do (websockets' default): a server that accepts it
+    # pays for it on every frame
     async with websockets.connect(url, additional_headers=extra, origin=headers.get("Origin"),
-                                  compression=None, max_size=2**20) as ws:  # fmt: skip
+                                  max_size=2**20) as ws:  # fmt: skip
         if ready:  # our protocol announces `ready`; the bare relay has none
             while not isinstance(message := await ws.recv(), str) or json.loads(message)["type"] != "ready":
                 pass

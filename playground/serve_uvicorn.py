@@ -45,8 +45,11 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "playground.settings")
     # uvloop and the sans-I/O websockets protocol: less CPU per call than asyncio's own loop with
     # the legacy protocol (bench/relay_overhead.py, README "Capacity").
+    # No permessage-deflate (uvicorn accepts it by default, and browsers offer it): PCM barely
+    # compresses, and deflating every 20 ms frame both ways cost 8-15 % more CPU per call
+    # (bench/relay_overhead.py, README "Capacity", sixth round). Daphne does not accept it either.
     config = uvicorn.Config(args.app, ws="websockets-sansio", loop="uvloop", lifespan="off",
-                            access_log=False, log_level=args.log_level,
+                            ws_per_message_deflate=False, access_log=False, log_level=args.log_level,
                             timeout_graceful_shutdown=10)  # fmt: skip
     # Not `Config(fd=)`: uvicorn adopts that as AF_UNIX, so asyncio leaves Nagle's algorithm on for
     # its TCP connections and small frames wait for the peer's delayed ACK (20-40 ms per frame

@@ -425,7 +425,8 @@ async def converse(ws_url: str, origin: str, token: str, utterances: list[bytes]
     answered)` is awaited after each; it returns False to stop early (a cancelled run). Returns
     the errors the server reported, if any."""
     headers = {"Authorization": f"Token {token}"}
-    async with websockets.connect(ws_url, additional_headers=headers, origin=origin, max_size=2**22) as ws:
+    async with websockets.connect(ws_url, additional_headers=headers, origin=origin, max_size=2**22,
+                                  compression=None) as ws:  # fmt: skip
         browser = Browser(ws)
 
         async def body(b: Browser) -> None:

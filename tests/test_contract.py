@@ -404,6 +404,27 @@ def literal_codes(module) -> list[str]:
     return codes
 
 
+def websocket_dials(module) -> list[ast.Call]:
+    """Every `websockets.connect(...)` call in a module's source."""
+    calls = [node for node in ast.walk(ast.parse(inspect.getsource(module))) if isinstance(node, ast.Call)]
+    return [call for call in calls if isinstance(call.func, ast.Attribute) and call.func.attr == "connect"
+            and isinstance(call.func.value, ast.Name) and call.func.value.id == "websockets"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["upstreams.echo", "upstreams.flow", "upstreams.liku", "upstreams.lokutor",
+                                  "upstreams.retell", "abtest"])  # fmt: skip
+def test_every_socket_we_dial_goes_without_compression(name):
+    """permessage-deflate on 20 ms PCM frames costs CPU on both ends per frame and saves next to
+    nothing (audio barely compresses); `websockets.connect` offers it unless told not to."""
+    dials = websocket_dials(importlib.import_module(f"sessions.{name}"))
+    assert dials, "the scan found nothing: it is broken"
+    for dial in dials:
+        compression = [k.value for k in dial.keywords if k.arg == "compression"]
+        assert compression and isinstance(compression[0], ast.Constant) and compression[0].value is None, (
+            f"sessions/{name.replace('.', '/')}.py line {dial.lineno} dials with compression"
+        )
+
+
 @pytest.mark.parametrize("key", ["liku", "lokutor", "aivoco", "echo", "local"])
 def test_every_code_a_client_writes_is_provider_dot_reason(key):
     module = importlib.import_module(f"sessions.upstreams.{key}")

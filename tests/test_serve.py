@@ -117,6 +117,8 @@ async def drive(server: Server) -> None:
         with paused(first_pid):  # the second worker takes this one
             b = await stack.enter_async_context(call(server, two["ws_path"]))
             await ready(b)
+        # The tests' client offers permessage-deflate, as browsers do: frames go uncompressed all the same
+        assert [c.ws.response.headers.get("Sec-WebSocket-Extensions") for c in (a, b)] == [None, None]
         held = await asyncio.to_thread(owners, server, one["id"], two["id"])
         assert held == {one["id"]: first_pid, two["id"]: second_pid}
         await asyncio.gather(echoes(a), echoes(b))  # two clients, two processes, both served

@@ -109,7 +109,7 @@ class EchoUpstream(Client):
         if not self.url:
             raise UpstreamError("ECHO_URL is not set", permanent=True, code="echo.config")
         try:
-            self.ws = await websockets.connect(self.url, open_timeout=5)
+            self.ws = await websockets.connect(self.url, open_timeout=5, compression=None)
         except (OSError, websockets.WebSocketException, TimeoutError) as exc:
             raise UpstreamError(scrub(f"echo peer unreachable: {exc}"), code="echo.unreachable") from exc
 

@@ -404,7 +404,8 @@ class FlowUpstream(Client):
         try:
             self.ws = await websockets.connect(self.url, additional_headers=headers,
                                                open_timeout=OPEN_TIMEOUT, ping_interval=PING_INTERVAL,
-                                               ping_timeout=PING_TIMEOUT, max_size=2**22)  # fmt: skip
+                                               ping_timeout=PING_TIMEOUT, max_size=2**22,
+                                               compression=None)  # fmt: skip
         except InvalidStatus as exc:
             raise self._refused(exc.response.status_code) from None
         except (OSError, websockets.WebSocketException, TimeoutError) as exc:

@@ -500,7 +500,7 @@ class LikuUpstream(Client):
         """Open chat-stream and send the connection data; a frame within `confirm_wait` is kept
         for the reader (a confirmation, audio, or a close), silence counts as confirmed."""
         try:
-            ws = await websockets.connect(self.urls.stream, open_timeout=10, max_size=2**22)
+            ws = await websockets.connect(self.urls.stream, open_timeout=10, max_size=2**22, compression=None)
         except (OSError, websockets.WebSocketException, TimeoutError) as exc:
             raise UpstreamError(f"Liku chat is unreachable ({type(exc).__name__}).",
                                 code="liku.unreachable") from None  # fmt: skip

@@ -319,7 +319,8 @@ class LokutorUpstream(Client):
             raise UpstreamError("LOKUTOR_API_KEY is not set", permanent=True, code="lokutor.auth")
         try:
             self.ws = await websockets.connect(f"{self.url}?{urlencode({'api_key': self.api_key})}",
-                                               open_timeout=OPEN_TIMEOUT, max_size=2**22)  # fmt: skip
+                                               open_timeout=OPEN_TIMEOUT, max_size=2**22,
+                                               compression=None)  # fmt: skip
         except InvalidStatus as exc:
             raise self._refused(exc.response.status_code) from None
         except (OSError, websockets.WebSocketException, TimeoutError) as exc:

@@ -149,7 +149,8 @@ class RetellUpstream(Client):
         url = f"{'wss' if scheme == 'https' else 'ws'}://{rest}/audio-websocket/{self.call_id}"
         try:
             self._audio = await websockets.connect(f"{url}?sample_rate={RATE}&enable_update=true",
-                                                   open_timeout=OPEN_TIMEOUT, max_size=2**20)  # fmt: skip
+                                                   open_timeout=OPEN_TIMEOUT, max_size=2**20,
+                                                   compression=None)  # fmt: skip
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
             message = scrub(f"The Retell audio socket failed: {exc!r}")
             raise UpstreamError(message, code="retell.audio") from None
