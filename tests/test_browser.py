@@ -91,7 +91,37 @@ def log_in(page, server):
 
 
 def test_talking_to_the_offline_agent_in_the_browser(server, browser):
+    talk_to_the_offline_agent(browser.new_page(), server)
+
+
+@pytest.fixture(scope="module")
+def uvicorn_server():
+    """A uvicorn worker of `bin/serve`, as the README recommends for capacity."""
+    from tests.server import start_server
+
+    yield from start_server({"SERVER": "uvicorn"}, workers=1)
+
+
+def test_under_uvicorn_the_browser_talks_and_its_socket_is_not_compressed(uvicorn_server, browser):
+    """Chromium offers permessage-deflate on every socket; the server declines it (compressing 20 ms
+    PCM frames costs CPU per frame for nothing), as the handshake Chromium saw shows."""
     page = browser.new_page()
+    handshakes = []
+    devtools = page.context.new_cdp_session(page)
+    devtools.on(
+        "Network.webSocketWillSendHandshakeRequest", lambda e: handshakes.append(e["request"]["headers"])
+    )
+    devtools.on(
+        "Network.webSocketHandshakeResponseReceived", lambda e: handshakes.append(e["response"]["headers"])
+    )
+    devtools.send("Network.enable")
+    talk_to_the_offline_agent(page, uvicorn_server)
+    offered, answered = ({k.lower(): v for k, v in h.items()} for h in handshakes[:2])
+    assert "permessage-deflate" in offered["sec-websocket-extensions"]
+    assert "sec-websocket-extensions" not in answered, answered
+
+
+def talk_to_the_offline_agent(page, server) -> None:
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     csp = watch_csp(page)  # the worklets, the socket and the scripts all run under the site's policy
