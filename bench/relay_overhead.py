@@ -1,7 +1,8 @@
 """Relay overhead: N simulated browsers through one server process to a loopback echo upstream,
 against a bare `websockets` relay run side by side on the same load.
 
-Each browser streams 20 ms frames (16 kHz s16le) in real time. The frames carry a
+Each browser streams 20 ms frames (16 kHz s16le) in real time, offering permessage-deflate on its
+socket as browsers do (every server measured here declines it). The frames carry a
 sequence number and the send time; the echo peer (its own process) notes when each
 frame arrived and stamps its own send time on the echo, so each direction is timed
 separately: browser -> upstream (uplink) and upstream -> browser (downlink). The
