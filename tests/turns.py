@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
+from playground.engine import vad
 from sessions.relay import UplinkVad
-from tests.engine.speech import Speech, mix, noise, silence
+from sessions.vadbatch import TICK_S
+from tests.engine.speech import Speech, audible, mix, noise, silence
 
 LEAD_MS, TAIL_MS = 1000, 1500  # the room before and after the voice
-ROUND_BYTES = 1280  # the relay's VAD rounds: 40 ms of audio each (sessions/vadbatch.py)
-AUDIBLE = 300  # a sample of the clean voice above this is the voice (flite pads with near-silence)
+ROUND_BYTES = round(TICK_S * vad.RATE) * 2  # a call's audio in one round of the relay's VAD
 
 
 @dataclass
@@ -39,7 +38,7 @@ def place(speech: Speech, text: str, level: float, seed: int, tail_windows: int 
     length = len(voice) // 32 + LEAD_MS + TAIL_MS
     room = noise(length, level=level, seed=seed) if level else silence(length)
     audio = mix(room, voice, at=LEAD_MS * 16)
-    loud = np.nonzero(np.abs(np.frombuffer(voice, "<i2").astype(np.int32)) > AUDIBLE)[0]
+    first, end = audible(voice)
     vad = UplinkVad()
     if tail_windows is not None:
         vad.TAIL_WINDOWS = tail_windows
@@ -48,4 +47,4 @@ def place(speech: Speech, text: str, level: float, seed: int, tail_windows: int 
         turns += UplinkVad.turn_events_of_many([(vad, audio[at : at + ROUND_BYTES])])[0]
     vad.close()
     return Placed(text, level, [(e.kind, e.start_ms, e.end_ms) for e in turns],
-                  (LEAD_MS + loud[0] / 16, LEAD_MS + (loud[-1] + 1) / 16))  # fmt: skip
+                  (LEAD_MS + first / 16, LEAD_MS + end / 16))  # fmt: skip

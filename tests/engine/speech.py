@@ -56,11 +56,17 @@ class Speech:
         return self._cache[key]
 
 
+def audible(pcm: bytes, threshold: int = 300) -> tuple[int, int]:
+    """(first, past the last) sample of `pcm` above `threshold`: where flite's speech is, inside the
+    near-silence it pads it with; (0, 0) if none is."""
+    loud = np.nonzero(np.abs(np.frombuffer(pcm, dtype="<i2").astype(np.int32)) > threshold)[0]
+    return (int(loud[0]), int(loud[-1]) + 1) if len(loud) else (0, 0)
+
+
 def trimmed(pcm: bytes, threshold: int = 300) -> bytes:
     """`pcm` without the leading and trailing silence flite puts around speech."""
-    samples = np.frombuffer(pcm, dtype="<i2")
-    loud = np.nonzero(np.abs(samples.astype(np.int32)) > threshold)[0]
-    return samples[loud[0] : loud[-1] + 1].tobytes() if len(loud) else b""
+    first, end = audible(pcm, threshold)
+    return pcm[first * 2 : end * 2]
 
 
 def mix(room: bytes, voice: bytes, at: int = 8000) -> bytes:

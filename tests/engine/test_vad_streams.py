@@ -7,7 +7,7 @@ from playground.engine.vad import TurnDetector, Vad
 
 from .speech import mix, noise, silence
 
-FRAME = 1920  # the relay's VAD batch: 60 ms
+FRAME = 1920  # 60 ms of audio at a time
 
 
 def alone(pcm: bytes, frame: int = FRAME) -> list[float]:
