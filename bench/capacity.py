@@ -7,6 +7,10 @@ at the same time, without the relay: the relay's added p99 is the relayed p99 mi
 see the same machine load). The number of calls rises step by step until the added p99 passes
 --max-added-ms (20 ms) or a frame is lost; the last step that passed is the capacity.
 
+What the browsers say is a user's side of a call, words and the room between them, each from its own
+place in it (bench/call_audio.py; `--audio speech`: words only, the worst case for our VAD), with
+the frame's header written quietly into its first samples.
+
 The calls' phases are spread over the 20 ms (browsers do not all send at the same instant), in
 --slots groups. PLAYBACK_RATE is 16 kHz, so frames pass bit-exact and carry their timestamps.
 
@@ -17,7 +21,7 @@ machine, and on a 2-core machine they compete with the workers, so they are kept
 (bench/lean_ws.py: websockets' sans-I/O protocol on uvloop).
 
 Run:  .venv/bin/python bench/capacity.py [--workers 1 2] [--steps 10 25 50 75 100 125 150]
-      [--seconds 10] [--server daphne|uvicorn] [--all-steps]
+      [--seconds 10] [--server daphne|uvicorn] [--all-steps] [--audio call|speech]
       .venv/bin/python bench/capacity.py --short     (the test suite's run: tiny, no verdict)
 Everything listens on 127.0.0.1 and stops by itself.
 """
@@ -44,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import lean_ws  # noqa: E402
+from bench.call_audio import KINDS, chunk, loud, quiet, track, words_share  # noqa: E402
 from bench.relay_overhead import cpu_seconds, rss_mb  # noqa: E402
 from tests.server import Server, free_port, start_server  # noqa: E402
 
@@ -51,6 +56,7 @@ FRAME = 640
 FRAME_S = 0.02
 HEADER = struct.Struct("<4sIId")  # magic, call, sequence, send time (CLOCK_MONOTONIC, machine-wide)
 MAGIC = b"CPCT"
+QUIET_HEADER = 2 * HEADER.size  # bytes of the frame the header takes, written quietly
 CONTROL_CALLS = 5
 DRAIN_S = 1.0  # after the last frame: echoes still on their way
 
@@ -75,12 +81,13 @@ class Caller:
     latencies: list = field(default_factory=list)
 
     def on_message(self, message: bytes | str) -> None:
-        if isinstance(message, bytes) and message[:4] == MAGIC:
-            self.latencies.append(time.monotonic() - HEADER.unpack_from(message)[3])
+        if isinstance(message, bytes) and loud(message, 0, 4) == MAGIC:
+            self.latencies.append(time.monotonic() - HEADER.unpack(loud(message, 0, HEADER.size))[3])
             self.got += 1
 
-    def send(self, seq: int, padding: bytes) -> None:
-        self.ws.send(HEADER.pack(MAGIC, self.index, seq, time.monotonic()) + padding)
+    def send(self, seq: int, audio: bytes) -> None:
+        said = chunk(audio, (self.index * 7919 + seq) * FRAME + QUIET_HEADER, FRAME - QUIET_HEADER)
+        self.ws.send(quiet(HEADER.pack(MAGIC, self.index, seq, time.monotonic())) + said)
         self.sent += 1
 
 
@@ -104,9 +111,8 @@ async def open_call(index: int, url: str, headers: dict | None) -> Caller:
     return caller
 
 
-async def stream(callers: list[Caller], seconds: float, slots: int) -> None:
-    """Every caller sends one frame per 20 ms; caller i in phase slot i % slots."""
-    padding = bytes(FRAME - HEADER.size)
+async def stream(callers: list[Caller], seconds: float, slots: int, audio: bytes) -> None:
+    """Every caller sends one frame per 20 ms of `audio`; caller i in phase slot i % slots."""
     groups = [callers[s::slots] for s in range(slots)]
     start = time.monotonic()
     for seq in range(int(seconds / FRAME_S)):
@@ -114,7 +120,7 @@ async def stream(callers: list[Caller], seconds: float, slots: int) -> None:
             due = start + seq * FRAME_S + s * FRAME_S / slots
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             for caller in group:
-                caller.send(seq, padding)
+                caller.send(seq, audio)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -191,7 +197,7 @@ async def run_step(
     await asyncio.sleep(0.5)  # the last calls' VADs are loaded
     cpu0, own0, echo0 = server_cpu(pids), own_cpu(), cpu_seconds(echo_pid)
     t0 = time.monotonic()
-    await stream(everyone, args.seconds, args.slots)
+    await stream(everyone, args.seconds, args.slots, args.pcm)
     rss = server_rss(pids)
     elapsed = time.monotonic() - t0
     cpu = server_cpu(pids) - cpu0
@@ -281,7 +287,8 @@ async def main_async(args) -> None:
             except OSError:
                 await asyncio.sleep(0.1)
         print(f"{args.seconds:g} s of 20 ms frames per step, {args.slots} phase slots, server {args.server}; "
-              f"{CONTROL_CALLS} control calls straight to the echo peer")  # fmt: skip
+              f"{CONTROL_CALLS} control calls straight to the echo peer; the callers say a {args.audio} "
+              f"({words_share(args.pcm):.0%} of it words)")  # fmt: skip
         heads = ("workers", "calls", "add p50", "add p99", "relay p99", "ctrl p99", "lost/sent", "CPU/call",
                  "RSS/call", "clients")  # fmt: skip
         print(f"{heads[0]:>7} {heads[1]:>6} {heads[2]:>10} {heads[3]:>10} {heads[4]:>10} {heads[5]:>10} "
@@ -308,6 +315,7 @@ def main() -> None:
         "--all-steps", action="store_true", help="go on past a failed step (CPU and RSS figures)"
     )
     parser.add_argument("--echo-server", type=int)
+    parser.add_argument("--audio", choices=KINDS, default="call", help="what the callers say")
     args = parser.parse_args()
     # The load generator (clients, echo peer) runs on uvloop: it shares the cores with the workers,
     # so the less it costs, the more of the machine the measurement leaves to what it measures.
@@ -317,6 +325,7 @@ def main() -> None:
         args.steps, args.seconds = [3], 1.0
     args.steps = [max(1, min(n, 400)) for n in args.steps]
     args.seconds = max(0.5, min(args.seconds, 60.0))
+    args.pcm = track(args.audio)
     uvloop.run(main_async(args))
 
 

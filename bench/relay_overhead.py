@@ -2,10 +2,12 @@
 against a bare `websockets` relay run side by side on the same load.
 
 Each browser streams 20 ms frames (16 kHz s16le) in real time, offering permessage-deflate on its
-socket as browsers do (every server measured here declines it). The frames carry a
-sequence number and the send time; the echo peer (its own process) notes when each
-frame arrived and stamps its own send time on the echo, so each direction is timed
-separately: browser -> upstream (uplink) and upstream -> browser (downlink). The
+socket as browsers do (every server measured here declines it). What they say is a user's side of
+a call, words and the room between them (bench/call_audio.py; `--audio speech`: words only, the
+worst case for our VAD). The frames carry a sequence number and the send time, written quietly;
+the echo peer (its own process) notes when each frame arrived and stamps its own send time on the
+echo, so each direction is timed separately: browser -> upstream (uplink) and upstream -> browser
+(downlink). The
 clock is CLOCK_MONOTONIC, shared by all processes on the machine.
 
 PLAYBACK_RATE is 16 kHz here, so frames pass bit-exact in both directions and can
@@ -13,6 +15,7 @@ carry their timestamps; the resampling that a 24 kHz playback rate adds is the
 filter's group delay, printed separately (soxr HQ, 16 -> 24 kHz).
 
 Run:  .venv/bin/python bench/relay_overhead.py [--sessions 50] [--seconds 10] [--server daphne uvicorn]
+                                               [--audio call|speech]
 (the playground runs as one worker of bin/serve, under each server named, after the bare relay,
 which runs twice: on asyncio's own event loop and on uvloop, the loop of `--server uvicorn`)
 Everything listens on 127.0.0.1 and stops by itself.
@@ -38,12 +41,14 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.call_audio import KINDS, chunk, loud, quiet, track, words_share  # noqa: E402
 from tests.server import free_port, start_server  # noqa: E402
 
 FRAME = 640
 HEADER = struct.Struct("<4sIId")  # magic, session, sequence, browser send time
 STAMP = struct.Struct("<d")  # echo send time, after the header
 MAGIC = b"BNCH"
+QUIET_HEADER = 2 * HEADER.size  # bytes of the frame the header takes, written quietly
 
 
 # ---- the echo upstream (own process) ----------------------------------------------------------
@@ -55,9 +60,10 @@ async def echo_server(port: int, report: Path) -> None:
     async def serve(ws):
         async for message in ws:
             now = time.monotonic()
-            if isinstance(message, bytes) and message[:4] == MAGIC:
-                arrivals.append(now - HEADER.unpack_from(message)[3])
-                message = message[: HEADER.size] + STAMP.pack(time.monotonic()) + message[HEADER.size + 8 :]
+            if isinstance(message, bytes) and loud(message, 0, 4) == MAGIC:
+                arrivals.append(now - HEADER.unpack(loud(message, 0, HEADER.size))[3])
+                stamp = quiet(STAMP.pack(time.monotonic()))
+                message = message[:QUIET_HEADER] + stamp + message[QUIET_HEADER + len(stamp) :]
             await ws.send(message)
 
     async with websockets.serve(serve, "127.0.0.1", port, compression=None):
@@ -134,6 +140,7 @@ async def browser(
     down: list[float],
     ready: bool,
     started: asyncio.Barrier,
+    audio: bytes,
 ):
     extra = {k: v for k, v in headers.items() if k != "Origin"}
     # Offering permessage-deflate, as browsers do (websockets' default): a server that accepts it
@@ -147,13 +154,14 @@ async def browser(
 
         async def read():
             async for message in ws:
-                if isinstance(message, bytes) and message[:4] == MAGIC:
-                    down.append(time.monotonic() - STAMP.unpack_from(message, HEADER.size)[0])
+                if isinstance(message, bytes) and loud(message, 0, 4) == MAGIC:
+                    down.append(time.monotonic() - STAMP.unpack(loud(message, QUIET_HEADER, STAMP.size))[0])
 
         reader = asyncio.create_task(read())
         start = time.monotonic()
         for seq in range(int(seconds * 50)):
-            frame = HEADER.pack(MAGIC, index, seq, time.monotonic()) + bytes(FRAME - HEADER.size)
+            said = chunk(audio, (index * 7919 + seq) * FRAME, FRAME)  # each call from its own place
+            frame = quiet(HEADER.pack(MAGIC, index, seq, time.monotonic())) + said[QUIET_HEADER:]
             await ws.send(frame)
             await asyncio.sleep(max(0.0, start + (seq + 1) * 0.02 - time.monotonic()))
         await asyncio.sleep(0.3)
@@ -173,14 +181,14 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def drive(urls, headers, seconds, pid, ready):
+async def drive(urls, headers, seconds, pid, ready, audio):
     """The server's CPU over the whole run (setting the calls up included), and over the streaming
     alone (from when every call is ready), in seconds of CPU per second."""
     down: list[float] = []
     rss0, cpu0 = rss_mb(pid), cpu_seconds(pid)
     started = asyncio.Barrier(len(urls) + 1)
     calls = asyncio.gather(
-        *(browser(i, u, headers, seconds, down, ready, started) for i, u in enumerate(urls))
+        *(browser(i, u, headers, seconds, down, ready, started, audio) for i, u in enumerate(urls))
     )
     waiter = asyncio.ensure_future(started.wait())
     try:  # a call that fails to start fails `calls`, awaited below
@@ -209,7 +217,7 @@ def run_side(label, side, args, report: Path) -> dict:
     time.sleep(1.0)
     try:
         with side(f"ws://127.0.0.1:{echo_port}/", args.sessions) as (urls, pid, headers, ready):
-            down, cpu, rss, steady = uvloop.run(drive(urls, headers, args.seconds, pid, ready))
+            down, cpu, rss, steady = uvloop.run(drive(urls, headers, args.seconds, pid, ready, args.pcm))
     finally:
         report.touch()  # tells the echo peer to write its uplink figures
         for _ in range(50):
@@ -300,6 +308,7 @@ def main() -> None:
     parser.add_argument("--upstream")
     parser.add_argument("--server", nargs="+", choices=("daphne", "uvicorn"), default=["daphne"])
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), help=argparse.SUPPRESS)
+    parser.add_argument("--audio", choices=KINDS, default="call", help="what the browsers say")
     args = parser.parse_args()
     # The echo peer and the browsers run on uvloop (the load generator: the less it costs, the
     # more of the machine is left to what is measured); the bare relay on the loop it is asked for.
@@ -314,6 +323,7 @@ def main() -> None:
     args.seconds = max(1.0, min(args.seconds, 60.0))
     import tempfile
 
+    args.pcm = track(args.audio)
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     # The bare relay on asyncio's own loop (the baseline the goal names) and on uvloop (the loop
     # of `--server uvicorn`), so that the comparison with uvicorn is also like for like.
@@ -333,7 +343,8 @@ def ratios(ours: dict, bares: list[dict], key: str) -> str:
 def print_results(args, results):
     from sessions.audio import Resampler
 
-    print(f"\n{args.sessions} browsers x {args.seconds:.0f} s of 20 ms frames, real time, one server process")
+    print(f"\n{args.sessions} browsers x {args.seconds:.0f} s of 20 ms frames, real time, one server "
+          f"process; they say a {args.audio} ({words_share(args.pcm):.0%} of it words)")  # fmt: skip
     heads = ("up p50", "up p99", "down p50", "down p99", "CPU/sess", "streaming", "RSS/sess")
     print(" " * 24 + "".join(f"{h:>10}" for h in heads))
     for r in results:

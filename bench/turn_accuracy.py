@@ -1,9 +1,11 @@
 """How closely our uplink VAD places the user's turns, for each length of the tail it looks back
 over for the voice's end: the start and end of each turn against the voice's own bounds, for flite
 speech said into rooms of white noise and hum at several levels (tests/turns.py). The relay looks
-12 windows back (sessions/relay.py `UplinkVad.TAIL_WINDOWS`); this prints why.
+12 windows back (sessions/relay.py `UplinkVad.TAIL_WINDOWS`); this prints why. Then the same at
+12 windows for each margin of silero's floor gate (playground/engine/vad.py `FLOOR_DB`; 0: no
+gate), with the share of windows that ran the model.
 
-Run:  .venv/bin/python bench/turn_accuracy.py [--seeds 2] [--tails 8 12 16]
+Run:  .venv/bin/python bench/turn_accuracy.py [--seeds 2] [--tails 8 12 16] [--floor-db 0 2 6]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import django
 
 django.setup()
 
+from playground.engine import vad  # noqa: E402
 from tests.engine.speech import Speech  # noqa: E402
 from tests.turns import place  # noqa: E402
 
@@ -40,23 +43,35 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, default=2, help="rooms per noise level")
     parser.add_argument("--tails", type=int, nargs="+", default=[8, 12, 16], help="windows looked back")
+    parser.add_argument("--floor-db", type=float, nargs="+", default=[0, 2, 6], help="floor gate margins")
     args = parser.parse_args()
     speech = Speech(Path(tempfile.mkdtemp(prefix="turns-")))
     cases = [(text, level, k + 100 * s) for s in range(max(1, min(args.seeds, 10)))
              for level in LEVELS for k, text in enumerate(SAID)]  # fmt: skip
     print(f"{len(cases)} utterances: {len(SAID)} sentences x {len(LEVELS)} noise levels x {args.seeds} rooms")
-    print(f"{'tail':22}{'not 1 turn':>11}{'start |err|':>13}{'p90':>7}{'end |err|':>11}{'p90':>7}"
-          f"{'end, silence':>14}")  # fmt: skip
+    print(f"{'':24}{'not 1 turn':>11}{'start |err|':>13}{'p90':>7}{'end |err|':>11}{'p90':>7}"
+          f"{'end, silence':>14}{'model runs':>12}")  # fmt: skip
     for tail in args.tails:
-        placed = [place(speech, text, level, seed, tail_windows=max(1, min(tail, 24)))
+        report(f"tail {tail:2d} windows ({tail * 32} ms)", speech, cases, tail, vad.FLOOR_DB)
+    for margin in args.floor_db:
+        report(f"floor gate {f'+{margin:g} dB' if margin > 0 else 'off':8}", speech, cases, 12, margin)
+
+
+def report(label: str, speech: Speech, cases: list, tail: int, margin: float) -> None:
+    default, vad.FLOOR_DB = vad.FLOOR_DB, margin
+    try:
+        placed = [place(speech, text, level, seed, tail_windows=max(1, min(tail, 24)), floor_gate=margin > 0)
                   for text, level, seed in cases]  # fmt: skip
-        good = [p for p in placed if p.errors is not None]
-        starts = np.abs([p.errors[0] for p in good])
-        ends = np.abs([p.errors[1] for p in good])
-        quiet = np.abs([p.errors[1] for p in good if p.level == 0])
-        print(f"{tail:2d} windows ({tail * 32} ms)   {len(placed) - len(good):>8}"
-              f"{starts.mean():10.1f} ms{np.percentile(starts, 90):5.0f}{ends.mean():8.1f} ms"
-              f"{np.percentile(ends, 90):5.0f}{quiet.mean():11.1f} ms")  # fmt: skip
+    finally:
+        vad.FLOOR_DB = default
+    good = [p for p in placed if p.errors is not None]
+    starts = np.abs([p.errors[0] for p in good])
+    ends = np.abs([p.errors[1] for p in good])
+    quiet = np.abs([p.errors[1] for p in good if p.level == 0])
+    runs = sum(p.windows[1] for p in placed) / max(1, sum(p.windows[0] for p in placed))
+    print(f"{label:24}{len(placed) - len(good):>9}{starts.mean():11.1f} ms{np.percentile(starts, 90):5.0f}"
+          f"{ends.mean():8.1f} ms{np.percentile(ends, 90):5.0f}{quiet.mean():11.1f} ms"
+          f"{runs:11.0%}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -35,3 +35,11 @@ def test_turns_end_where_the_voice_ends(placed):
     ends = [p.errors[1] for p in placed]
     assert max(np.abs(quiet)) <= 80, quiet
     assert np.mean(np.abs(ends)) <= 70, ends
+
+
+def test_in_a_steady_room_the_model_runs_only_around_the_words(placed):
+    """Silero's floor gate: in a room of steady noise, once silero has heard it as silence, windows
+    at the room's level skip the model. The turns above are placed with the gate on."""
+    rooms = [p for p in placed if p.level > 0]
+    share = sum(p.windows[1] for p in rooms) / sum(p.windows[0] for p in rooms)
+    assert share <= 0.6, share  # 1 s of room, the words, 1.5 s of room: 100 % without the gate

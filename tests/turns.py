@@ -22,6 +22,7 @@ class Placed:
     level: float
     turns: list[tuple[str, float, float]]  # (kind, start_ms, end_ms) as UplinkVad gave them
     voice: tuple[float, float]  # where the voice starts and ends, in ms
+    windows: tuple[int, int] = (0, 0)  # the VAD's windows, and how many of them ran the model
 
     @property
     def errors(self) -> tuple[float, float] | None:
@@ -31,9 +32,11 @@ class Placed:
         return self.turns[0][1] - self.voice[0], self.turns[1][2] - self.voice[1]
 
 
-def place(speech: Speech, text: str, level: float, seed: int, tail_windows: int | None = None) -> Placed:
+def place(speech: Speech, text: str, level: float, seed: int, tail_windows: int | None = None,
+          floor_gate: bool = True) -> Placed:  # fmt: skip
     """`text` said into a room whose noise is at `level` (0: digital silence), through a fresh
-    UplinkVad (looking `tail_windows` back for the voice's end, if given) in the relay's 40 ms rounds."""
+    UplinkVad (looking `tail_windows` back for the voice's end, if given; with silero's floor gate
+    or without) in the relay's 40 ms rounds."""
     voice = speech.pcm(text)
     length = len(voice) // 32 + LEAD_MS + TAIL_MS
     room = noise(length, level=level, seed=seed) if level else silence(length)
@@ -42,9 +45,10 @@ def place(speech: Speech, text: str, level: float, seed: int, tail_windows: int 
     vad = UplinkVad()
     if tail_windows is not None:
         vad.TAIL_WINDOWS = tail_windows
+    vad.vad.floor_gate = floor_gate
     turns = []
     for at in range(0, len(audio), ROUND_BYTES):
         turns += UplinkVad.turn_events_of_many([(vad, audio[at : at + ROUND_BYTES])])[0]
     vad.close()
     return Placed(text, level, [(e.kind, e.start_ms, e.end_ms) for e in turns],
-                  (LEAD_MS + first / 16, LEAD_MS + end / 16))  # fmt: skip
+                  (LEAD_MS + first / 16, LEAD_MS + end / 16), (vad.vad.windows, vad.vad.runs))  # fmt: skip

