@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 
@@ -218,9 +219,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 return
             # Channels closes stale database connections before every message, through a hop to a
             # worker thread; at 50 audio frames a second per call that hop was most of the relay's
-            # cost (bench/relay_overhead.py). Audio frames touch no database: straight to the handler.
-            if message.get("bytes") is not None:
-                return await self.websocket_receive(message)
+            # cost (bench/relay_overhead.py). Audio frames touch no database: straight to the handler
+            # (what websocket_receive and receive would do with them, without their two hops).
+            if (data := message.get("bytes")) is not None:
+                if self.relay is not None and not self.relay.ended:
+                    await self._receive_audio(data)
+                return None
         return await super().dispatch(message)
 
     def _on_flood(self) -> None:
@@ -238,20 +242,21 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await self._end_relay(FLOOD_REASON)  # the relay's end sends `ended` and closes (_ended)
         await self.close(PROTOCOL_ERROR)  # in case it had ended already (a second close is skipped)
 
+    @functools.cached_property
     def _queue(self) -> asyncio.Queue | None:
-        """Daphne's (and Channels' test communicator's) queue of this socket's incoming messages."""
+        """Daphne's (and Channels' test communicator's) queue of this socket's incoming messages
+        (looked up once: it was per frame)."""
         queue = getattr(self._receive, "__self__", None)
         return queue if isinstance(queue, asyncio.Queue) else None
 
     def _backlog(self) -> int:
-        queue = self._queue()
-        return queue.qsize() if queue is not None else 0
+        return self._queue.qsize() if self._queue is not None else 0
 
     def _discard_backlog(self) -> None:
         """Daphne queues each message a socket receives in an unbounded asyncio.Queue (ASGI has no
         back-pressure). Once a flooding socket is being closed, the frames queued behind are dropped
         in one go; a queued disconnect stays. Under another server, frames are dropped one by one."""
-        queue = self._queue()
+        queue = self._queue
         if queue is None:
             return
         kept = []

@@ -149,8 +149,7 @@ class Timeline:
     def arrival(self, offset_ms: float) -> float | None:
         if not self.offsets:
             return None
-        ends = [end for end, _ in self.offsets]
-        i = bisect.bisect_left(ends, offset_ms)
+        i = bisect.bisect_left(self.offsets, offset_ms, key=lambda item: item[0])
         return self.offsets[min(i, len(self.offsets) - 1)][1]
 
 
@@ -255,6 +254,7 @@ class Relay:
         # Uplink frames are written at once when nothing is ahead of them (feed_audio); a write that
         # waits continues in `_sending` while later input queues in `_inbox` behind it.
         self._sending: asyncio.Task | None = None
+        self._send_name = f"relay-send-{conversation_id}"  # formatted once: a UUID per frame cost 1 %
         self._writer_busy = False
         self._convert: Converter | None = None  # browser audio to the upstream's input rate
         self._bucket = TokenBucket(rate=BYTES_PER_SECOND * 1.5, burst=BYTES_PER_SECOND * 2)
@@ -421,7 +421,7 @@ class Relay:
                 await self.warn("upstream_slow", "The provider is not keeping up; audio was dropped.")
                 return
         else:  # nothing ahead of it: written now, without the writer task's queue hop
-            self._sending = eager.start(self._write_now(pcm), name=f"relay-send-{self.conversation_id}")
+            self._sending = eager.start(self._write_now(pcm), name=self._send_name)
         self.metrics["frames_in"] += 1
         now = time.monotonic()
         self._input_started(pcm, now)

@@ -119,13 +119,12 @@ class Vad:
         """Probabilities for every whole window completed by `pcm` (the remainder is kept)."""
         return process_many([(self, pcm)])[0]
 
-    def whole_windows(self, pcm: bytes) -> np.ndarray:
-        """The float samples (n, WINDOW) of every whole window completed by `pcm`."""
+    def whole_windows(self, pcm: bytes) -> bytes:
+        """The s16le audio of every whole window completed by `pcm` (the rest waits for more)."""
         data = self._pending + pcm
         usable = len(data) - len(data) % (WINDOW * 2)
         self._pending = data[usable:]
-        samples = np.frombuffer(data, dtype="<i2", count=usable // 2).astype(np.float32) / 32768.0
-        return samples.reshape(-1, WINDOW)
+        return data[:usable]
 
     def runs_model(self, power: float) -> bool:
         """Whether the next window (`power`: its mean square) goes through the model; if not, it
@@ -171,11 +170,12 @@ def process_many(items: list[tuple[Vad, bytes]]) -> list[list[float]]:
     before left). The streams share one model (the process's). Array work is done for all streams
     at once: per stream, only the bookkeeping is Python."""
     windows = [vad.whole_windows(pcm) for vad, pcm in items]
-    counts = [len(w) for w in windows]
+    counts = [len(w) // (WINDOW * 2) for w in windows]
     probs = [[0.0] * n for n in counts]
     if not any(counts):
         return probs
-    every = np.concatenate(windows)
+    # one conversion for every stream's windows: per stream it cost more than the model's share
+    every = (np.frombuffer(b"".join(windows), dtype="<i2").astype(np.float32) / 32768.0).reshape(-1, WINDOW)
     power = (np.einsum("ij,ij->i", every, every) / WINDOW).tolist()  # mean square of each window
     firsts = np.cumsum([0, *counts[:-1]]).tolist()  # where each stream's windows start in `every`
     for k in range(max(counts)):
