@@ -6,6 +6,7 @@ import asyncio
 import functools
 import json
 import logging
+from collections.abc import Awaitable
 
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -374,8 +375,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             self.text_turns = limits.TurnRate(settings.TEXT_TURNS_PER_SECOND)
         return self.text_turns.allow()
 
-    async def _send_bytes(self, data: bytes) -> None:
-        await self._send_frame({"type": "websocket.send", "bytes": data})
+    def _send_bytes(self, data: bytes) -> Awaitable[None]:
+        """The server's send of one audio frame, for the relay to await (a plain function: one
+        coroutine less per frame)."""
+        return self._send_frame({"type": "websocket.send", "bytes": data})
 
     async def send_json(self, message: dict) -> None:
         await self._send_frame({"type": "websocket.send", "text": json.dumps(message)})
