@@ -3,7 +3,8 @@
 Python around it included.
 
 Run:  .venv/bin/python bench/vad.py [--calls 1 10 20 40 100] [--seconds 3]
-The audio is a room's noise at -34 dBFS, so no window is skipped by the silence gate.
+The audio is a room's noise at -34 dBFS, so no window is skipped by the silence gate, and the floor
+gate (which would skip most of this steady noise) is off: this is the cost of a window scored.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def lite(seconds: float) -> float:
 
 
 def batched(calls: int, seconds: float) -> float:
-    streams = [vad.Vad() for _ in range(calls)]
+    streams = [vad.Vad(floor_gate=False) for _ in range(calls)]
     audio = [noise(10.0, k) for k in range(calls)]
     position = [0]
 
