@@ -45,7 +45,7 @@ RESET_AFTER = 8  # gated windows (256 ms) after which the stream's state is the 
 # windows above the margin just run), while words stand 10-40 dB above the room. Their faint onset
 # does not: at +6 dB a turn started up to 480 ms late, at +2 dB at most a window or two
 # (bench/turn_accuracy.py --floor-db). Running the skipped windows just before the onset first
-# (a lookback of 2-4) made starts no better.
+# (a lookback of 2-5) made starts no better.
 FLOOR_DB = 2.0
 CALM_PROB = 0.1  # silero is sure this is not speech (a voice scores 0.5 and more)
 CALM_WINDOWS = 8  # 256 ms of such scores before the gate may skip: never in or just after words
@@ -143,6 +143,7 @@ class Vad:
         if not self.floor_gate:
             return False
         self.floor = power if self.floor is None else min(power, self.floor * FLOOR_RISE)
+        # FLOOR_DB read here, not folded into a constant: bench/turn_accuracy.py varies it
         return self._calm >= CALM_WINDOWS and power <= self.floor * 10 ** (FLOOR_DB / 10)
 
     def scored(self, prob: float, window: np.ndarray) -> None:
