@@ -167,6 +167,9 @@ def start_server(extra_env: dict | None = None, share_with: Server | None = None
         except subprocess.TimeoutExpired:
             server.process.kill()
         log.close()
+        # pytest shows this only with a failed test (its teardown output): what the server said last
+        tail = server.log.read_text(errors="replace").splitlines()[-40:]
+        print(f"--- the server's log, its last {len(tail)} lines ({server.log}):", *tail, sep="\n")
         if drop:
             drop()
 
@@ -207,7 +210,11 @@ class Call:
         """Read until `predicate(self)` holds."""
         async with asyncio.timeout(timeout):
             while not predicate(self):
-                message = await self.ws.recv()
+                try:
+                    message = await self.ws.recv()
+                except websockets.ConnectionClosed as exc:  # a failure says why the call ended
+                    exc.add_note(f"the call's last messages: {self.seen[-4:]}")
+                    raise
                 if isinstance(message, bytes):
                     self.audio += len(message)
                 else:
