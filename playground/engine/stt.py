@@ -62,6 +62,7 @@ _lock = threading.Lock()
 _cmudict: dict[str, list[str]] | None = None
 _models: dict[str, TopicModel] = {}
 _tmpdir: str | None = None
+_build_lock = threading.Lock()  # topic models are built under it (not `_lock`: a build takes that)
 # pocketsphinx holds the GIL, so more threads than cores would only add contention.
 EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="stt")
 
@@ -129,12 +130,13 @@ def topic_model(script: Script) -> TopicModel:
     lines = corpus_lines(script)
     digest = hashlib.sha1("\n".join(lines).encode()).hexdigest()[:12]
     key = f"{re.sub(r'[^a-z0-9_-]+', '-', script.slug.lower())}-{digest}"
-    with _lock:
-        if key in _models:
-            return _models[key]
-    model = _build(key, lines)
-    with _lock:
-        return _models.setdefault(key, model)
+    # One build at a time, the check inside: calls of one topic starting together (a fresh worker's
+    # first calls) each built it before, rewriting the same files while another call's decoder
+    # might be reading them, and could each make a temporary directory of their own.
+    with _build_lock:
+        if key not in _models:
+            _models[key] = _build(key, lines)
+        return _models[key]
 
 
 def _build(key: str, lines: list[str]) -> TopicModel:

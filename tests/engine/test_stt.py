@@ -1,6 +1,10 @@
 """Speech to text with the topic's language model."""
 
 import asyncio
+import concurrent.futures
+import os
+import threading
+import time
 
 import pytest
 
@@ -56,3 +60,24 @@ async def test_streaming_utterance_gives_partials_then_the_final_text(script, sp
     final = await utterance.finish()
     assert final == "do you have vegetarian options"
     assert partials and len(partials[0].split()) < len(final.split())
+
+
+def test_calls_of_one_new_topic_starting_together_all_get_one_model_and_a_recogniser(script):
+    """Calls of a topic that start at once on a fresh process (a fresh worker's first calls) share
+    one build of its model: its files are written once, never while another call's decoder may be
+    reading them. (CI once saw such a call fail with "Failed to initialize PocketSphinx".)"""
+    for round_ in range(4):
+        fresh = type(script)(**{**script.__dict__, "slug": f"together-{round_}-{time.time_ns()}"})
+        start = threading.Barrier(6)
+
+        def load(fresh=fresh, start=start):
+            start.wait()
+            model = stt.topic_model(fresh)
+            return model, os.stat(model.lm_path).st_mtime_ns, stt.Recognizer(fresh)
+
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            loads = [load.result() for load in [pool.submit(load) for _ in range(6)]]  # a failure raises
+        assert len({id(model) for model, _, _ in loads}) == 1
+        model = loads[0][0]
+        # written once: no later write changed the file any caller saw
+        assert {written for _, written, _ in loads} == {os.stat(model.lm_path).st_mtime_ns}
