@@ -22,6 +22,7 @@ import websockets
 from tests.engine.speech import Speech, silence, trimmed
 from tests.peers import FRAME, say
 from tests.server import Call, call, free_port, start_server
+from tests.stalls import Stalls
 
 pytestmark = pytest.mark.slow
 
@@ -64,29 +65,6 @@ def peer(first_end: int, second_end: int):
                 await ws.send(say("user", "Wait"))
 
     return serve
-
-
-class Stalls:
-    """How long this process could not run its event loop, and when: a probe that sleeps 5 ms at a
-    time and notes how late it woke. The script stamps what it observes when its loop gets to it, so
-    on a loaded machine (CI runs two test processes on two cores) an observation is late by the stall
-    just before it; the comparisons below allow exactly that, and on an idle machine nothing."""
-
-    STEP_S = 0.005
-
-    def __init__(self):
-        self.wakes: list[tuple[float, float]] = []  # (when it woke, how late)
-
-    async def run(self) -> None:
-        while True:
-            asked = time.monotonic() + self.STEP_S
-            await asyncio.sleep(self.STEP_S)
-            now = time.monotonic()
-            self.wakes.append((now, now - asked))
-
-    def near(self, when: float, span_s: float = 0.25) -> float:
-        """The longest stall that ended within `span_s` of `when`, in ms."""
-        return max((late for woke, late in self.wakes if abs(woke - when) <= span_s), default=0.0) * 1000
 
 
 class Ear(Call):
@@ -183,15 +161,14 @@ async def scripted_call(server, speech: Speech) -> tuple[dict, Ear, dict]:
         async with call(server, conv["ws_path"]) as ws:
             ear = Ear(ws.ws)
             await ear.until(lambda c: c.of("ready"), 30)
-            speaking = asyncio.create_task(ear.speak(pcm, marks))
-            probing = asyncio.create_task(ear.stalls.run())
-            try:
-                await ear.listen(len(pcm) / 32000 + 3.6)  # and 3.6 s of silence after it: dead air
-                sent = await speaking
-            finally:
-                for task in (speaking, probing):
-                    task.cancel()
-                await asyncio.gather(speaking, probing, return_exceptions=True)
+            async with ear.stalls:
+                speaking = asyncio.create_task(ear.speak(pcm, marks))
+                try:
+                    await ear.listen(len(pcm) / 32000 + 3.6)  # and 3.6 s of silence after it: dead air
+                    sent = await speaking
+                finally:
+                    speaking.cancel()
+                    await asyncio.gather(speaking, return_exceptions=True)
             await ear.stop()
     return conv, ear, sent
 
@@ -223,7 +200,7 @@ def test_a_scripted_call_stores_the_waterfall_and_turn_taking_it_acted_out(serve
     [cleared] = ear.clear_at
     observed_cut = round((cleared - sent["second_start"]) * 1000)
     figures = dict(re.findall(r"<dt>([^<]+)</dt><dd>([^<]+)</dd>", page))
-    stalled = max(ear.stalls.near(cleared), ear.stalls.near(sent["second_start"]))
+    stalled = ear.stalls.near(cleared, sent["second_start"])
     print("turn-taking", figures, "observed barge-in", observed_cut, "script stalled", round(stalled))
     barge_in = int(figures["Barge-in time (user starts → page silent)"].split()[0])
     assert abs(barge_in - observed_cut) <= TOLERANCE_MS + stalled
