@@ -3,7 +3,8 @@ over for the voice's end: the start and end of each turn against the voice's own
 speech said into rooms of white noise and hum at several levels (tests/turns.py). The relay looks
 12 windows back (sessions/relay.py `UplinkVad.TAIL_WINDOWS`); this prints why. Then the same at
 12 windows for each margin of silero's floor gate (playground/engine/vad.py `FLOOR_DB`; 0: no
-gate), with the share of windows that ran the model.
+gate), with the share of windows that ran the model; and at the default margin without the voice
+gate (`VOICE_DB`, `MAX_SKIPS`), which skips the model inside words.
 
 Run:  .venv/bin/python bench/turn_accuracy.py [--seeds 2] [--tails 8 12 16] [--floor-db 0 2 6]
 """
@@ -55,13 +56,14 @@ def main() -> None:
         report(f"tail {tail:2d} windows ({tail * 32} ms)", speech, cases, tail, vad.FLOOR_DB)
     for margin in args.floor_db:
         report(f"floor gate {f'+{margin:g} dB' if margin > 0 else 'off':8}", speech, cases, 12, margin)
+    report("no voice gate", speech, cases, 12, vad.FLOOR_DB, voice_gate=False)
 
 
-def report(label: str, speech: Speech, cases: list, tail: int, margin: float) -> None:
+def report(label: str, speech: Speech, cases: list, tail: int, margin: float, voice_gate: bool = True):
     default, vad.FLOOR_DB = vad.FLOOR_DB, margin
     try:
-        placed = [place(speech, text, level, seed, tail_windows=max(1, min(tail, 24)), floor_gate=margin > 0)
-                  for text, level, seed in cases]  # fmt: skip
+        placed = [place(speech, text, level, seed, tail_windows=max(1, min(tail, 24)), floor_gate=margin > 0,
+                        voice_gate=voice_gate) for text, level, seed in cases]  # fmt: skip
     finally:
         vad.FLOOR_DB = default
     good = [p for p in placed if p.errors is not None]

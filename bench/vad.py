@@ -49,7 +49,7 @@ def lite(seconds: float) -> float:
 
 
 def batched(calls: int, seconds: float) -> float:
-    streams = [vad.Vad(floor_gate=False) for _ in range(calls)]
+    streams = [vad.Vad(gates=False) for _ in range(calls)]
     audio = [noise(10.0, k) for k in range(calls)]
     position = [0]
 

