@@ -191,8 +191,10 @@ class Vad:
 
     def _gate(self) -> None:
         """A window too quiet to be a voice: after RESET_AFTER in a row the stream is where the
-        model would be after that much silence."""
+        model would be after that much silence. Nor is it words: the voice gate closes, so what
+        follows a muted microphone goes through the model."""
         self._gated += 1
+        self._voiced = 0
         if self._gated == RESET_AFTER:  # new arrays: the old may be views of a batch's
             self.state = self.model.silence_state.copy()
             self.context = np.zeros(CONTEXT, dtype=np.float32)

@@ -103,3 +103,17 @@ def test_words_after_a_long_quiet_room_start_a_turn_as_without_the_floor_gate(sp
 
 def scaled(pcm: bytes, gain: float) -> bytes:
     return (np.frombuffer(pcm, "<i2") * gain).astype("<i2").tobytes()
+
+
+def test_after_a_muted_microphone_a_loud_sound_goes_through_the_model(speech):
+    """The voice gate opens only inside words silero was sure of: after words and a muted
+    microphone (digital silence long enough to reset the stream), a loud tone scores what it
+    scores with every window run, not what the words before it did."""
+    words = speech.pcm("I would like to book a table for two")
+    words = words[: len(words) // 1024 * 1024]
+    tone = (np.sin(np.arange(8000) * 2 * np.pi * 1000 / 16000) * 12000).astype("<i2").tobytes()
+    audio = words + silence(320) + tone
+    gated, everything = alone(audio), alone(audio, gates=False)
+    at = (len(words) + len(silence(320))) // 1024  # the tone's first window
+    assert np.allclose(gated[at:], everything[at:], atol=1e-3), (gated[at:], everything[at:])
+    assert max(gated[at:]) < 0.5
