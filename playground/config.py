@@ -111,16 +111,26 @@ def heartbeat(env: Mapping[str, str]) -> tuple[int, int]:
     return interval, timeout
 
 
+# A transaction on SQLite that reads and then writes while another connection (a thread, another
+# worker) is writing fails at once with "database is locked": SQLite will not wait there, as both
+# could wait for each other. Begun IMMEDIATE it takes the write lock first and waits for it (up to
+# `timeout` seconds) instead. The calls' writes are few and short, so serialising them costs nothing.
+SQLITE_OPTIONS = {"transaction_mode": "IMMEDIATE", "timeout": 5}
+
+
 def database(env: Mapping[str, str], sqlite_path: str) -> dict:
     raw = env.get("DATABASE_URL", "").strip()
     if not raw:
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": sqlite_path, "CONN_MAX_AGE": 0}
-    try:
-        config = dj_database_url.parse(raw, conn_max_age=0)
-    except Exception as exc:  # dj-database-url raises several types for bad input
-        raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL ({exc})") from None
-    if not config.get("ENGINE"):
-        raise ImproperlyConfigured(f"DATABASE_URL has an unknown scheme (got {raw!r})")
+        config = {"ENGINE": "django.db.backends.sqlite3", "NAME": sqlite_path, "CONN_MAX_AGE": 0}
+    else:
+        try:
+            config = dj_database_url.parse(raw, conn_max_age=0)
+        except Exception as exc:  # dj-database-url raises several types for bad input
+            raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL ({exc})") from None
+        if not config.get("ENGINE"):
+            raise ImproperlyConfigured(f"DATABASE_URL has an unknown scheme (got {raw!r})")
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        config["OPTIONS"] = {**SQLITE_OPTIONS, **config.get("OPTIONS", {})}
     return config
 
 

@@ -5,10 +5,13 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.db.utils import ConnectionHandler
 
 from playground import config
 from sessions.upstreams import registry
@@ -26,6 +29,60 @@ def test_database_url_is_parsed_with_no_persistent_connections():
     db = config.database({"DATABASE_URL": "postgres://u:p@127.0.0.1:5432/pg"}, "unused")
     assert db["ENGINE"] == "django.db.backends.postgresql"
     assert (db["NAME"], db["HOST"], db["PORT"], db["CONN_MAX_AGE"]) == ("pg", "127.0.0.1", 5432, 0)
+
+
+def _write_after_reading(db, table: str, row: int, before_write=lambda: None) -> None:
+    """What `transaction.atomic()` does on `db` (a Django connection): a transaction that reads,
+    then writes."""
+    db.set_autocommit(False, force_begin_transaction_with_broken_autocommit=True)
+    try:
+        with db.cursor() as cursor:
+            cursor.execute(f"SELECT count(*) FROM {table}")
+            before_write()
+            cursor.execute(f"INSERT INTO {table} VALUES (%s)", [row])
+        db.commit()
+    except Exception:
+        db.rollback()
+        raise
+    finally:
+        db.set_autocommit(True)
+
+
+@pytest.mark.parametrize("url", [None, "sqlite:///{path}"])
+def test_two_connections_to_the_sqlite_file_both_write_after_reading(tmp_path, url, django_db_blocker):
+    """Two workers (here two connections, as settings.py configures them) read and then write at
+    the same moment: the second waits for the first instead of failing with "database is locked"
+    (seen as a 500 on a login under load)."""
+    with django_db_blocker.unblock():  # our own connections to a file of our own, not the test database
+        path = tmp_path / "db.sqlite3"
+        env = {"DATABASE_URL": url.format(path=path)} if url else {}
+        settings = config.database(env, str(path))
+        databases = ConnectionHandler({"default": settings, "second": settings})  # each thread its own
+        first = databases["default"]
+        with first.cursor() as cursor:
+            cursor.execute("CREATE TABLE turns (n integer)")
+        reading, errors = threading.Event(), []
+
+        def other_worker():
+            reading.wait(5)
+            second = databases["second"]
+            try:
+                _write_after_reading(second, "turns", 2)
+            except Exception as exc:
+                errors.append(exc)
+            finally:
+                second.close()
+
+        worker = threading.Thread(target=other_worker)
+        worker.start()
+        # The other worker's transaction begins while ours is between its read and its write.
+        _write_after_reading(first, "turns", 1, before_write=lambda: (reading.set(), time.sleep(0.3)))
+        worker.join(10)
+        with first.cursor() as cursor:
+            cursor.execute("SELECT n FROM turns ORDER BY n")
+            rows = [n for (n,) in cursor.fetchall()]
+        first.close()
+    assert errors == [] and rows == [1, 2]
 
 
 @pytest.mark.parametrize("bad", ["nonsense", "foo://host/db", "postgres://u:p@host:notaport/db"])
