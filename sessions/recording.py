@@ -4,7 +4,9 @@ one clock (seconds since the call started, the relay's `_t0`, the same origin as
 Where each piece of audio goes:
 - The user (and, for direct media, the agent as the page heard it) is a stream that arrives in real
   time: each frame follows the previous one, unless it arrived later than that by more than
-  STREAM_SLACK_S (frames were dropped, or the page stopped sending), when it goes where it arrived.
+  STREAM_SLACK_S (frames were dropped, or the page stopped sending), when it goes where it arrived;
+  unless the frames behind it come in a burst that runs the stream ahead of the clock: then they
+  were held up on the way (a stalled event loop), not lost, and they close the gap.
 - Relayed agent audio reaches the browser faster than real time and waits in its playout queue:
   each frame plays when the one before it has ended, or now if the queue ran dry (the model of
   `Relay._audible_until`). A `clear` (barge-in) empties the queue: what was still to play is dropped.
@@ -28,6 +30,7 @@ import struct
 import tempfile
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 from asgiref.sync import sync_to_async
@@ -57,6 +60,13 @@ def wav_header(frames: int) -> bytes:
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Gap:
+    since: int  # where the stream stopped (a frame of the file)
+    to: int  # where it went on
+    decided_by: float  # if no burst came by then (time.monotonic()), it was a real gap
+
+
 class Recording:
     """The relay's recorder (sessions/relay.py `Recorder`): called with direct-media frames as
     `recording(channel, pcm, now)`, and by relayed calls through `user`, `agent_sent` and `clear`.
@@ -68,6 +78,7 @@ class Recording:
         self.written = 0  # frames in the file
         self._chunks = (deque(), deque())  # per channel: (start frame, s16le bytes), in order
         self._stream_end: list[int | None] = [None, None]
+        self._gaps: list[Gap | None] = [None, None]  # per stream: a gap not yet known to be one
         self._play_end = 0.0  # relayed agent: the frame where the browser's queue runs dry
         self._agent_out: int | None = None  # where the next resampled agent sample goes
         self._agent_raw: list[bytes] = []  # agent audio at agent_rate, resampled when it is written
@@ -153,16 +164,41 @@ class Recording:
         count = len(pcm) // 2
         arrived = self._frame(now) - count  # it was captured about then
         end = self._stream_end[channel]
-        start = arrived if end is None or arrived - end > STREAM_SLACK_S * RATE else end
-        start = max(start, self.written, 0)
+        late = end is None or arrived - end > STREAM_SLACK_S * RATE  # a gap, or frames held up
+        start = max(arrived if late else end, self.written, 0)
+        if late and end is not None:
+            self._gaps[channel] = Gap(max(end, self.written), start, now + STREAM_SLACK_S)
         self._chunks[channel].append((start, pcm))
         self._stream_end[channel] = start + count
+        self._settle_gap(channel, now)
         self._tick(now)
+
+    def _settle_gap(self, channel: int, now: float) -> None:
+        """Frames held up on their way (a stalled event loop, a stalled page) arrive late and then
+        all at once: the late one opened a gap, and the burst behind it runs the stream ahead of
+        the clock. A stream cannot be ahead of real time, so it was a delay, not a gap: what came
+        after it moves back to close it. A page that stopped sending sends no burst: once the
+        stream has gone on in real time for STREAM_SLACK_S, the gap is real and stays."""
+        gap = self._gaps[channel]
+        if gap is None:
+            return
+        if self._stream_end[channel] - self._frame(now) > STREAM_SLACK_S * RATE / 2:  # ahead
+            shift, chunks = gap.to - gap.since, self._chunks[channel]
+            for i in range(len(chunks) - 1, -1, -1):
+                start, pcm = chunks[i]
+                if start < gap.to:
+                    break
+                chunks[i] = (start - shift, pcm)
+            self._stream_end[channel] -= shift
+            self._gaps[channel] = None
+        elif now >= gap.decided_by:
+            self._gaps[channel] = None
 
     def _tick(self, now: float) -> None:
         if now >= self._next_flush:
             self._next_flush = now + FLUSH_S
-            self._flush(self._frame(now - WRITE_LAG_S))
+            # an open gap is not written yet: it may still turn out to be a delay, and close
+            self._flush(min([self._frame(now - WRITE_LAG_S), *(gap.since for gap in self._gaps if gap)]))
 
     def _flush(self, upto: int) -> None:
         self._place_raw()

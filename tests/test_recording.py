@@ -102,6 +102,33 @@ def test_frames_after_a_gap_go_where_they_arrived_and_the_gap_stays_silent(tmp_p
     assert not samples[:, 1].any()
 
 
+@pytest.mark.parametrize("held_s", [0.3, 0.45, 0.8])
+def test_frames_held_up_and_then_delivered_at_once_go_where_they_were_said(tmp_path, held_s):
+    """A stall (of the server's event loop, or of the page) holds 0.3-0.8 s of the user's frames,
+    which then arrive all at once: a 1 s tone is 1 s in the file, where it was said, and so is
+    what follows it."""
+    t0 = 100.0
+    said = silence(0.5) + tone(1.0, freq=300.0) + silence(0.5) + tone(0.5, freq=500.0) + silence(0.5)
+    frames = [said[i : i + 640] for i in range(0, len(said), 640)]
+    stall_from, stall_to = 40, 40 + round(held_s / FRAME_S)  # inside the first tone
+    with open(tmp_path / "held.wav", "w+b") as file:
+        recording = Recording(file, t0)
+        for n, frame in enumerate(frames):
+            arrives = (
+                t0 + (max(n, stall_to) + 1) * FRAME_S
+                if stall_from <= n < stall_to
+                else t0 + (n + 1) * FRAME_S
+            )
+            recording.user(frame, arrives)
+        recording.close(t0 + len(frames) * FRAME_S)
+    _, samples = read_wav((tmp_path / "held.wav").read_bytes())
+    user = samples[:, 0]
+    assert loud(user[: round(1.8 * RATE)]) == pytest.approx((500, 1500), abs=2)
+    start, end = loud(user[round(1.8 * RATE) :])
+    assert (start + 1800, end + 1800) == pytest.approx((2000, 2500), abs=2)
+    assert (user[: len(said) // 2] == np.frombuffer(said, dtype="<i2")).all()
+
+
 def test_heard_part_takes_the_played_share_of_the_words():
     assert heard_part("one two three four five six seven eight nine ten", 600, 2000) == "one two three"
     assert heard_part("one two", 5000, 2000) == "one two"
