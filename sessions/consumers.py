@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 from collections.abc import Awaitable
+from urllib.parse import parse_qs
 
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -111,6 +112,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             sandbox=bool(session.config.get("sandbox")),
             record=settings.RECORDING,
             credentials=await self._user_credentials(),  # the outbox saves with the user's own token
+            page_vad=self._query().get("vad") == ["page"],  # the page scores its audio (docs/protocol.md)
         )
         self.task = asyncio.create_task(self.relay.run(), name=f"relay-{self.conversation.id}")
 
@@ -324,6 +326,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self._receive_text(message.get("text"))
         elif kind == "playback":
             await self.relay.playback(message)
+        elif kind == "vad":
+            await self.relay.vad_scores(message)
         elif kind == "forward":
             await self._receive_forward(message, len(text))
         elif kind == "present" and isinstance(message.get("on"), bool):
@@ -331,6 +335,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.send_json({"type": "presenting", "on": message["on"]})
         else:
             await self.relay.error("unknown_type", f"Unknown message type {kind!r}.")
+
+    def _query(self) -> dict[str, list[str]]:
+        return parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
 
     async def _receive_text(self, text) -> None:
         if not isinstance(text, str) or not text.strip() or len(text) > 2000:

@@ -165,11 +165,19 @@ class UplinkVad:
     TAIL_DB = -25.0  # 10 ms blocks this far below the loudest of the tail are not speech,
     FLOOR_FACTOR = 2.0  # nor those within 6 dB of the noise floor
 
+    # The page's own scores (`vad` messages, docs/protocol.md): at most this many windows a message,
+    # and audio that waits longer than this for its scores goes to our model instead (a page whose
+    # scoring stopped must not leave the call without barge-in)
+    MAX_SCORES = 32
+    LAG_WINDOWS = 32  # about 1 s
+
     def __init__(self):
         self.vad = vad.Vad()  # the process's one model; this call keeps only silero's state
         self.turns = vad.TurnDetector(window_ms=self.vad.window_ms, start_windows=4, hangover_ms=300)
         self._recent = bytearray()
         self._total = 0  # bytes of audio seen
+        self.scored = 0  # windows the page scored (a call whose page scores its own audio)
+        self._known = 0  # bytes at the head of the model's next audio that _recent holds already
 
     @staticmethod
     def turn_events_of_many(items: list[tuple[UplinkVad, bytes]]) -> list[list]:
@@ -177,9 +185,36 @@ class UplinkVad:
         call's windows run as one batch (VAD_ROUNDS); an end's `end_ms` is where the voice
         stopped (see `_voice_end_ms`)."""
         for uplink, pcm in items:
-            uplink._remember(pcm)
+            uplink._remember(pcm[uplink._known :])
+            uplink._known = 0
         probs = vad.process_many([(uplink.vad, pcm) for uplink, pcm in items])
         return [uplink._events(p) for (uplink, _), p in zip(items, probs, strict=True)]
+
+    def take_scores(self, message: dict) -> list:
+        """The page's silero scores for its next windows of the audio it sent (see `scores`): the
+        turn starts and ends they make, as `turn_events_of_many` gives ours. ValueError if the
+        message is not the next scores of audio that arrived."""
+        scores = parse_scores(message, self.scored, self._total // (vad.WINDOW * 2), self.MAX_SCORES)
+        self.scored += len(scores)
+        return self._events(scores)
+
+    def hear(self, pcm: bytes) -> bool:
+        """Audio of a call whose page scores it: kept to place ends; False once audio has waited
+        LAG_WINDOWS for its scores."""
+        self._remember(pcm)
+        return self._total // (vad.WINDOW * 2) - self.scored <= self.LAG_WINDOWS
+
+    def unscored(self) -> bytes:
+        """For our model, when it takes over from the page: the audio from the first window without
+        a score (what of it is still kept; the detector's clock skips what is not)."""
+        start = self.scored * vad.WINDOW * 2
+        first = self._total - len(self._recent)
+        if start < first:
+            skipped = -(-(first - start) // (vad.WINDOW * 2))
+            self.turns.position_ms += skipped * self.vad.window_ms
+            start += skipped * vad.WINDOW * 2
+        self._known = self._total - start
+        return bytes(self._recent[start - first :])
 
     def _remember(self, pcm: bytes) -> None:
         self._recent += pcm
@@ -218,6 +253,22 @@ class UplinkVad:
         self.vad.close()
 
 
+def parse_scores(message: dict, expected: int, heard: int, most: int) -> list[float]:
+    """A `vad` message's scores, checked: `from` must be `expected` (the next window without a
+    score), `scores` 1 to `most` probabilities, none for a window whose audio (`heard` windows so
+    far) has not arrived."""
+    first, scores = message.get("from"), message.get("scores")
+    if type(first) is not int or first != expected:
+        raise ValueError(f"'from' must be {expected}, the next window without a score (got {first!r}).")
+    if not isinstance(scores, list) or not 1 <= len(scores) <= most:
+        raise ValueError(f"'scores' must be a list of 1 to {most} probabilities.")
+    if not all(type(p) in (int, float) and 0 <= p <= 1 for p in scores):  # NaN fails the comparison
+        raise ValueError("Each score must be a number from 0 to 1.")
+    if first + len(scores) > heard:
+        raise ValueError(f"Scores for windows up to {first + len(scores)}, but audio for {heard} arrived.")
+    return [float(p) for p in scores]
+
+
 def _block_rms(pcm: bytes | bytearray) -> np.ndarray:
     """RMS of each whole 10 ms block of s16le 16 kHz audio."""
     samples = np.frombuffer(bytes(pcm[: len(pcm) // 320 * 320]), dtype="<i2").astype(np.float32)
@@ -238,6 +289,7 @@ class Relay:
         sandbox: bool = False,
         record: bool = False,
         credentials: dict | None = None,
+        page_vad: bool = False,
     ):
         self.conversation_id = conversation_id
         self.upstream = upstream
@@ -277,6 +329,11 @@ class Relay:
             self.metrics["agent_frames_in"] = 0
         self._vad: UplinkVad | None = None
         self._vad_events: asyncio.Queue = asyncio.Queue()  # turn events (or a failure) from VAD_ROUNDS
+        # The page scores its own audio with silero (docs/protocol.md, `vad`): our model runs for this
+        # call only if its scores go wrong or stop. Either way the audio reaches our VAD on arrival,
+        # not behind the upstream's writes, so it is there before the scores that follow it.
+        self._page_vad = self._vad_on_arrival = page_vad
+        self.metrics["vad"] = "page" if page_vad else "server"
         self._audible_until = 0.0  # when the agent audio sent so far ends playing in the browser
         self._muted = False  # after our own barge-in: drop the old reply's audio until the next turn
         self._cut_short = False
@@ -409,6 +466,8 @@ class Relay:
         if not self.ready:
             await self.warn("not_ready", "Audio arrived before the server said ready; it was dropped.")
             return
+        if self._vad_on_arrival:  # the page scored every frame it sent, dropped here or not
+            await self._hear(pcm)
         if not self._bucket.take(len(pcm)):
             self.metrics["dropped_frames"] += 1
             await self.warn("flood", "Audio is arriving faster than real time; frames were dropped.")
@@ -457,7 +516,7 @@ class Relay:
         self.metrics["frames_in"] += 1
         self._input_started(pcm, now)
         self._timeline.add(len(pcm), now)
-        VAD_ROUNDS.feed(self._vad, pcm)  # for our VAD only (_listen)
+        await self._hear(pcm)  # for our VAD only
 
     async def _on_agent_heard(self, pcm: bytes, now: float) -> None:
         """The agent as the page heard it: its first audible frame after a silence starts a stretch,
@@ -547,7 +606,40 @@ class Relay:
             self._convert = Converter(INPUT_RATE, getattr(self.upstream, "input_rate", INPUT_RATE), FRAME_MS)
         for frame in self._convert.push(pcm):
             await self.upstream.send_audio(frame)
-        VAD_ROUNDS.feed(self._vad, pcm)
+        if not self._vad_on_arrival:
+            VAD_ROUNDS.feed(self._vad, pcm)
+
+    async def _hear(self, pcm: bytes) -> None:
+        """The user's audio as it arrives, for our VAD: the page's scores for it follow, or our model
+        scores it (_listen)."""
+        if not self._page_vad:
+            VAD_ROUNDS.feed(self._vad, pcm)
+        elif not self._vad.hear(pcm):
+            await self._page_vad_failed("vad_late", "The page's VAD scores stopped coming.")
+
+    async def vad_scores(self, message: dict) -> None:
+        """A `vad` message: the page's silero scores for its next windows, which act as our model's
+        would (turn starts and ends, barge-in, reply latency)."""
+        if not self.ready:
+            await self.warn("not_ready", "Scores arrived before the server said ready; they were dropped.")
+            return
+        if not self._page_vad:
+            await self.warn("vad_ignored", "This call's VAD is the server's (ready.vad): scores are ignored.")
+            return
+        try:
+            events = self._vad.take_scores(message)
+        except ValueError as exc:
+            await self._page_vad_failed("bad_vad", str(exc))
+            return
+        if events:
+            await self._on_user_vad(events)
+
+    async def _page_vad_failed(self, code: str, message: str) -> None:
+        """Our model takes over from the first window without a score; the turn under way goes on."""
+        self._page_vad = False
+        self.metrics.update(vad="server", vad_fallback=code)
+        VAD_ROUNDS.feed(self._vad, self._vad.unscored())
+        await self.error(code, f"{message} The server's own VAD scores this call from here.")
 
     async def _listen(self) -> None:
         """Our VAD over the uplink audio, behind the writer (see VAD_EXECUTOR). A failure here is a
@@ -903,6 +995,7 @@ class Relay:
                 "accepts_text": self.capabilities.accepts_text,
                 "user_transcripts": self.capabilities.user_transcripts,
                 "media": "direct" if self.direct else "relayed",
+                "vad": self.metrics["vad"],
             }
         )
 

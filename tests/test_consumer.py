@@ -38,11 +38,11 @@ def login(client, user):
     client.force_login(user)
 
 
-def socket(conversation_id, client=None, headers=()):
+def socket(conversation_id, client=None, headers=(), query=""):
     headers = [ORIGIN, HOST, *headers]
     if client is not None:
         headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
-    return WebsocketCommunicator(application, f"/ws/conversations/{conversation_id}/", headers=headers)
+    return WebsocketCommunicator(application, f"/ws/conversations/{conversation_id}/{query}", headers=headers)
 
 
 async def close_code(ws) -> int:
@@ -69,12 +69,12 @@ async def next_audio(ws, timeout=5) -> int:
 
 
 @contextlib.asynccontextmanager
-async def live(client, user, conv, echo_settings):
+async def live(client, user, conv, echo_settings, query=""):
     """The owner's browser on a call whose provider is a loopback echo peer; yields (socket, ready)."""
     await login(client, user)
     async with EchoPeer() as peer:
         echo_settings(peer.url)
-        ws = socket(conv.id, client)
+        ws = socket(conv.id, client, query=query)
         assert (await ws.connect())[0]
         yield ws, await next_json(ws, "ready")
 
@@ -152,6 +152,22 @@ async def test_bad_input_gets_a_clear_error_and_the_call_goes_on(
         assert await next_audio(ws) == 960
         await ws.disconnect()
     assert await Turn.objects.filter(conversation=conv).acount() == 1  # nothing stored is lost
+
+
+@pytest.mark.parametrize("query, vad", [("", "server"), ("?vad=page", "page"), ("?vad=other", "server")])
+async def test_a_page_scoring_its_audio_says_so_in_the_url(client, user, topic, echo_settings, query, vad):
+    """`?vad=page`: the page sends `vad` scores for its audio, and `ready.vad` says they are used."""
+    conv = await make_conversation(user, topic)
+    async with live(client, user, conv, echo_settings, query) as (ws, ready):
+        assert ready["vad"] == vad
+        await ws.send_to(bytes_data=FRAME * 2)
+        await ws.send_to(text_data=json.dumps({"type": "vad", "from": 0, "scores": [0.25]}))
+        if vad == "server":
+            assert (await next_json(ws, "error"))["code"] == "vad_ignored"
+        await ws.send_to(text_data=json.dumps({"type": "vad", "from": 5, "scores": [0.25]}))
+        if vad == "page":  # the first was taken; the second is not the next window's
+            assert (await next_json(ws, "error"))["code"] == "bad_vad"
+        await ws.disconnect()
 
 
 async def test_disconnect_leaves_no_task_behind(client, user, topic, echo_settings):
