@@ -4,7 +4,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from csp.constants import NONE, SELF
+from csp.constants import NONE, SELF, WASM_UNSAFE_EVAL
 
 from playground import config
 from sessions.upstreams import registry  # the providers' variables (no settings read at import)
@@ -125,7 +125,9 @@ SECURE_HSTS_PRELOAD = tls["SECURE_HSTS_PRELOAD"]
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
-        "script-src": [SELF],
+        # 'wasm-unsafe-eval': the talk page's VAD compiles onnxruntime's WebAssembly (static/js/vad.js);
+        # it allows WebAssembly only, not eval
+        "script-src": [SELF, WASM_UNSAFE_EVAL],
         "style-src": [SELF],
         "img-src": [SELF, "data:"],
         # Direct media (Flow over LiveKit, Retell web calls): the page joins the vendor's LiveKit room.

@@ -23,6 +23,7 @@ urlpatterns = [
     path("compare/", comparison.comparison, name="compare"),
     path("compare/runs/", include(abviews.urls)),
     path("api/conversations/", api.create_conversation, name="api_conversations"),
+    path("vad/silero_vad.onnx", session_views.vad_model, name="vad_model"),
     path("admin/", admin.site.urls),
     path("favicon.ico", views.favicon),
 ]

@@ -6,10 +6,13 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
+from django.http import FileResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import require_GET, require_POST
 
+from playground.engine import vad
 from sessions import exports, outbox
 from sessions.models import Conversation, Tag, Topic, Turn
 from sessions.upstreams import registry
@@ -108,3 +111,11 @@ def save_again(request, conversation_id):
         save = outbox.enqueue(conv, requested_by=request.user, credentials=credentials)
         messages.success(request, f"Transcript save #{save.id} queued: it is sent in the background.")
     return redirect(f"{conv.get_absolute_url()}#saves")
+
+
+@cache_control(public=True, max_age=86400)
+@require_GET
+def vad_model(request):
+    """Silero's ONNX file, the one our own VAD runs (playground/engine/vad.py), for the talk page's
+    VAD (static/js/vad.js): one model file in the project, not a copy under static/."""
+    return FileResponse(vad.model_path().open("rb"), content_type="application/octet-stream")

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 from tests.engine.speech import flite_wav
@@ -152,6 +153,78 @@ def talk_to_the_offline_agent(page, server) -> None:
     assert page.locator("#talk-errors").inner_text().strip() == ""
     # The secrets rule: nothing in the page names a provider key.
     assert "api_key" not in page.content().lower()
+
+
+def test_the_page_scores_its_own_audio_and_the_server_runs_no_model_for_the_call(server, browser):
+    """The talk page's VAD (static/js/vad.js): silero in onnxruntime-web under the site's policy. Its
+    scores time the user's turn (the reply latency is measured from them), and the stored call says
+    the page scored it, with no hand-over to the server's model."""
+    page = browser.new_page()
+    csp = watch_csp(page)
+    log_in(page, server)
+    page.check("input[name=provider][value=local]")
+    page.click("button.primary")
+    page.wait_for_url(TALK_PAGE)
+    wait_for_js(page, "window.talkVad && (window.talkVad.ready || window.talkVad.failure)")
+    assert page.evaluate("window.talkVad.failure") is None
+    page.click("#talk-start")
+    page.locator('li.turn[data-role="agent"][data-final="true"]').nth(1).wait_for(timeout=30000)
+    assert page.evaluate("window.talkState.vad") == "page"
+    assert page.evaluate("window.talkVad.scored") > 100  # 32 ms windows: the greeting and a sentence
+    metrics = page.locator("#talk-metrics").inner_text()
+    assert re.search(r"reply\s*\d+ ms after you stopped speaking", metrics), metrics
+    page.click("#talk-stop")
+    wait_for_js(page, "document.querySelector('#talk').dataset.state === 'ended'", timeout=10000)
+    conversation = page.evaluate("window.talkState.conversationId")
+    script = ("from sessions.models import Conversation as C; m = C.objects.get(id='%s').metrics; "
+              "print(m['vad'], m.get('vad_fallback'), len(m['latencies_ms']) > 0)")  # fmt: skip
+    stored = server.manage("shell", "-c", script % conversation).splitlines()[-1]
+    assert stored.split() == ["page", "None", "True"]  # replies were timed from the page's scores
+    assert csp == []
+
+
+def test_the_pages_scores_are_the_servers_model_on_the_same_audio(server, browser, tmp_path):
+    """The same model file, windows and state in both places: in Chromium, onnxruntime-web scores a
+    sentence in a quiet room as our onnxruntime does, window for window. (Not digital silence: there
+    our model skips the windows and the page's does not.)"""
+    from playground.engine import vad
+    from tests.engine.speech import noise, read_pcm
+
+    words = read_pcm(flite_wav("Could you book a table for two tonight", tmp_path / "s.wav"))
+    said = np.frombuffer(bytes(300 * 32) + words[: len(words) // 32 * 32], "<i2")
+    room = np.frombuffer(noise(len(said) // 16, level=0.003), "<i2")
+    pcm = (said.astype(np.int32) + room).clip(-32768, 32767).astype("<i2").tobytes()
+    ours = vad.Vad(gates=False).process(pcm)
+    page = browser.new_page()
+    log_in(page, server)
+    page.check("input[name=provider][value=local]")
+    page.click("button.primary")
+    page.wait_for_url(TALK_PAGE)
+    model = f"{server.url}/vad/silero_vad.onnx"
+    scored = page.evaluate(SCORE_IN_THE_PAGE, {"pcm": list(pcm), "model": model})
+    assert len(scored) == len(ours)
+    assert max(abs(a - b) for a, b in zip(scored, ours, strict=True)) < 0.01
+    assert sum(p >= 0.5 for p in scored) > 20  # the sentence is speech to both
+
+
+# vad.js's Scorer and Windows on a talk page, as its worker runs them
+SCORE_IN_THE_PAGE = """async ({ pcm, model }) => {
+  const root = document.getElementById('talk');
+  const here = new URL(root.dataset.vadWorker, location.href);
+  const ort = await import(new URL('../vendor/onnxruntime-web/ort.wasm.bundle.min.js', here));
+  const { Scorer, Windows } = await import(new URL('./vad.js', here));
+  ort.env.wasm.numThreads = 1;
+  ort.env.wasm.wasmPaths = { wasm: root.dataset.vadWasm };
+  const bytes = new Uint8Array(await (await fetch(model)).arrayBuffer());
+  const scorer = await Scorer.create(ort, bytes);
+  const windows = new Windows();
+  const samples = new Int16Array(new Uint8Array(pcm).buffer);
+  const out = [];
+  for (let i = 0; i < samples.length; i += 320) {
+    for (const w of windows.push(samples.subarray(i, i + 320))) out.push(await scorer.score(w));
+  }
+  return out;
+}"""
 
 
 def test_every_page_works_under_the_content_security_policy(server, browser):

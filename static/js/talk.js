@@ -15,6 +15,7 @@ import { AGENT_CHANNEL, TRANSPORT_LABELS, USER_CHANNEL, openCall, scrubToken, ta
 import { LatencyView } from './waterfall.js';
 import { clearCall, createConversation, markUnfinished, showNextStep } from './talk-flow.js';
 import { toolCardNodes } from './tool-card.js';
+import { PageVad } from './vad.js';
 
 export const PROTOCOL_VERSION = 2;
 const DEFAULT_OUTPUT_RATE = 24000; // protocol v1; ready.output_rate confirms it
@@ -526,6 +527,7 @@ class TalkPage {
     this.timers = [];
     this.endedWaiters = [];
     this.createdUsed = false; // the conversation the page was opened on (cfg.wsPath) has had its call
+    this.vad = win.talkVad = loadVad(win, cfg); // loads at once: a call uses it if it is ready by then
     this.state = win.talkState = this.newState();
     this.setState('idle');
   }
@@ -553,6 +555,8 @@ class TalkPage {
       direct: null, // direct media: {transport, callId, state, forwarded, userFrames, agentFrames}
       conversationId: null, // once Start created (or opened) the conversation
       presenting: false, // presenter mode (share.js): the call is mirrored to an audience
+      vad: null, // who scores the user's audio for turns: 'page' (vad.js) or 'server', from `ready`
+      vadFailure: null, // why this page's VAD could not (the server's scores the calls then)
     };
   }
 
@@ -701,7 +705,8 @@ class TalkPage {
       return this.abortStart(null);
     }
     if (this.cancelled) return this.abortStart(null); // Stop pressed while it was being created
-    const ws = new WebSocket(wsUrl(this.win.location, path));
+    // The page scores its own audio if its VAD is ready (docs/protocol.md, `vad`)
+    const ws = new WebSocket(wsUrl(this.win.location, path) + (this.vad?.ready ? '?vad=page' : ''));
     ws.binaryType = 'arraybuffer';
     ws.onmessage = (e) => this.onMessage(e.data);
     ws.onclose = (e) => this.onClose(e);
@@ -755,6 +760,9 @@ class TalkPage {
       });
     }
     this.state.media = msg.media === 'direct' ? 'direct' : 'relayed';
+    this.state.vad = msg.vad === 'page' ? 'page' : 'server';
+    if (this.state.vad === 'page') this.vad.begin((m) => this.send(m));
+    this.state.vadFailure = this.vad?.failure || null;
     this.setPhase('live');
     if (msg.user_transcripts === false) this.view.showNote(NO_USER_TRANSCRIPTS);
     if (this.state.state === 'connecting') this.setState('listening');
@@ -862,6 +870,10 @@ class TalkPage {
   }
 
   onServerError(msg) {
+    if (msg.code === 'bad_vad' || msg.code === 'vad_late') {
+      this.vad?.end(); // the server's model scores the rest of the call
+      this.state.vad = 'server';
+    }
     const message = msg.message || msg.code || 'Server error';
     const shown = msg.code ? `${message} (${msg.code})` : message;
     this.error(message, { code: msg.code || 'server', fatal: Boolean(msg.fatal), shown });
@@ -894,6 +906,7 @@ class TalkPage {
     } else {
       this.ws.send(msg.pcm);
     }
+    if (this.state.vad === 'page') this.vad.push(msg.pcm); // exactly the audio sent, in order
     this.state.framesSent += 1;
   }
 
@@ -1033,6 +1046,7 @@ class TalkPage {
   finish(reason) {
     if (this.phase === 'over') return;
     this.setPhase('over');
+    this.vad?.end();
     this.stopTimers();
     this.leaveCall();
     if (this.state.direct && this.state.direct.state !== 'failed') this.state.direct.state = 'left';
@@ -1047,6 +1061,17 @@ class TalkPage {
     this.setState('ended');
     showNextStep(this.view.doc, this.cfg, this.state.conversationId);
     this.endedWaiters.splice(0).forEach((wake) => wake());
+  }
+}
+
+/** The page's VAD, or null where it cannot run (no module workers, no URLs in the config). */
+function loadVad(win, cfg) {
+  if (!cfg.vadWorkerUrl || typeof win.Worker !== 'function') return null;
+  try {
+    return new PageVad(win, { workerUrl: cfg.vadWorkerUrl, modelUrl: cfg.vadModelUrl, wasmUrl: cfg.vadWasmUrl });
+  } catch (err) {
+    console.warn('talk: no VAD in the page; the server scores the calls', err);
+    return null;
   }
 }
 
@@ -1073,6 +1098,10 @@ function readConfig(doc, root) {
     livekitSdkUrl: root.dataset.livekitSdk || here('../vendor/livekit-client/livekit-client.esm.js'),
     retellSdkUrl: root.dataset.retellSdk || here('../vendor/retell-client-js-sdk/retell-client-js-sdk.esm.js'),
     playbackWorkletUrl: root.dataset.playbackWorklet || here('playback-worklet.js'),
+    // The page's VAD (vad.js): its worker, the model file the server runs, onnxruntime's wasm
+    vadWorkerUrl: root.dataset.vadWorker,
+    vadModelUrl: root.dataset.vadModel,
+    vadWasmUrl: root.dataset.vadWasm,
   };
 }
 
