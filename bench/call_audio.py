@@ -14,6 +14,7 @@ byte of a sample (`quiet`): a few dozen samples of at most 255/32768, far below 
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -68,3 +69,31 @@ def quiet(data: bytes) -> bytes:
 def loud(frame: bytes, at: int, size: int) -> bytes:
     """The `size` bytes that `quiet` put at byte `at` of `frame`."""
     return frame[at : at + 2 * size : 2]
+
+
+def window_scores(pcm: bytes) -> list[float]:
+    """What a talk page's VAD (static/js/vad.js) says of `pcm`: silero's score of every 32 ms window,
+    from the server's copy of the same model (tests/test_browser.py checks the two agree)."""
+    from playground.engine import vad
+
+    return [round(p, 3) for p in vad.Vad(gates=False).process(pcm)]
+
+
+class PageScores:
+    """A simulated talk page's `vad` messages (docs/protocol.md): after each two windows of audio it
+    sent, their scores. A browser that sends the track from byte `start` (looped) gets the scores
+    of the track's windows nearest to its own: the server needs them to be a call's, not exact."""
+
+    def __init__(self, scores: list[float], start: int):
+        self.scores, self.first, self.sent, self.scored = scores, start // 1024, 0, 0
+
+    def after(self, sent: int) -> str | None:
+        """The message due once `sent` more bytes went out, if one is."""
+        self.sent += sent
+        if self.sent // 1024 - self.scored < 2:
+            return None
+        at, n = self.first + self.scored, len(self.scores)
+        scores = [self.scores[at % n], self.scores[(at + 1) % n]]
+        message = json.dumps({"type": "vad", "from": self.scored, "scores": scores})
+        self.scored += 2
+        return message

@@ -9,7 +9,10 @@ see the same machine load). The number of calls rises step by step until the add
 
 What the browsers say is a user's side of a call, words and the room between them, each from its own
 place in it (bench/call_audio.py; `--audio speech`: words only, the worst case for our VAD), with
-the frame's header written quietly into its first samples.
+the frame's header written quietly into its first samples. As the talk page does, each browser
+scores its own audio with silero and sends the scores (static/js/vad.js; here the scores of the
+track's windows, computed once), so the server runs no model for the call; `--vad server` is a page
+whose VAD could not load, the server's model scoring every call.
 
 The calls' phases are spread over the 20 ms (browsers do not all send at the same instant), in
 --slots groups. PLAYBACK_RATE is 16 kHz, so frames pass bit-exact and carry their timestamps.
@@ -21,7 +24,7 @@ machine, and on a 2-core machine they compete with the workers, so they are kept
 (bench/lean_ws.py: websockets' sans-I/O protocol on uvloop).
 
 Run:  .venv/bin/python bench/capacity.py [--workers 1 2] [--steps 10 25 50 75 100 125 150]
-      [--seconds 10] [--server daphne|uvicorn] [--all-steps] [--audio call|speech]
+      [--seconds 10] [--server daphne|uvicorn] [--all-steps] [--audio call|speech] [--vad page|server]
       .venv/bin/python bench/capacity.py --short     (the test suite's run: tiny, no verdict)
 Everything listens on 127.0.0.1 and stops by itself.
 """
@@ -48,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import lean_ws  # noqa: E402
-from bench.call_audio import KINDS, chunk, loud, quiet, track, words_share  # noqa: E402
+from bench.call_audio import KINDS, PageScores, chunk, loud, quiet, track, window_scores, words_share  # noqa: E402
 from bench.relay_overhead import cpu_seconds, rss_mb  # noqa: E402
 from tests.server import Server, free_port, start_server  # noqa: E402
 
@@ -76,22 +79,28 @@ async def echo_server(port: int) -> None:
 class Caller:
     index: int
     ws: lean_ws.Client
+    page: PageScores | None = None  # the page's VAD scores (relayed calls with --vad page)
     sent: int = 0
     got: int = 0
     latencies: list = field(default_factory=list)
+    errors: list = field(default_factory=list)  # the codes of the server's `error` messages
 
     def on_message(self, message: bytes | str) -> None:
         if isinstance(message, bytes) and loud(message, 0, 4) == MAGIC:
             self.latencies.append(time.monotonic() - HEADER.unpack(loud(message, 0, HEADER.size))[3])
             self.got += 1
+        elif isinstance(message, str) and (parsed := json.loads(message))["type"] == "error":
+            self.errors.append(parsed["code"])
 
     def send(self, seq: int, audio: bytes) -> None:
         said = chunk(audio, (self.index * 7919 + seq) * FRAME + QUIET_HEADER, FRAME - QUIET_HEADER)
         self.ws.send(quiet(HEADER.pack(MAGIC, self.index, seq, time.monotonic())) + said)
         self.sent += 1
+        if self.page and (message := self.page.after(FRAME)):
+            self.ws.send_text(message)
 
 
-async def open_call(index: int, url: str, headers: dict | None) -> Caller:
+async def open_call(index: int, url: str, headers: dict | None, scores: list[float] | None = None) -> Caller:
     """A relayed call (headers: the API token and Origin) waits for `ready`; a control call does not."""
     if headers is None:
         ws = await lean_ws.Client.connect(url)
@@ -106,7 +115,7 @@ async def open_call(index: int, url: str, headers: dict | None) -> Caller:
         ws = await lean_ws.Client.connect(url, origin=headers["Origin"], headers=extra)
         ws.on_message = until_ready
         await asyncio.wait_for(ready, 60)
-    caller = Caller(index, ws)
+    caller = Caller(index, ws, PageScores(scores, index * 7919 * FRAME) if scores else None)
     ws.on_message = caller.on_message
     return caller
 
@@ -174,6 +183,7 @@ class Step:
     rss_per_call: float
     client_cpu: float
     rss: float
+    errors: list
 
     def passed(self, max_added_ms: float) -> bool:
         return self.lost == 0 and self.added_p99 <= max_added_ms
@@ -189,8 +199,9 @@ async def run_step(
     paths = await create_conversations(server, n)
     headers = {"Authorization": f"Token {server.token}", "Origin": server.url}
     relayed = []
+    query, scores = ("?vad=page", args.scores) if args.vad == "page" else ("", None)
     for i in range(0, n, 10):  # connect in small batches, as calls arrive
-        relayed += await asyncio.gather(*(open_call(j, server.ws_url + paths[j], headers)
+        relayed += await asyncio.gather(*(open_call(j, server.ws_url + paths[j] + query, headers, scores)
                                           for j in range(i, min(n, i + 10))))  # fmt: skip
     control = [await open_call(n + i, echo_url, None) for i in range(CONTROL_CALLS)]
     everyone = relayed + control
@@ -218,6 +229,7 @@ async def run_step(
         rss_per_call=max(0.0, rss - base[1]) / max(1, n - base[0]),
         rss=rss,
         client_cpu=clients / elapsed * 100,
+        errors=sorted({code for c in relayed for code in c.errors}),
     )
 
 
@@ -258,6 +270,8 @@ def print_step(workers: int, s: Step, max_added_ms: float) -> None:
 def summary(results: dict[int, list[Step]], args) -> None:
     print(f"\nCapacity ({args.server}, added p99 <= {args.max_added_ms:g} ms and no frame lost):")
     for workers, steps in results.items():
+        errors = sorted({code for s in steps for code in s.errors})
+        print(f"  {workers} worker(s): errors sent to the callers: {', '.join(errors) or 'none'}")
         held = []  # the steps up to the first that failed
         for s in steps:
             if not s.passed(args.max_added_ms):
@@ -286,7 +300,8 @@ async def main_async(args) -> None:
                     break
             except OSError:
                 await asyncio.sleep(0.1)
-        print(f"{args.seconds:g} s of 20 ms frames per step, {args.slots} phase slots, server {args.server}; "
+        print(f"{args.seconds:g} s of 20 ms frames per step, {args.slots} phase slots, server {args.server}, "
+              f"the {args.vad}'s VAD; "
               f"{CONTROL_CALLS} control calls straight to the echo peer; the callers say a {args.audio} "
               f"({words_share(args.pcm):.0%} of it words)")  # fmt: skip
         heads = ("workers", "calls", "add p50", "add p99", "relay p99", "ctrl p99", "lost/sent", "CPU/call",
@@ -316,6 +331,7 @@ def main() -> None:
     )
     parser.add_argument("--echo-server", type=int)
     parser.add_argument("--audio", choices=KINDS, default="call", help="what the callers say")
+    parser.add_argument("--vad", choices=("page", "server"), default="page", help="who scores (above)")
     args = parser.parse_args()
     # The load generator (clients, echo peer) runs on uvloop: it shares the cores with the workers,
     # so the less it costs, the more of the machine the measurement leaves to what it measures.
@@ -326,6 +342,7 @@ def main() -> None:
     args.steps = [max(1, min(n, 400)) for n in args.steps]
     args.seconds = max(0.5, min(args.seconds, 60.0))
     args.pcm = track(args.audio)
+    args.scores = window_scores(args.pcm)
     uvloop.run(main_async(args))
 
 

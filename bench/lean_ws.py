@@ -107,6 +107,10 @@ class Client(_Driver):
         self.protocol.send_binary(data)
         self.flush()
 
+    def send_text(self, text: str) -> None:
+        self.protocol.send_text(text.encode())
+        self.flush()
+
     async def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.protocol.send_close(1000)

@@ -15,9 +15,15 @@ carry their timestamps; the resampling that a 24 kHz playback rate adds is the
 filter's group delay, printed separately (soxr HQ, 16 -> 24 kHz).
 
 Run:  .venv/bin/python bench/relay_overhead.py [--sessions 50] [--seconds 10] [--server daphne uvicorn]
-                                               [--audio call|speech]
+                                               [--audio call|speech] [--vad page server]
 (the playground runs as one worker of bin/serve, under each server named, after the bare relay,
 which runs twice: on asyncio's own event loop and on uvloop, the loop of `--server uvicorn`)
+
+`--vad page` (the default) is what the talk page does: it scores its own audio with silero and
+sends the scores (static/js/vad.js), so the server runs no model for the call; the simulated
+browsers send the scores of the track's windows, computed once (bench/call_audio.py). `--vad
+server` is a page whose VAD could not load: the server's model scores every call. Both may be
+named: each runs as a playground side of its own.
 Everything listens on 127.0.0.1 and stops by itself.
 """
 
@@ -41,7 +47,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.call_audio import KINDS, chunk, loud, quiet, track, words_share  # noqa: E402
+from bench.call_audio import KINDS, PageScores, chunk, loud, quiet, track, window_scores, words_share  # noqa: E402
 from tests.server import free_port, start_server  # noqa: E402
 
 FRAME = 640
@@ -141,6 +147,7 @@ async def browser(
     ready: bool,
     started: asyncio.Barrier,
     audio: bytes,
+    scores: list[float],
 ):
     extra = {k: v for k, v in headers.items() if k != "Origin"}
     # Offering permessage-deflate, as browsers do (websockets' default): a server that accepts it
@@ -159,10 +166,13 @@ async def browser(
 
         reader = asyncio.create_task(read())
         start = time.monotonic()
+        page = PageScores(scores, index * 7919 * FRAME) if url.endswith("?vad=page") else None
         for seq in range(int(seconds * 50)):
             said = chunk(audio, (index * 7919 + seq) * FRAME, FRAME)  # each call from its own place
             frame = quiet(HEADER.pack(MAGIC, index, seq, time.monotonic())) + said[QUIET_HEADER:]
             await ws.send(frame)
+            if page and (message := page.after(FRAME)):
+                await ws.send(message)
             await asyncio.sleep(max(0.0, start + (seq + 1) * 0.02 - time.monotonic()))
         await asyncio.sleep(0.3)
         reader.cancel()
@@ -181,14 +191,14 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def drive(urls, headers, seconds, pid, ready, audio):
+async def drive(urls, headers, seconds, pid, ready, audio, scores):
     """The server's CPU over the whole run (setting the calls up included), and over the streaming
     alone (from when every call is ready), in seconds of CPU per second."""
     down: list[float] = []
     rss0, cpu0 = rss_mb(pid), cpu_seconds(pid)
     started = asyncio.Barrier(len(urls) + 1)
     calls = asyncio.gather(
-        *(browser(i, u, headers, seconds, down, ready, started, audio) for i, u in enumerate(urls))
+        *(browser(i, u, headers, seconds, down, ready, started, audio, scores) for i, u in enumerate(urls))
     )
     waiter = asyncio.ensure_future(started.wait())
     try:  # a call that fails to start fails `calls`, awaited below
@@ -217,7 +227,9 @@ def run_side(label, side, args, report: Path) -> dict:
     time.sleep(1.0)
     try:
         with side(f"ws://127.0.0.1:{echo_port}/", args.sessions) as (urls, pid, headers, ready):
-            down, cpu, rss, steady = uvloop.run(drive(urls, headers, args.seconds, pid, ready, args.pcm))
+            down, cpu, rss, steady = uvloop.run(
+                drive(urls, headers, args.seconds, pid, ready, args.pcm, args.scores)
+            )
     finally:
         report.touch()  # tells the echo peer to write its uplink figures
         for _ in range(50):
@@ -235,17 +247,18 @@ def run_side(label, side, args, report: Path) -> dict:
     }  # fmt: skip
 
 
-def playground_side(server: str):
-    """One worker of the playground under `server` (daphne or uvicorn, through bin/serve)."""
+def playground_side(server: str, vad: str):
+    """One worker of the playground under `server` (daphne or uvicorn, through bin/serve), its
+    calls' VAD run by the `page` or the `server`."""
 
     def side(echo_url: str, sessions: int):
-        return _playground(echo_url, sessions, server)
+        return _playground(echo_url, sessions, server, "?vad=page" if vad == "page" else "")
 
     return side
 
 
 @contextlib.contextmanager
-def _playground(echo_url: str, sessions: int, server_name: str):
+def _playground(echo_url: str, sessions: int, server_name: str, query: str):
     """One worker process of the playground with the echo provider; yields urls, pid, headers, ready."""
     env = {"ECHO_URL": echo_url, "PLAYBACK_RATE": "16000", "LOG_LEVEL": "WARNING", "SERVER": server_name,
            # one user drives every simulated browser: lift the per-user limits for the measurement
@@ -259,7 +272,7 @@ def _playground(echo_url: str, sessions: int, server_name: str):
         worker = int(
             Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0]
         )  # bin/serve's one worker
-        yield [server.ws_url + c["ws_path"] for c in convs], worker, headers, True
+        yield [server.ws_url + c["ws_path"] + query for c in convs], worker, headers, True
     finally:
         servers.close()
 
@@ -309,6 +322,8 @@ def main() -> None:
     parser.add_argument("--server", nargs="+", choices=("daphne", "uvicorn"), default=["daphne"])
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), help=argparse.SUPPRESS)
     parser.add_argument("--audio", choices=KINDS, default="call", help="what the browsers say")
+    parser.add_argument("--vad", nargs="+", choices=("page", "server"), default=["page"],
+                        help="who scores the calls' audio (see above)")  # fmt: skip
     args = parser.parse_args()
     # The echo peer and the browsers run on uvloop (the load generator: the less it costs, the
     # more of the machine is left to what is measured); the bare relay on the loop it is asked for.
@@ -324,6 +339,7 @@ def main() -> None:
     import tempfile
 
     args.pcm = track(args.audio)
+    args.scores = window_scores(args.pcm)
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     # The bare relay on asyncio's own loop (the baseline the goal names) and on uvloop (the loop
     # of `--server uvicorn`), so that the comparison with uvicorn is also like for like.
@@ -332,7 +348,9 @@ def main() -> None:
     if "uvicorn" in args.server:  # what uvicorn and ASGI cost alone: the part of ours that is not our code
         results.append(run_side("ASGI floor (uvicorn)", asgi_floor_side, args, tmp / "floor.json"))
     for name in args.server:
-        results.append(run_side(f"playground ({name})", playground_side(name), args, tmp / f"{name}.json"))
+        for vad in args.vad:
+            label = f"playground ({name}, {vad} VAD)"
+            results.append(run_side(label, playground_side(name, vad), args, tmp / f"{name}-{vad}.json"))
     print_results(args, results)
 
 
@@ -346,11 +364,11 @@ def print_results(args, results):
     print(f"\n{args.sessions} browsers x {args.seconds:.0f} s of 20 ms frames, real time, one server "
           f"process; they say a {args.audio} ({words_share(args.pcm):.0%} of it words)")  # fmt: skip
     heads = ("up p50", "up p99", "down p50", "down p99", "CPU/sess", "streaming", "RSS/sess")
-    print(" " * 24 + "".join(f"{h:>10}" for h in heads))
+    print(" " * 32 + "".join(f"{h:>10}" for h in heads))
     for r in results:
         cells = [f"{r[k]:8.2f}ms" for k in ("up50", "up99", "down50", "down99")]
         cells += [f"{r['cpu']:8.2f}% ", f"{r['steady']:8.2f}% ", f"{r['rss']:7.2f}MB "]
-        print(f"{r['label']:24}" + "".join(cells) + f"  frames up/down {r['frames'][0]}/{r['frames'][1]}")
+        print(f"{r['label']:32}" + "".join(cells) + f"  frames up/down {r['frames'][0]}/{r['frames'][1]}")
     bares = results[:2]
     floor = [r for r in results if r["label"].startswith("ASGI floor")]
     for ours in results[2:]:
@@ -358,7 +376,7 @@ def print_results(args, results):
             print(f"{ours['label']}: {d} {ours[d]:.2f} ms = " + ratios(ours, bares, d))
         print(f"{ours['label']}: CPU per call " + ratios(ours, bares, "cpu")
               + "; streaming alone " + ratios(ours, bares, "steady"))  # fmt: skip
-        if floor and ours["label"] == "playground (uvicorn)":
+        if floor and ours["label"].startswith("playground (uvicorn"):
             print(f"{ours['label']}: streaming CPU per call " + ratios(ours, floor, "steady"))
     resampler = Resampler(16000, 24000)
     resampler.process(bytes(FRAME * 5))

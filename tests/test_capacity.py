@@ -23,3 +23,6 @@ def test_the_capacity_benchmark_runs_short_for_one_and_two_workers():
     # The echoes come back through the relay (a loaded machine may hold back a few past the drain)
     assert all(int(lost) <= 15 for _, lost, _ in rows), result.stdout
     assert "1 worker(s):" in result.stdout and "2 worker(s):" in result.stdout
+    # The callers score their audio as the talk page does, and the server took every score
+    assert "the page's VAD" in result.stdout
+    assert result.stdout.count("errors sent to the callers: none") == 2, result.stdout
