@@ -222,12 +222,17 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 return
             # Channels closes stale database connections before every message, through a hop to a
             # worker thread; at 50 audio frames a second per call that hop was most of the relay's
-            # cost (bench/relay_overhead.py). Audio frames touch no database: straight to the handler
-            # (what websocket_receive and receive would do with them, without their two hops).
-            if (data := message.get("bytes")) is not None:
-                if self.relay is not None and not self.relay.ended:
+            # cost (bench/relay_overhead.py), and at 15 `vad` messages a second it was a fifth of a
+            # worker's time. The call's messages reach the database only through the relay's async
+            # ORM calls, as its upstream's events do: straight to the handler (what
+            # websocket_receive and receive would do, without their two hops). Connecting and
+            # disconnecting still go through Channels.
+            if self.relay is not None and not self.relay.ended:
+                if (data := message.get("bytes")) is not None:
                     await self._receive_audio(data)
-                return None
+                elif (text := message.get("text")) is not None:
+                    await self._receive_message(text)
+            return None
         return await super().dispatch(message)
 
     def _on_flood(self) -> None:
@@ -269,14 +274,6 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 kept.append(message)
         for message in kept:
             queue.put_nowait(message)
-
-    async def receive(self, text_data=None, bytes_data=None):
-        if self.relay is None or self.relay.ended:
-            return
-        if bytes_data is not None:
-            await self._receive_audio(bytes_data)
-        else:
-            await self._receive_message(text_data)
 
     async def _receive_audio(self, data: bytes) -> None:
         if self.relay.direct:
