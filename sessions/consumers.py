@@ -224,9 +224,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             # worker thread; at 50 audio frames a second per call that hop was most of the relay's
             # cost (bench/relay_overhead.py), and at 15 `vad` messages a second it was a fifth of a
             # worker's time. The call's messages reach the database only through the relay's async
-            # ORM calls, as its upstream's events do: straight to the handler (what
-            # websocket_receive and receive would do, without their two hops). Connecting and
-            # disconnecting still go through Channels.
+            # ORM calls, as its upstream's events do: straight to the handlers, without Channels'
+            # websocket_receive and its hop. Connecting and disconnecting still go through Channels.
             if self.relay is not None and not self.relay.ended:
                 if (data := message.get("bytes")) is not None:
                     await self._receive_audio(data)

@@ -191,7 +191,7 @@ class UplinkVad:
         return [uplink._events(p) for (uplink, _), p in zip(items, probs, strict=True)]
 
     def take_scores(self, message: dict) -> list:
-        """The page's silero scores for its next windows of the audio it sent (see `scores`): the
+        """The page's silero scores for its next windows of the audio it sent (`parse_scores`): the
         turn starts and ends they make, as `turn_events_of_many` gives ours. ValueError if the
         message is not the next scores of audio that arrived."""
         scores = parse_scores(message, self.scored, self._total // (vad.WINDOW * 2), self.MAX_SCORES)
