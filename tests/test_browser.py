@@ -155,32 +155,74 @@ def talk_to_the_offline_agent(page, server) -> None:
     assert "api_key" not in page.content().lower()
 
 
+def open_talk_page(page, server) -> None:
+    """The offline agent's talk page, once its VAD has loaded or failed to."""
+    log_in(page, server)
+    page.check("input[name=provider][value=local]")
+    page.click("button.primary")
+    page.wait_for_url(TALK_PAGE)
+    wait_for_js(page, "window.talkVad && (window.talkVad.ready || window.talkVad.failure)")
+
+
+def answered_and_stopped(page) -> None:
+    """The agent answered the user's sentence (its greeting, then a reply); the user stops."""
+    page.locator('li.turn[data-role="agent"][data-final="true"]').nth(1).wait_for(timeout=30000)
+    metrics = page.locator("#talk-metrics").inner_text()
+    assert re.search(r"reply\s*\d+ ms after you stopped speaking", metrics), metrics
+    page.click("#talk-stop")
+    wait_for_js(page, "document.querySelector('#talk').dataset.state === 'ended'", timeout=10000)
+
+
+def stored_vad(server, page) -> list[str]:
+    """Who scored the stored call, why it was handed over (None), and whether replies were timed."""
+    conversation = page.evaluate("window.talkState.conversationId")
+    script = ("from sessions.models import Conversation as C; m = C.objects.get(id='%s').metrics; "
+              "print(m['vad'], m.get('vad_fallback'), len(m['latencies_ms']) > 0)")  # fmt: skip
+    return server.manage("shell", "-c", script % conversation).splitlines()[-1].split()
+
+
 def test_the_page_scores_its_own_audio_and_the_server_runs_no_model_for_the_call(server, browser):
     """The talk page's VAD (static/js/vad.js): silero in onnxruntime-web under the site's policy. Its
     scores time the user's turn (the reply latency is measured from them), and the stored call says
     the page scored it, with no hand-over to the server's model."""
     page = browser.new_page()
     csp = watch_csp(page)
-    log_in(page, server)
-    page.check("input[name=provider][value=local]")
-    page.click("button.primary")
-    page.wait_for_url(TALK_PAGE)
-    wait_for_js(page, "window.talkVad && (window.talkVad.ready || window.talkVad.failure)")
+    open_talk_page(page, server)
     assert page.evaluate("window.talkVad.failure") is None
     page.click("#talk-start")
-    page.locator('li.turn[data-role="agent"][data-final="true"]').nth(1).wait_for(timeout=30000)
+    answered_and_stopped(page)
     assert page.evaluate("window.talkState.vad") == "page"
     assert page.evaluate("window.talkVad.scored") > 100  # 32 ms windows: the greeting and a sentence
-    metrics = page.locator("#talk-metrics").inner_text()
-    assert re.search(r"reply\s*\d+ ms after you stopped speaking", metrics), metrics
-    page.click("#talk-stop")
-    wait_for_js(page, "document.querySelector('#talk').dataset.state === 'ended'", timeout=10000)
-    conversation = page.evaluate("window.talkState.conversationId")
-    script = ("from sessions.models import Conversation as C; m = C.objects.get(id='%s').metrics; "
-              "print(m['vad'], m.get('vad_fallback'), len(m['latencies_ms']) > 0)")  # fmt: skip
-    stored = server.manage("shell", "-c", script % conversation).splitlines()[-1]
-    assert stored.split() == ["page", "None", "True"]  # replies were timed from the page's scores
+    assert stored_vad(server, page) == ["page", "None", "True"]  # replies timed from the page's scores
+    assert page.locator("#talk-errors").inner_text().strip() == ""
     assert csp == []
+
+
+def test_a_page_whose_vad_cannot_load_is_scored_by_the_server(server, browser):
+    """The model file does not arrive: the page says nothing to the server, whose model scores the
+    call as it does for any client."""
+    page = browser.new_page()
+    page.route("**/vad/silero_vad.onnx", lambda route: route.fulfill(status=404))
+    open_talk_page(page, server)
+    assert "404" in page.evaluate("window.talkVad.failure")
+    page.click("#talk-start")
+    answered_and_stopped(page)
+    assert page.evaluate("window.talkState.vad") == "server"
+    assert stored_vad(server, page) == ["server", "None", "True"]
+
+
+def test_a_page_whose_vad_dies_mid_call_is_handed_to_the_server(server, browser):
+    """The page's worker dies during the greeting: its scores stop, the server says so (vad_late)
+    and its own model scores the rest, so the user's sentence is still heard, timed and answered."""
+    page = browser.new_page()
+    open_talk_page(page, server)
+    page.click("#talk-start")
+    wait_for_js(page, "window.talkState.vad === 'page' && window.talkVad.scored > 20", timeout=10000)
+    page.evaluate("window.talkVad.worker.terminate()")
+    wait_for_js(page, "window.talkState.vad === 'server'", timeout=5000)
+    assert "(vad_late)" in page.locator("#talk-errors").inner_text()
+    answered_and_stopped(page)
+    assert stored_vad(server, page) == ["server", "vad_late", "True"]
 
 
 def test_the_pages_scores_are_the_servers_model_on_the_same_audio(server, browser, tmp_path):
