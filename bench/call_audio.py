@@ -80,20 +80,32 @@ def window_scores(pcm: bytes) -> list[float]:
 
 
 class PageScores:
-    """A simulated talk page's `vad` messages (docs/protocol.md): after each two windows of audio it
-    sent, their scores. A browser that sends the track from byte `start` (looped) gets the scores
-    of the track's windows nearest to its own: the server needs them to be a call's, not exact."""
+    """A simulated talk page's `vad` messages (docs/protocol.md), sent when static/js/vad.js's
+    `Batcher` sends them: every 2 windows near a voice (a score of 0.35 or more in the last 16), every
+    16 in a long quiet stretch, a voice's first window at once. A browser that sends the track from
+    byte `start` (looped) gets the scores of the track's windows nearest to its own: the server needs
+    them to be a call's, not exact."""
+
+    NEAR, QUIET, VOICE, NEAR_VOICE = 2, 16, 0.35, 16  # vad.js: PER_MESSAGE, QUIET_MESSAGE, VOICE, NEAR_VOICE
 
     def __init__(self, scores: list[float], start: int):
-        self.scores, self.first, self.sent, self.scored = scores, start // 1024, 0, 0
+        self.scores, self.first = scores, start // 1024
+        self.sent = self.windows = self.scored = 0
+        self.since_voice = self.NEAR_VOICE
 
     def after(self, sent: int) -> str | None:
         """The message due once `sent` more bytes went out, if one is."""
         self.sent += sent
-        if self.sent // 1024 - self.scored < 2:
-            return None
-        at, n = self.first + self.scored, len(self.scores)
-        scores = [self.scores[at % n], self.scores[(at + 1) % n]]
-        message = json.dumps({"type": "vad", "from": self.scored, "scores": scores})
-        self.scored += 2
+        message = None
+        while self.windows < self.sent // 1024:
+            p = self.scores[(self.first + self.windows) % len(self.scores)]
+            self.windows += 1
+            onset = p >= self.VOICE and self.since_voice >= self.NEAR_VOICE
+            self.since_voice = 0 if p >= self.VOICE else self.since_voice + 1
+            size = self.NEAR if self.since_voice < self.NEAR_VOICE else self.QUIET
+            if onset or self.windows - self.scored >= size:
+                at, n = self.first + self.scored, len(self.scores)
+                scores = [self.scores[(at + k) % n] for k in range(self.windows - self.scored)]
+                message = json.dumps({"type": "vad", "from": self.scored, "scores": scores})
+                self.scored = self.windows
         return message

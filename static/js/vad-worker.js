@@ -1,17 +1,16 @@
 // The talk page's VAD worker (static/js/vad.js): silero in onnxruntime-web, off the page's thread.
 import * as ort from '../vendor/onnxruntime-web/ort.wasm.bundle.min.js';
-import { PER_MESSAGE, Scorer, Windows, rounded } from './vad.js';
+import { Batcher, Scorer, Windows, rounded } from './vad.js';
 
 let scorer = null;
 let call = 0;
 let windows = null;
-let from = 0;
-let pending = [];
+let batcher = null;
 let queue = Promise.resolve(); // windows are scored in order: each needs the state the one before left
 
 async function init({ model, wasm }) {
   try {
-    ort.env.wasm.numThreads = 1; // a window is about 0.1 ms of work; no threads (nor isolation) needed
+    ort.env.wasm.numThreads = 1; // a window is under a millisecond of work: no threads (nor isolation) needed
     ort.env.wasm.wasmPaths = { wasm };
     const response = await fetch(model);
     if (!response.ok) throw new Error(`the model: HTTP ${response.status}`);
@@ -25,13 +24,10 @@ async function init({ model, wasm }) {
 async function score(id, pcm) {
   if (id !== call || !scorer) return;
   for (const window of windows.push(new Int16Array(pcm))) {
-    pending.push(rounded(await scorer.score(window)));
+    const p = rounded(await scorer.score(window));
     if (id !== call) return;
-    if (pending.length >= PER_MESSAGE) {
-      postMessage({ type: 'scores', call, from, scores: pending });
-      from += pending.length;
-      pending = [];
-    }
+    const message = batcher.add(p);
+    if (message) postMessage({ type: 'scores', call, ...message });
   }
 }
 
@@ -40,8 +36,7 @@ onmessage = ({ data }) => {
   else if (data.type === 'begin') {
     call = data.call;
     windows = new Windows();
-    from = 0;
-    pending = [];
+    batcher = new Batcher();
     if (scorer) scorer.reset();
   } else if (data.type === 'pcm') {
     queue = queue.then(() => score(data.call, data.pcm)).catch((err) => {

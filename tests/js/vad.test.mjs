@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { CONTEXT, WINDOW, Windows, rounded } from '../../static/js/vad.js';
+import { Batcher, CONTEXT, PER_MESSAGE, QUIET_MESSAGE, WINDOW, Windows, rounded } from '../../static/js/vad.js';
 
 const ramp = (n, from = 0) => Int16Array.from({ length: n }, (_, i) => (from + i) % 32768);
 
@@ -34,5 +34,34 @@ describe('rounded', () => {
   it('keeps three decimals, enough for the turn thresholds (0.35, 0.5)', () => {
     assert.equal(rounded(0.123456), 0.123);
     assert.equal(rounded(0.9999), 1);
+  });
+});
+
+describe('Batcher', () => {
+  const send = (scores) => {
+    const batcher = new Batcher();
+    return scores.map((p) => batcher.add(p)).filter(Boolean);
+  };
+
+  it('sends every window in order, from 0, none twice', () => {
+    const scores = [...new Array(40).fill(0.01), 0.9, 0.95, 0.97, 0.9, 0.2, ...new Array(60).fill(0.02)];
+    const messages = send(scores);
+    let next = 0;
+    for (const m of messages) {
+      assert.equal(m.from, next);
+      next += m.scores.length;
+    }
+    assert.deepEqual(messages.flatMap((m) => m.scores), scores.slice(0, next));
+    assert.ok(scores.length - next < QUIET_MESSAGE);
+  });
+
+  it('sends a voice at once and every two windows near it, sixteen at a time in a long quiet', () => {
+    const quiet = new Array(32).fill(0.01);
+    const messages = send([...quiet, 0.9, 0.9, 0.9, 0.9, ...new Array(40).fill(0.01)]);
+    assert.deepEqual(messages.slice(0, 3).map((m) => m.scores.length), [16, 16, 1]); // the onset at once
+    assert.equal(messages[2].scores[0], 0.9);
+    const near = messages.slice(3, 3 + 9); // 4 voiced, then 16 windows near the voice
+    assert.ok(near.every((m) => m.scores.length === PER_MESSAGE), JSON.stringify(near));
+    assert.equal(messages.at(-1).scores.length, QUIET_MESSAGE); // quiet again
   });
 });
