@@ -243,3 +243,19 @@ def test_the_pick_page_names_variables_only_in_the_how_to_connect_note(alice, to
     assert ">Unavailable</span>" in visible and "Not available on this server." in visible
     assert "FUTURE_API_KEY" not in visible and "FUTURE_API_KEY" in note
     assert 'data-mode="unavailable"' in visible  # the code stays an attribute, for styling
+
+
+def test_the_talk_page_loads_the_model_the_server_runs_for_its_vad(alice, topic):
+    """The talk page names its VAD's worker, wasm and model; the model is the server's own file,
+    cacheable (the page loads it on every visit)."""
+    from playground.engine import vad
+
+    page = alice.get(reverse("talk_new"), {"provider": "local", "topic": topic.pk, "voice": "en-us",
+                                           "language": "en"}).content.decode()  # fmt: skip
+    model_url = re.search(r'data-vad-model="([^"]+)"', page).group(1)
+    assert re.search(r'data-vad-worker="[^"]+vad-worker[^"]*\.js"', page)
+    assert re.search(r'data-vad-wasm="[^"]+ort-wasm-simd-threaded[^"]*\.wasm"', page)
+    response = alice.get(model_url)
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == vad.model_path().read_bytes()
+    assert "public" in response["Cache-Control"] and "max-age=86400" in response["Cache-Control"]
