@@ -30,16 +30,18 @@ from playground.engine import vad  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
-# In the page: vad.js's Windows and Scorer, as its worker runs them; the time of the scoring alone
-SCORE = """async ({ pcm }) => {
-  const ort = await import('/static/vendor/onnxruntime-web/ort.wasm.bundle.min.js');
-  const { Scorer, Windows } = await import('/static/js/vad.js');
+# In a page: vad.js's Windows (fed 20 ms frames) and Scorer, as its worker runs them, on `pcm`
+# (base64 s16le); the time of the scoring alone. tests/test_browser.py runs it on the talk page.
+SCORE = """async ({ pcm, ort: ortUrl, vad: vadUrl, wasm, model }) => {
+  const ort = await import(ortUrl);
+  const { Scorer, Windows } = await import(vadUrl);
   ort.env.wasm.numThreads = 1;
-  ort.env.wasm.wasmPaths = { wasm: '/static/vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm' };
-  const model = new Uint8Array(await (await fetch('/silero_vad.onnx')).arrayBuffer());
-  const scorer = await Scorer.create(ort, model);
+  ort.env.wasm.wasmPaths = { wasm };
+  const scorer = await Scorer.create(ort, new Uint8Array(await (await fetch(model)).arrayBuffer()));
   const samples = new Int16Array(Uint8Array.from(atob(pcm), (c) => c.charCodeAt(0)).buffer);
-  const windows = new Windows().push(samples);
+  const cutter = new Windows();
+  const windows = [];
+  for (let i = 0; i < samples.length; i += 320) windows.push(...cutter.push(samples.subarray(i, i + 320)));
   for (const w of windows.slice(0, 20)) await scorer.score(w);  // warm
   scorer.reset();
   const out = [];
@@ -47,6 +49,17 @@ SCORE = """async ({ pcm }) => {
   for (const w of windows) out.push(await scorer.score(w));
   return { ms: performance.now() - t0, scores: out };
 }"""
+
+
+def score_in(page, pcm: bytes, static: str, model: str) -> tuple[float, list[float]]:
+    """ms spent scoring, and the scores, of `pcm` in `page` (`static`: the URL of static/)."""
+    import base64
+
+    ort = f"{static}/vendor/onnxruntime-web"
+    urls = {"ort": f"{ort}/ort.wasm.bundle.min.js", "vad": f"{static}/js/vad.js",
+            "wasm": f"{ort}/ort-wasm-simd-threaded.wasm", "model": model}  # fmt: skip
+    result = page.evaluate(SCORE, {"pcm": base64.b64encode(pcm).decode(), **urls})
+    return result["ms"], result["scores"]
 
 
 @contextlib.contextmanager
@@ -70,8 +83,6 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def in_chromium(pcm: bytes) -> tuple[float, list[float]]:
-    import base64
-
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="page-vad-") as tmp:
@@ -83,9 +94,9 @@ def in_chromium(pcm: bytes) -> tuple[float, list[float]]:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page()
             page.goto(f"{url}/index.html")
-            result = page.evaluate(SCORE, {"pcm": base64.b64encode(pcm).decode()})
+            result = score_in(page, pcm, f"{url}/static", f"{url}/silero_vad.onnx")
             browser.close()
-    return result["ms"], result["scores"]
+    return result
 
 
 def on_the_server(pcm: bytes, calls: int) -> tuple[float, int]:

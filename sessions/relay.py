@@ -49,6 +49,7 @@ MAX_FRAME_BYTES = 64 * 1024
 CONNECT_TIMEOUT = 20.0  # the offline agent loads its models on first connect
 INTERNAL_MESSAGE = "Something went wrong on our side; the conversation was ended."
 BYTES_PER_SECOND = INPUT_RATE * 2
+LATE_SCORES = "The page's VAD scores stopped coming."
 # A socket that sends more than this over FLOOD_WINDOW_S is closed (4400): 4x real time leaves room for
 # a backlog after a network stall (up to about 9 s of audio at once), and 250 messages a second for
 # frames as short as 4 ms. docs/protocol.md states the rule.
@@ -466,8 +467,8 @@ class Relay:
         if not self.ready:
             await self.warn("not_ready", "Audio arrived before the server said ready; it was dropped.")
             return
-        if self._vad_on_arrival:  # the page scored every frame it sent, dropped here or not
-            await self._hear(pcm)
+        if self._vad_on_arrival and not self._hear(pcm):  # the page scored every frame it sent
+            await self._page_vad_failed("vad_late", LATE_SCORES)
         if not self._bucket.take(len(pcm)):
             self.metrics["dropped_frames"] += 1
             await self.warn("flood", "Audio is arriving faster than real time; frames were dropped.")
@@ -516,7 +517,8 @@ class Relay:
         self.metrics["frames_in"] += 1
         self._input_started(pcm, now)
         self._timeline.add(len(pcm), now)
-        await self._hear(pcm)  # for our VAD only
+        if not self._hear(pcm):  # for our VAD only
+            await self._page_vad_failed("vad_late", LATE_SCORES)
 
     async def _on_agent_heard(self, pcm: bytes, now: float) -> None:
         """The agent as the page heard it: its first audible frame after a silence starts a stretch,
@@ -609,13 +611,14 @@ class Relay:
         if not self._vad_on_arrival:
             VAD_ROUNDS.feed(self._vad, pcm)
 
-    async def _hear(self, pcm: bytes) -> None:
+    def _hear(self, pcm: bytes) -> bool:
         """The user's audio as it arrives, for our VAD: the page's scores for it follow, or our model
-        scores it (_listen)."""
+        scores it (_listen). False once the page's scores are LAG_WINDOWS late. Not a coroutine: it
+        runs for every frame."""
         if not self._page_vad:
             VAD_ROUNDS.feed(self._vad, pcm)
-        elif not self._vad.hear(pcm):
-            await self._page_vad_failed("vad_late", "The page's VAD scores stopped coming.")
+            return True
+        return self._vad.hear(pcm)
 
     async def vad_scores(self, message: dict) -> None:
         """A `vad` message: the page's silero scores for its next windows, which act as our model's

@@ -229,6 +229,7 @@ def test_the_pages_scores_are_the_servers_model_on_the_same_audio(server, browse
     """The same model file, windows and state in both places: in Chromium, onnxruntime-web scores a
     sentence in a quiet room as our onnxruntime does, window for window. (Not digital silence: there
     our model skips the windows and the page's does not.)"""
+    from bench.page_vad import score_in
     from playground.engine import vad
     from tests.engine.speech import noise, read_pcm
 
@@ -242,31 +243,10 @@ def test_the_pages_scores_are_the_servers_model_on_the_same_audio(server, browse
     page.check("input[name=provider][value=local]")
     page.click("button.primary")
     page.wait_for_url(TALK_PAGE)
-    model = f"{server.url}/vad/silero_vad.onnx"
-    scored = page.evaluate(SCORE_IN_THE_PAGE, {"pcm": list(pcm), "model": model})
+    _, scored = score_in(page, pcm, f"{server.url}/static", f"{server.url}/vad/silero_vad.onnx")
     assert len(scored) == len(ours)
     assert max(abs(a - b) for a, b in zip(scored, ours, strict=True)) < 0.01
     assert sum(p >= 0.5 for p in scored) > 20  # the sentence is speech to both
-
-
-# vad.js's Scorer and Windows on a talk page, as its worker runs them
-SCORE_IN_THE_PAGE = """async ({ pcm, model }) => {
-  const root = document.getElementById('talk');
-  const here = new URL(root.dataset.vadWorker, location.href);
-  const ort = await import(new URL('../vendor/onnxruntime-web/ort.wasm.bundle.min.js', here));
-  const { Scorer, Windows } = await import(new URL('./vad.js', here));
-  ort.env.wasm.numThreads = 1;
-  ort.env.wasm.wasmPaths = { wasm: root.dataset.vadWasm };
-  const bytes = new Uint8Array(await (await fetch(model)).arrayBuffer());
-  const scorer = await Scorer.create(ort, bytes);
-  const windows = new Windows();
-  const samples = new Int16Array(new Uint8Array(pcm).buffer);
-  const out = [];
-  for (let i = 0; i < samples.length; i += 320) {
-    for (const w of windows.push(samples.subarray(i, i + 320))) out.push(await scorer.score(w));
-  }
-  return out;
-}"""
 
 
 def test_every_page_works_under_the_content_security_policy(server, browser):

@@ -556,7 +556,6 @@ class TalkPage {
       conversationId: null, // once Start created (or opened) the conversation
       presenting: false, // presenter mode (share.js): the call is mirrored to an audience
       vad: null, // who scores the user's audio for turns: 'page' (vad.js) or 'server', from `ready`
-      vadFailure: null, // why this page's VAD could not (the server's scores the calls then)
     };
   }
 
@@ -762,7 +761,6 @@ class TalkPage {
     this.state.media = msg.media === 'direct' ? 'direct' : 'relayed';
     this.state.vad = msg.vad === 'page' ? 'page' : 'server';
     if (this.state.vad === 'page') this.vad.begin((m) => this.send(m));
-    this.state.vadFailure = this.vad?.failure || null;
     this.setPhase('live');
     if (msg.user_transcripts === false) this.view.showNote(NO_USER_TRANSCRIPTS);
     if (this.state.state === 'connecting') this.setState('listening');
