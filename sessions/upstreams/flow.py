@@ -484,6 +484,11 @@ class FlowUpstream(Client):
         except websockets.ConnectionClosed as exc:
             # After an Error message, the send that finds the socket closed reports that Error: the
             # relay shows the writer's failure first, and "closed" would hide the service's reason.
+            if self._fatal is None and (self._closing or self._ended.is_set()):
+                # We sent AudioEnded, or the agent ended the call: the service closing the socket is
+                # the end we asked for. An ack or a microphone frame still on its way is moot, and
+                # failing here would end the reader before ConversationEnded.
+                return
             raise self._fatal or self._dropped(exc, "while we were sending") from None
 
     # ---- receiving ------------------------------------------------------------------------

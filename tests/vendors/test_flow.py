@@ -539,6 +539,32 @@ async def test_stop_sends_audio_ended_with_the_frames_sent_and_waits_for_convers
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("close_thread_connections")
+async def test_audio_acknowledged_after_the_service_closed_on_stop_is_no_error():
+    """Stop: Flow's last agent audio comes with its close. Acknowledging audio on a socket the
+    service closed as asked is the end of the call, not a failure the page should show."""
+    conversation = await sync_to_async(make_conversation)()
+
+    async def script(peer, ws):
+        await started(ws)
+        async for message in ws:
+            if isinstance(message, str) and json.loads(message)["message"] == "AudioEnded":
+                for _ in range(3):  # the end of a reply, then the end: all in one go
+                    await ws.send(bytes(FRAME))
+                await ws.send(jmsg("ConversationEnded"))
+                await ws.close()
+
+    async with EchoPeer(script) as peer:
+        relay, browser, task = start(conversation, FlowUpstream, peer_config(peer), browser=Browser())
+        await browser.message("ready", timeout=5)
+        await relay.feed_audio(bytes(FRAME))
+        await finish(relay, task)
+    assert browser.of_type("error") == []
+    assert browser.of_type("ended")[0]["reason"] == "test over"
+    assert (await Conversation.objects.aget(id=conversation.id)).status == "ended"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
 async def test_a_wrong_key_is_a_401_at_the_upgrade_and_a_clear_error_without_the_key():
     conversation = await sync_to_async(make_conversation)()
     async with serving(make_app()) as base:
