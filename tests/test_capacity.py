@@ -26,3 +26,18 @@ def test_the_capacity_benchmark_runs_short_for_one_and_two_workers():
     # The callers score their audio as the talk page does, and the server took every score
     assert "the page's VAD" in result.stdout
     assert result.stdout.count("errors sent to the callers: none") == 2, result.stdout
+
+
+def test_the_pass_through_patch_still_applies_to_the_relay(tmp_path):
+    """README "Capacity", twelfth round: the patch that measures the stack without the relay's work
+    must keep applying as the relay changes, and leave a module that compiles."""
+    (tmp_path / "sessions").mkdir()
+    (tmp_path / "sessions" / "relay.py").write_text((ROOT / "sessions" / "relay.py").read_text())
+    result = subprocess.run(["git", "apply", str(ROOT / "bench" / "passthrough.patch")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    patched = (tmp_path / "sessions" / "relay.py").read_text()
+    compile(patched, "relay.py", "exec")
+    # uplink, the page's scores and downlink each pass through
+    assert "return await self.upstream.send_audio(pcm)" in patched
+    assert patched.count("if PASS_THROUGH") == 3
