@@ -16,8 +16,13 @@ filter's group delay, printed separately (soxr HQ, 16 -> 24 kHz).
 
 Run:  .venv/bin/python bench/relay_overhead.py [--sessions 50] [--seconds 10] [--server daphne uvicorn]
                                                [--audio call|speech] [--vad page server]
+                                               [--agent-chunk-ms 20]
 (the playground runs as one worker of bin/serve, under each server named, after the bare relay,
 which runs twice: on asyncio's own event loop and on uvloop, the loop of `--server uvicorn`)
+
+`--agent-chunk-ms N` (default 20): the echo peer sends the audio back N ms at a time, as providers
+do (the offline agent sends 40 ms chunks, Liku's guide 128 ms); the down latencies then include the
+peer's wait for a chunk to fill, on every side alike.
 
 `--vad page` (the default) is what the talk page does: it scores its own audio with silero and
 sends the scores (static/js/vad.js), so the server runs no model for the call; the simulated
@@ -60,16 +65,23 @@ QUIET_HEADER = 2 * HEADER.size  # bytes of the frame the header takes, written q
 # ---- the echo upstream (own process) ----------------------------------------------------------
 
 
-async def echo_server(port: int, report: Path) -> None:
+async def echo_server(port: int, report: Path, join: int = 1) -> None:
+    """Echoes every frame, stamped with its send time; with `join` > 1 it holds the frames back and
+    sends each `join` of them as one message, as a provider that sends its audio in longer chunks."""
     arrivals: list[float] = []  # uplink latencies in seconds
 
     async def serve(ws):
+        held: list[bytes] = []
         async for message in ws:
             now = time.monotonic()
             if isinstance(message, bytes) and loud(message, 0, 4) == MAGIC:
                 arrivals.append(now - HEADER.unpack(loud(message, 0, HEADER.size))[3])
+                held.append(message)
+                if len(held) < join:
+                    continue
                 stamp = quiet(STAMP.pack(time.monotonic()))
-                message = message[:QUIET_HEADER] + stamp + message[QUIET_HEADER + len(stamp) :]
+                message = b"".join(m[:QUIET_HEADER] + stamp + m[QUIET_HEADER + len(stamp) :] for m in held)
+                held.clear()
             await ws.send(message)
 
     async with websockets.serve(serve, "127.0.0.1", port, compression=None):
@@ -161,8 +173,12 @@ async def browser(
 
         async def read():
             async for message in ws:
-                if isinstance(message, bytes) and loud(message, 0, 4) == MAGIC:
-                    down.append(time.monotonic() - STAMP.unpack(loud(message, QUIET_HEADER, STAMP.size))[0])
+                if not isinstance(message, bytes):
+                    continue
+                now = time.monotonic()
+                for at in range(0, len(message), FRAME):  # one frame a message, or several joined
+                    if loud(message, at, 4) == MAGIC:
+                        down.append(now - STAMP.unpack(loud(message, at + QUIET_HEADER, STAMP.size))[0])
 
         reader = asyncio.create_task(read())
         start = time.monotonic()
@@ -223,7 +239,8 @@ def spawn(*args: str) -> subprocess.Popen:
 
 def run_side(label, side, args, report: Path) -> dict:
     echo_port = free_port()
-    echo = spawn("--echo-server", str(echo_port), "--report", str(report))
+    chunk = str(args.agent_chunk_ms)
+    echo = spawn("--echo-server", str(echo_port), "--report", str(report), "--agent-chunk-ms", chunk)
     time.sleep(1.0)
     try:
         with side(f"ws://127.0.0.1:{echo_port}/", args.sessions) as (urls, pid, headers, ready):
@@ -324,11 +341,13 @@ def main() -> None:
     parser.add_argument("--audio", choices=KINDS, default="call", help="what the browsers say")
     parser.add_argument("--vad", nargs="+", choices=("page", "server"), default=["page"],
                         help="who scores the calls' audio (see above)")  # fmt: skip
+    parser.add_argument("--agent-chunk-ms", type=int, default=20, choices=(20, 40, 60, 80, 100, 120, 160),
+                        help="the echo peer answers in chunks this long (see above)")  # fmt: skip
     args = parser.parse_args()
     # The echo peer and the browsers run on uvloop (the load generator: the less it costs, the
     # more of the machine is left to what is measured); the bare relay on the loop it is asked for.
     if args.echo_server:
-        return uvloop.run(echo_server(args.echo_server, Path(args.report)))
+        return uvloop.run(echo_server(args.echo_server, Path(args.report), args.agent_chunk_ms // 20))
     if args.bare_relay:
         run = uvloop.run if args.loop == "uvloop" else asyncio.run
         return run(bare_relay(args.bare_relay, args.upstream))
@@ -362,7 +381,8 @@ def print_results(args, results):
     from sessions.audio import Resampler
 
     print(f"\n{args.sessions} browsers x {args.seconds:.0f} s of 20 ms frames, real time, one server "
-          f"process; they say a {args.audio} ({words_share(args.pcm):.0%} of it words)")  # fmt: skip
+          f"process; they say a {args.audio} ({words_share(args.pcm):.0%} of it words); the echo peer "
+          f"answers in {args.agent_chunk_ms} ms chunks")  # fmt: skip
     heads = ("up p50", "up p99", "down p50", "down p99", "CPU/sess", "streaming", "RSS/sess")
     print(" " * 32 + "".join(f"{h:>10}" for h in heads))
     for r in results:

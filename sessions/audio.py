@@ -20,20 +20,23 @@ def frame_bytes(rate: int, ms: int = 20) -> int:
 
 
 class Rechunker:
-    """Cuts a byte stream into frames of exactly `size` bytes."""
+    """Cuts a byte stream into frames of exactly `size` bytes; with `join`, into pieces of up to
+    `join` whole frames each (what is less than a frame waits for the next push either way)."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, join: int = 1):
         self.size = size
+        self.most = size * join  # bytes a piece may hold
         self._buffer = bytearray()
 
     def push(self, data: bytes) -> list[bytes]:
-        if not self._buffer and len(data) == self.size and isinstance(data, bytes):
-            return [data]  # the usual case on a 20 ms path: a whole frame, passed on without a copy
+        size = len(data)
+        if not self._buffer and isinstance(data, bytes) and size <= self.most and not size % self.size:
+            return [data] if size else []  # the usual case: whole frames, passed on without a copy
         self._buffer += data
         whole = len(self._buffer) - len(self._buffer) % self.size
-        frames = [bytes(self._buffer[i : i + self.size]) for i in range(0, whole, self.size)]
+        pieces = [bytes(self._buffer[i : min(i + self.most, whole)]) for i in range(0, whole, self.most)]
         del self._buffer[:whole]
-        return frames
+        return pieces
 
     def flush(self, pad: bool = True) -> bytes:
         """The remainder, padded with silence to a whole frame when `pad`."""
@@ -52,12 +55,13 @@ class Rechunker:
 
 
 class Converter:
-    """Resample then re-chunk: bytes at one rate in, exact frames at another rate out."""
+    """Resample then re-chunk: bytes at one rate in, exact frames (or, with `join`, pieces of up to
+    `join` whole frames) at another rate out."""
 
-    def __init__(self, in_rate: int, out_rate: int, frame_ms: int = 20, quality: str = "HQ"):
+    def __init__(self, in_rate: int, out_rate: int, frame_ms: int = 20, quality: str = "HQ", join: int = 1):
         self.in_rate, self.out_rate = in_rate, out_rate
         self.resampler = Resampler(in_rate, out_rate, quality)
-        self.chunker = Rechunker(frame_bytes(out_rate, frame_ms))
+        self.chunker = Rechunker(frame_bytes(out_rate, frame_ms), join)
 
     def push(self, pcm: bytes) -> list[bytes]:
         return self.chunker.push(self.resampler.process(pcm))

@@ -45,6 +45,12 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 2
 INPUT_RATE = 16000
 FRAME_MS = 20
+# Agent audio goes to the browser in pieces of up to this many whole 20 ms frames, as it arrives: a
+# provider's 40-128 ms chunk is one message, not two to six (each costs the server a send, and the
+# page a message). Never longer than the page's start buffer (80 ms, playback-worklet.js `startMs`):
+# playback waits for that much audio anyway, so a longer piece would hold back the first sound on a
+# slow link. Less than a frame still waits for the next chunk, as before.
+DOWNLINK_JOIN = 4
 MAX_FRAME_BYTES = 64 * 1024
 CONNECT_TIMEOUT = 20.0  # the offline agent loads its models on first connect
 INTERNAL_MESSAGE = "Something went wrong on our side; the conversation was ended."
@@ -779,7 +785,7 @@ class Relay:
             self._reply_started = time.monotonic()
         if self._out is None or self._out.in_rate != event.rate:
             await self._flush_audio()
-            self._out = Converter(event.rate, self.playback_rate, FRAME_MS)
+            self._out = Converter(event.rate, self.playback_rate, FRAME_MS, join=DOWNLINK_JOIN)
         for frame in self._out.push(event.pcm):
             await self._send_audio(frame)
 
@@ -796,8 +802,9 @@ class Relay:
         if stretch:  # the browser had nothing of ours left to play: a reply starts
             measure = self._clock.agent_audio(now, self.upstream.last_timings)
             self._stretch = [now, 0.0]
-        self._stretch[1] += FRAME_MS / 1000
-        self._audible_until = max(self._audible_until, now) + FRAME_MS / 1000
+        seconds = len(frame) / 2 / self.playback_rate
+        self._stretch[1] += seconds
+        self._audible_until = max(self._audible_until, now) + seconds
         if self.recording is not None:
             self.recording.agent_sent(frame, now)
         self._waterfall.audio_sent(len(frame) // 2, now, stretch, self._audible_until)

@@ -15,6 +15,12 @@ class BrowserPeer:
         self._changed = asyncio.Event()
 
     @property
+    def audio_ms(self) -> float:
+        """How much agent audio arrived, in ms at the relay's default output rate (24 kHz): the relay
+        sends it in messages of 20 to 80 ms, so a count of messages is no measure of time."""
+        return sum(map(len, self.audio)) / 48
+
+    @property
     def browser(self) -> Browser:
         return Browser(send_json=self._json, send_bytes=self._bytes)
 

@@ -54,6 +54,18 @@ def test_rechunker_cuts_exact_frames_and_loses_nothing():
     assert len(tail) < 640
 
 
+def test_a_joining_rechunker_sends_whole_frames_at_most_join_at_a_time_and_loses_nothing():
+    data = bytes(range(256)) * 41  # 10496 bytes: 16 frames of 640, and 256 more
+    chunker = Rechunker(640, join=4)
+    pieces = [p for c in chunks(data, [3, 700, 1, 2000, 5000]) for p in chunker.push(c)]
+    assert all(len(p) % 640 == 0 and 640 <= len(p) <= 2560 for p in pieces), [len(p) for p in pieces]
+    tail = chunker.flush(pad=False)
+    assert b"".join(pieces) + tail == data
+    assert len(tail) == 256
+    assert [len(p) for p in chunker.push(bytes(640 * 9))] == [2560, 2560, 640]  # 9 frames: 4, 4, 1
+    assert chunker.push(bytes(1280)) == [bytes(1280)]  # whole frames within the limit: as they came
+
+
 def test_rechunker_pads_the_last_frame_with_silence():
     chunker = Rechunker(8)
     assert chunker.push(b"abc") == []

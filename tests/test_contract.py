@@ -197,7 +197,7 @@ async def test_own_vad_times_the_reply_with_or_without_user_transcripts(
                                      user_transcripts=user_transcripts)  # fmt: skip
         await browser.message("ready")
         await stream(relay, pcm)
-        await browser.wait_for(lambda b: len(b.audio) >= 10, timeout=10)
+        await browser.wait_for(lambda b: b.audio_ms >= 200, timeout=10)
         await asyncio.sleep(0.2)
         metrics = browser.of_type("metrics")
         assert len(metrics) == 1 and 150 <= metrics[0]["latency_ms"] < 3000
@@ -254,7 +254,7 @@ async def test_a_recoverable_error_reaches_the_browser_with_its_code_and_the_cal
         relay, browser, task = start(conversation, peer.url)
         error = await browser.message("error", code="echo.hiccup")
         assert error == {"type": "error", "code": "echo.hiccup", "message": "A hiccup.", "fatal": False}
-        await browser.wait_for(lambda b: len(b.audio) >= 10)
+        await browser.wait_for(lambda b: b.audio_ms >= 200)
         await finish(relay, task)
     assert (await conv_of(conversation)).status == "ended" and browser.closed_with == 1000
 

@@ -51,13 +51,34 @@ async def test_ready_then_audio_round_trip_at_playback_rate(conversation):
         for _ in range(25):  # half a second
             await relay.feed_audio(FRAME)
         await browser.wait_for(lambda b: sum(map(len, b.audio)) >= 960 * 20)
-        assert {len(f) for f in browser.audio} == {960}  # exact 20 ms frames at 24 kHz
+        # whole 20 ms frames at 24 kHz, 1 to 4 a message (relay.DOWNLINK_JOIN), nothing lost
+        assert all(len(f) % 960 == 0 and 960 <= len(f) <= 4 * 960 for f in browser.audio), browser.audio
         await finish(relay, task)
     conv = await Conversation.objects.aget(id=conversation.id)
     assert conv.status == "ended" and conv.end_reason == "test over"
     assert conv.provider_refs == {"rate": 16000}
     assert browser.of_type("ended") == [{"type": "ended", "reason": "test over"}]
     assert browser.closed_with == 1000
+
+
+async def test_a_providers_long_chunks_reach_the_page_in_80_ms_pieces_as_they_come(conversation):
+    """Agent audio is not cut into 20 ms messages: a 100 ms chunk is two messages (80 + 20 ms), what
+    is less than a frame waits for the next chunk, and the page gets every byte in order."""
+    chunks = [bytes([i]) * 4800 for i in (1, 2)] + [bytes([3]) * 500]  # 100, 100 and about 10 ms at 24 kHz
+
+    async def script(peer, ws):
+        for chunk in chunks:
+            await ws.send(chunk)
+        await ws.wait_closed()
+
+    async with EchoPeer(script) as peer:
+        relay, browser, task = start(conversation, peer.url, rate=24000)
+        await browser.wait_for(lambda b: sum(map(len, b.audio)) >= 9600)
+        await asyncio.sleep(0.1)  # the last 10 ms is less than a frame: it waits
+        assert [len(f) for f in browser.audio] == [3840, 960, 3840, 960]
+        assert b"".join(browser.audio) == b"".join(chunks[:2])
+        await finish(relay, task)
+    assert relay.metrics["frames_out"] == 4
 
 
 async def test_audio_is_resampled_to_the_upstream_rate(conversation):
@@ -236,6 +257,6 @@ async def test_malformed_upstream_audio_is_skipped_and_the_call_goes_on(conversa
         relay, browser, task = start(conversation, peer.url)
         error = await browser.message("error", code="bad_upstream_audio")
         assert not error["fatal"]
-        await browser.wait_for(lambda b: len(b.audio) >= 10)
+        await browser.wait_for(lambda b: sum(map(len, b.audio)) >= 960 * 10)  # 200 ms of it
         await finish(relay, task)
     assert (await Conversation.objects.aget(id=conversation.id)).status == "ended"

@@ -614,8 +614,8 @@ async def test_upstream_dying_mid_turn_is_an_error_and_keeps_what_was_stored(con
         await browser.message("ready", timeout=15)
         await talk(relay, silence(300) + speech.pcm("I would like to book a table for two") + silence(1000))
         await browser.message("tool_call", timeout=10)
-        frames = len(browser.audio)
-        await browser.wait_for(lambda b: len(b.audio) > frames + 10, timeout=10)  # the reply is being spoken
+        heard = browser.audio_ms
+        await browser.wait_for(lambda b: b.audio_ms > heard + 200, timeout=10)  # the reply is being spoken
         proxy.kill()
         await asyncio.wait_for(task, 5)
     error = browser.of_type("error")[-1]
@@ -633,7 +633,7 @@ async def test_barge_in_clears_the_browser_and_the_next_reply_plays(conversation
         relay, browser, task = start(conversation, AivocoUpstream, client_config(url))
         await browser.message("ready", timeout=15)
         await talk(relay, silence(300) + speech.pcm("what time do you open") + silence(600))
-        await browser.wait_for(lambda b: len(b.audio) > 50, timeout=10)  # a second of the long answer played
+        await browser.wait_for(lambda b: b.audio_ms > 1000, timeout=10)  # a second of the long answer played
         await talk(relay, speech.pcm("sorry could you repeat that") + silence(800))
         await browser.message("clear", timeout=1)
         # Who notices first is a race (the sandbox's VAD or the relay's): either way the turn is marked.
@@ -641,8 +641,8 @@ async def test_barge_in_clears_the_browser_and_the_next_reply_plays(conversation
         assert (
             cut["interrupted"] is True and OPEN_ANSWER.startswith(cut["text"]) and cut["text"] != OPEN_ANSWER
         )
-        frames = len(browser.audio)
-        await browser.wait_for(lambda b: len(b.audio) > frames + 25, timeout=10)  # the next reply is heard
+        heard = browser.audio_ms
+        await browser.wait_for(lambda b: b.audio_ms > heard + 500, timeout=10)  # the next reply is heard
         await finish(relay, task)
     turns = await astored(conversation, ("role", "interrupted"))
     assert turns[0] == ("agent", True)

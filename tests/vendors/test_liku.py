@@ -388,7 +388,7 @@ async def test_talking_over_the_agent_clears_the_browser(base_url, user, speech)
         user=user, provider="liku", topic=topic, voice="default", language="en", status="connecting"
     )
     relay, browser, task = start(conversation, LikuUpstream, client_config(base_url))
-    await browser.wait_for(lambda b: len(b.audio) > 10, 15)  # the greeting is playing
+    await browser.wait_for(lambda b: b.audio_ms > 200, 15)  # the greeting is playing
     await stream(relay, speech.pcm("Sorry, could you repeat that please"))
     await browser.message("clear", timeout=5)
     greeting = await browser.message("transcript", role="agent", final=True, timeout=5)

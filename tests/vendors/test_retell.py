@@ -478,7 +478,7 @@ async def test_a_spoken_relayed_call_through_the_sandbox_stores_the_turns(speech
         assert "opening hours" in user["text"]
         answer = (await browser.wait_for(lambda b: finals("agent")(b)[1:], timeout=15))[0]
         assert answer["text"] == "We open at noon every day."
-        assert len(browser.audio) > 50
+        assert browser.audio_ms > 1000
         await finish(relay, task)
     turns = await astored(conversation)
     assert turns[0] == ("agent", GREETING, True, False)
