@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from sessions.relay import Browser
+from sessions.relay import DOWNLINK_JOIN, Browser
+
+FRAME_24K = 960  # bytes of 20 ms at the relay's default output rate
+
+
+def whole_frames(size: int) -> bool:
+    """An agent audio message of `size` bytes is 1 to DOWNLINK_JOIN whole 20 ms frames at 24 kHz."""
+    return size % FRAME_24K == 0 and FRAME_24K <= size <= DOWNLINK_JOIN * FRAME_24K
 
 
 class BrowserPeer:

@@ -10,6 +10,7 @@ from channels.testing import WebsocketCommunicator
 
 from playground.asgi import application
 from sessions.models import ApiToken, Conversation, Turn
+from tests.browser_double import whole_frames
 from tests.peers import EchoPeer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
@@ -68,11 +69,6 @@ async def next_audio(ws, timeout=5) -> int:
             return len(raw)
 
 
-def whole_frames_at_24k(size: int) -> bool:
-    """Agent audio reaches the page as 1 to 4 whole 20 ms frames a message (960 bytes each)."""
-    return size % 960 == 0 and 960 <= size <= 4 * 960
-
-
 @contextlib.asynccontextmanager
 async def live(client, user, conv, echo_settings, query=""):
     """The owner's browser on a call whose provider is a loopback echo peer; yields (socket, ready)."""
@@ -123,7 +119,7 @@ async def test_owner_talks_and_only_one_connection_is_live(client, user, topic, 
         for _ in range(5):
             await ws.send_to(bytes_data=FRAME)
         audio = await ws.receive_from(5)
-        assert isinstance(audio, bytes) and whole_frames_at_24k(len(audio))
+        assert isinstance(audio, bytes) and whole_frames(len(audio))
         await ws.send_to(text_data=json.dumps({"type": "stop"}))
         ended = await next_json(ws, "ended")
         assert ended["reason"] == "stopped by the user"
@@ -154,7 +150,7 @@ async def test_bad_input_gets_a_clear_error_and_the_call_goes_on(
         assert error["code"] == code and error["message"]
         for _ in range(5):  # still working (the resampler holds back its first few ms)
             await ws.send_to(bytes_data=FRAME)
-        assert whole_frames_at_24k(await next_audio(ws))
+        assert whole_frames(await next_audio(ws))
         await ws.disconnect()
     assert await Turn.objects.filter(conversation=conv).acount() == 1  # nothing stored is lost
 

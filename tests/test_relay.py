@@ -10,7 +10,7 @@ from sessions.models import Conversation, Turn
 from sessions.relay import Relay
 from sessions.upstreams.base import Session
 from sessions.upstreams.echo import EchoUpstream
-from tests.browser_double import BrowserPeer
+from tests.browser_double import BrowserPeer, whole_frames
 from tests.peers import EchoPeer, finish, say
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
@@ -52,7 +52,7 @@ async def test_ready_then_audio_round_trip_at_playback_rate(conversation):
             await relay.feed_audio(FRAME)
         await browser.wait_for(lambda b: sum(map(len, b.audio)) >= 960 * 20)
         # whole 20 ms frames at 24 kHz, 1 to 4 a message (relay.DOWNLINK_JOIN), nothing lost
-        assert all(len(f) % 960 == 0 and 960 <= len(f) <= 4 * 960 for f in browser.audio), browser.audio
+        assert all(whole_frames(len(f)) for f in browser.audio), [len(f) for f in browser.audio]
         await finish(relay, task)
     conv = await Conversation.objects.aget(id=conversation.id)
     assert conv.status == "ended" and conv.end_reason == "test over"

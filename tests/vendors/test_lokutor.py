@@ -20,7 +20,7 @@ from sessions.models import Conversation, Topic
 from sessions.sandbox_scripts import topic_scripts
 from sessions.upstreams.base import Error, Interrupted, Status, ToolCall, Transcript
 from sessions.upstreams.lokutor import Fatal, Generation, LokutorUpstream, Malformed, endpoint, parse_text
-from tests.browser_double import BrowserPeer
+from tests.browser_double import BrowserPeer, whole_frames
 from tests.engine.speech import silence
 from tests.peers import EchoPeer, finish, serving, stream
 from tests.vendors.helpers import astored, press_start, server_key, start, talk_over_daphne
@@ -124,7 +124,7 @@ async def test_a_spoken_sentence_gets_audio_and_transcripts_and_is_stored(speech
         assert "book a table" in user["text"]
         answer = (await browser.wait_for(lambda b: final("agent")(b)[1:], timeout=10))[0]
         assert answer["text"] == "For how many people?"
-        assert browser.audio_ms > 1000 and all(len(f) % 960 == 0 for f in browser.audio)  # whole 20 ms frames
+        assert browser.audio_ms > 1000 and all(whole_frames(len(f)) for f in browser.audio)
         assert [m["state"] for m in browser.of_type("status")][:3] == ["listening", "thinking", "speaking"]
         await finish(relay, task)
     turns = await astored(conversation)
